@@ -1,0 +1,182 @@
+"""Visual frames at 1 fps, method.md section 3.
+
+For each 1-s segment ``s`` the decoded frame whose presentation timestamp is nearest to
+``s + 0.5`` s is kept (ties go to the earlier frame), converted to RGB and resized so that its
+short side is ``short_side``. Frames are picked by timestamp, never by an assumed frame
+rate. Decoding is PyAV's threaded sequential decoding, the fast path on footage with sparse
+keyframes (real TAU clips may hold a single keyframe); only the chosen frames are converted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+class VideoError(ValueError):
+    """A video file that cannot be read as needed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Header facts of a video file (no decoding)."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration: float
+    codec: str
+    pix_fmt: str | None
+    has_audio: bool
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's header with PyAV; :class:`VideoError` naming the file if unreadable."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: video file not found")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            s = container.streams.video[0]
+            duration = _stream_duration(container, s)
+            return VideoInfo(
+                width=s.codec_context.width,
+                height=s.codec_context.height,
+                fps=float(s.average_rate or s.guessed_rate or 0),
+                frames=int(s.frames or 0),
+                duration=duration,
+                codec=s.codec_context.name,
+                pix_fmt=s.codec_context.pix_fmt,
+                has_audio=bool(container.streams.audio),
+            )
+    except VideoError:
+        raise
+    except Exception as exc:
+        raise VideoError(f"{path}: unreadable video ({_describe(exc, path)})") from exc
+
+
+def _describe(exc: Exception, path: Path) -> str:
+    """``TypeName: message`` without FFmpeg's trailing repetition of the file name."""
+    msg = str(exc).replace(f": '{path}'", "").replace(f"'{path}'", "")
+    return f"{type(exc).__name__}: {msg}"
+
+
+def _stream_duration(container, stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return float("nan")
+
+
+def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """``(width, height)`` scaled so that the short side is ``short_side`` (aspect kept)."""
+    if short_side is None:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def extract_frames(
+    path: str | os.PathLike,
+    short_side: int | None = 320,
+    segments: int | None = None,
+    segment_seconds: float = 1.0,
+    max_offset: float | None = None,
+) -> np.ndarray:
+    """One RGB frame per segment: uint8 ``(segments, H, W, 3)``.
+
+    ``segments`` defaults to the number of whole segments in the stream's duration.
+    ``max_offset`` (default half a segment) is the largest distance allowed between a chosen
+    frame's timestamp and its target ``s + 0.5`` s; a video too short or with a gap beyond it
+    raises :class:`VideoError`, as does an unreadable or truncated file.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: video file not found")
+    seg = Fraction(segment_seconds).limit_denominator(1_000_000)
+    max_off = Fraction(max_offset if max_offset is not None else segment_seconds / 2)
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise VideoError(f"{path}: unreadable video ({_describe(exc, path)})") from exc
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if segments is None:
+            duration = _stream_duration(container, stream)
+            if not math.isfinite(duration):
+                raise VideoError(f"{path}: unknown duration; pass segments explicitly")
+            segments = int(math.floor(duration / float(seg) + 0.01))
+        if segments < 1:
+            raise VideoError(f"{path}: shorter than one {float(seg):g}-s segment")
+        width = stream.codec_context.width
+        height = stream.codec_context.height
+        out_w, out_h = output_size(width, height, short_side)
+        interp = "AREA" if out_w * out_h < width * height else "BICUBIC"
+        start = Fraction(stream.start_time or 0) * stream.time_base
+        targets = [seg * s + seg / 2 for s in range(segments)]
+        out = np.empty((segments, out_h, out_w, 3), dtype=np.uint8)
+
+        def convert(frame) -> np.ndarray:
+            return frame.reformat(
+                width=out_w, height=out_h, format="rgb24", interpolation=interp
+            ).to_ndarray()
+
+        ti = 0
+        prev = None
+        prev_t = None
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = Fraction(frame.pts) * frame.time_base - start
+                while ti < segments and t >= targets[ti]:
+                    target = targets[ti]
+                    if prev is not None and target - prev_t <= t - target:
+                        chosen, ct = prev, prev_t
+                    else:
+                        chosen, ct = frame, t
+                    if abs(ct - target) > max_off:
+                        raise VideoError(
+                            f"{path}: no frame within {float(max_off):g} s of "
+                            f"t={float(target):g} s (nearest at {float(ct):.3f} s)"
+                        )
+                    out[ti] = convert(chosen)
+                    ti += 1
+                if ti == segments:
+                    break
+                prev, prev_t = frame, t
+        except VideoError:
+            raise
+        except Exception as exc:
+            raise VideoError(
+                f"{path}: decoding failed after {ti} of {segments} frames ({_describe(exc, path)})"
+            ) from exc
+        while ti < segments:  # targets after the last decoded frame
+            target = targets[ti]
+            if prev is None or abs(target - prev_t) > max_off:
+                last = (
+                    "no frame decoded" if prev is None else f"last frame at {float(prev_t):.3f} s"
+                )
+                raise VideoError(
+                    f"{path}: video too short or truncated: needs a frame near "
+                    f"t={float(target):g} s for segment {ti}, {last}"
+                )
+            out[ti] = convert(prev)
+            ti += 1
+    return out

@@ -1,0 +1,167 @@
+"""Acoustic features: shapes, conversions and values against librosa / scipy / closed form."""
+
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from avsc.config import AudioConfig
+from avsc.features import AudioError, AudioFormatWarning, extract_audio_features, read_audio
+from avsc.features.audio import mid_side, resample, segment, stft_magnitude
+from tests.media import write_wav
+
+from .conftest import REALDATA
+
+TUT = REALDATA / "tut2018_audio"
+TAU_VIDEO = REALDATA / "tau_av2021_video"
+
+
+def noise(seconds: float, sr: int = 48000, channels: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((channels, int(round(seconds * sr))))).clip(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def tau_wav(tmp_path_factory):
+    return write_wav(tmp_path_factory.mktemp("a") / "clip.wav", noise(10.0))
+
+
+def test_ten_second_clip_shapes(tau_wav):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AudioFormatWarning)  # 48 kHz stereo: no warning
+        s = extract_audio_features(tau_wav, "scalogram")
+        f = extract_audio_features(tau_wav, "fbank")
+    assert s.shape == (10, 6, 2, 290) and s.dtype == np.float32
+    assert f.shape == (10, 6, 2, 256) and f.dtype == np.float32
+    assert np.isfinite(s).all() and np.isfinite(f).all()
+
+
+def test_one_second_clip(tmp_path):
+    p = write_wav(tmp_path / "one.wav", noise(1.0))
+    assert extract_audio_features(p, "scalogram").shape == (1, 6, 2, 290)
+    assert extract_audio_features(p, "fbank").shape == (1, 6, 2, 256)
+
+
+def test_each_segment_is_featurized_on_its_own(tau_wav):
+    """Segment 3 of a 10-s clip equals the features of that second cut out as a 1-s file."""
+    x, sr = read_audio(tau_wav)
+    full = extract_audio_features(tau_wav, "fbank")
+    # resampling is global, so compare on the already-16-kHz signal
+    y = resample(x, sr, 16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AudioFormatWarning)
+        from avsc.features.audio import features_from_waveform
+
+        alone = features_from_waveform(y[:, 3 * 16000 : 4 * 16000], 16000, "fbank")
+    np.testing.assert_allclose(alone[0], full[3], atol=1e-4)
+
+
+@pytest.mark.parametrize("sr,channels", [(44100, 2), (22050, 1), (16000, 2), (8000, 1)])
+def test_any_rate_mono_or_stereo_with_a_warning(tmp_path, sr, channels):
+    x = noise(2.0, sr, channels)
+    p = write_wav(tmp_path / f"x{sr}.wav", x, sr, "PCM_16")
+    with pytest.warns(AudioFormatWarning, match=str(p)):
+        s = extract_audio_features(p, "scalogram")
+    assert s.shape == (2, 6, 2, 290)
+    if channels == 1:  # duplicated channel: the side channel is silent
+        np.testing.assert_allclose(s[:, :, 1], np.log(AudioConfig().log_eps), atol=1e-5)
+
+
+def test_resampling_is_polyphase_and_keeps_a_tone():
+    import librosa
+
+    sr = 48000
+    t = np.arange(sr) / sr
+    x = np.sin(2 * np.pi * 1000 * t)[None].astype(np.float32)
+    y = resample(x, sr, 16000)
+    assert y.shape == (1, 16000)
+    ref = librosa.resample(x[0], orig_sr=sr, target_sr=16000, res_type="polyphase")
+    np.testing.assert_allclose(y[0], ref, atol=1e-5)
+    spec = np.abs(np.fft.rfft(y[0]))
+    assert spec.argmax() == 1000  # 1-Hz bins
+
+
+def test_mid_side_is_average_and_difference():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 100)).astype(np.float32)
+    ms = mid_side(x)
+    np.testing.assert_allclose(ms[0], (x[0] + x[1]) / 2)
+    np.testing.assert_allclose(ms[1], (x[0] - x[1]) / 2)
+
+
+def test_stft_matches_librosa():
+    import librosa
+
+    rng = np.random.default_rng(2)
+    y = rng.standard_normal(16000).astype(np.float32)
+    ours = stft_magnitude(y, 8192, 2736)
+    ref = np.abs(librosa.stft(y, n_fft=8192, hop_length=2736, center=True, pad_mode="reflect")).T
+    assert ours.shape == (6, 4097) == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_segmenting_pads_a_nearly_whole_last_second_and_drops_a_partial_one():
+    cfg = AudioConfig()
+    x = np.ones((2, 3 * 16000 - 50), dtype=np.float32)  # 50 samples short of 3 s
+    segs = segment(x, cfg)
+    assert segs.shape == (3, 2, 16000)
+    assert segs[2, 0, -50:].sum() == 0 and segs[2, 0, :-50].all()
+    assert segment(np.ones((2, 16000 + 8000), np.float32), cfg).shape == (1, 2, 16000)
+    with pytest.raises(AudioError, match="shorter than one"):
+        segment(np.ones((2, 8000), np.float32), cfg)
+
+
+def test_bad_files_raise_errors_naming_the_file(tmp_path):
+    with pytest.raises(AudioError, match="not found"):
+        extract_audio_features(tmp_path / "missing.wav")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF\x00\x00junk" * 10)
+    with pytest.raises(AudioError, match="junk.wav"):
+        extract_audio_features(junk)
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), np.zeros((0, 2)), 48000, subtype="PCM_24")
+    with pytest.raises(AudioError, match="empty.wav"):
+        extract_audio_features(empty)
+    with pytest.raises(ValueError, match="unknown feature kind"):
+        extract_audio_features(junk, "mfcc")
+
+
+def test_truncated_wav_gives_fewer_samples_not_garbage(tmp_path, tau_wav):
+    data = tau_wav.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        x, sr = read_audio(cut)
+    except AudioError as exc:
+        assert "cut.wav" in str(exc)
+    else:
+        assert sr == 48000 and x.shape[1] < 48000 * 6
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["airport", "bus", "metro", "park", "street_traffic", "tram"])
+def test_real_tut_recordings(name):
+    path = TUT / f"{name}.wav"
+    if not path.is_file():
+        pytest.skip("real TUT recordings absent")
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels, info.subtype) == (48000, 2, "PCM_24")
+    for kind, f in (("scalogram", 290), ("fbank", 256)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AudioFormatWarning)
+            feats = extract_audio_features(path, kind)
+        assert feats.shape == (10, 6, 2, f)
+        assert np.isfinite(feats).all()
+        energy = np.exp(feats.astype(np.float64)).sum(axis=(0, 1, 3))  # per channel
+        assert energy[0] > energy[1], f"{name}: mid {energy[0]:.3g} <= side {energy[1]:.3g}"
+
+
+@pytest.mark.realdata
+def test_audio_track_of_a_real_tau_mp4():
+    path = TAU_VIDEO / "barcelona161_4901.mp4"
+    if not path.is_file():
+        pytest.skip("real TAU videos absent")
+    with pytest.warns(AudioFormatWarning, match="44100 Hz"):
+        feats = extract_audio_features(path, "scalogram")
+    assert feats.shape == (10, 6, 2, 290) and np.isfinite(feats).all()
