@@ -1,0 +1,163 @@
+"""``avsc`` command line: each subcommand is a thin wrapper over one library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from avsc import __version__
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
+    if w < 16 or h < 16 or w % 2 or h % 2:
+        raise argparse.ArgumentTypeError(f"size must be even and at least 16x16, got {text!r}")
+    return w, h
+
+
+def _workers(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("--workers must be >= 1")
+    return n
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from avsc.data.synth import make_synthetic_dataset
+
+    kwargs = {}
+    if args.size is not None:
+        kwargs["video_size"] = args.size
+    root = make_synthetic_dataset(
+        args.out,
+        clips_per_class=args.clips_per_class,
+        seconds=args.seconds,
+        seed=args.seed,
+        fps=args.fps,
+        workers=args.workers,
+        show_progress=False if args.no_progress else None,
+        **kwargs,
+    )
+    print(f"synthetic TAU-layout dataset written to {root}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from avsc.data.validate import validate_dataset
+
+    report = validate_dataset(
+        args.root,
+        deep=args.deep,
+        clip_seconds=args.clip_seconds,
+        length_tolerance=args.tolerance,
+        workers=args.workers,
+    )
+    print(report.format(limit=args.limit))
+    if args.report:
+        report.to_frame().to_csv(args.report, index=False)
+        print(f"report written to {args.report}")
+    return 0 if report.ok else 1
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from avsc.config import AudioConfig, DataConfig, FrameConfig, PreprocessConfig
+    from avsc.features.store import PreprocessError, StoreError, preprocess
+
+    features = tuple(f.strip() for f in args.features.split(",") if f.strip())
+    config = PreprocessConfig(
+        audio=AudioConfig(),
+        frames=FrameConfig(
+            short_side=None if args.short_side == 0 else args.short_side,
+            format=args.frame_format,
+        ),
+        data=DataConfig(
+            clip_seconds=args.clip_seconds,
+            val_fraction=args.val_fraction,
+            split=args.split,
+            seed=args.seed,
+        ),
+        features=features,
+    )
+    try:
+        report = preprocess(
+            args.data,
+            args.cache,
+            config,
+            workers=args.workers,
+            strict=args.strict,
+            show_progress=False if args.no_progress else None,
+        )
+    except (PreprocessError, StoreError) as exc:
+        print(f"avsc preprocess: error: {exc}", file=sys.stderr)
+        return 1
+    print(report.format())
+    return 0 if report.ok else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="avsc",
+        description="Audio-visual scene classification (Chen, Wang, Zhang, ICASSP 2022).",
+    )
+    p.add_argument("--version", action="version", version=f"avsc {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic dataset in the exact TAU layout")
+    s.add_argument("--out", required=True, help="output folder (the dataset root)")
+    s.add_argument("--clips-per-class", type=int, default=10)
+    s.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=_size, default=None, help="video WIDTHxHEIGHT")
+    s.add_argument("--fps", type=int, default=24)
+    s.add_argument("--workers", type=_workers, default=min(2, os.cpu_count() or 1))
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+    v = sub.add_parser("validate", help="check a TAU-layout dataset and list every problem")
+    v.add_argument("root", help="dataset root (audio/, video/, meta.csv or a sibling ROOT.meta/)")
+    v.add_argument("--deep", action="store_true", help="decode every file completely")
+    v.add_argument("--clip-seconds", type=float, default=10.0)
+    v.add_argument("--tolerance", type=float, default=0.02, help="seconds of slack on the length")
+    v.add_argument("--workers", type=_workers, default=4)
+    v.add_argument("--limit", type=int, default=None, help="print at most this many problems")
+    v.add_argument("--report", help="also write the problems as CSV to this file")
+    v.set_defaults(func=cmd_validate)
+
+    pp = sub.add_parser("preprocess", help="featurize a dataset into an on-disk feature store")
+    pp.add_argument("--data", required=True, help="dataset root")
+    pp.add_argument("--cache", required=True, help="feature store folder")
+    pp.add_argument("--features", default="scalogram,fbank", help="comma list of scalogram,fbank")
+    pp.add_argument("--workers", type=_workers, default=min(2, os.cpu_count() or 1))
+    pp.add_argument("--strict", action="store_true", help="stop at the first bad clip")
+    pp.add_argument("--short-side", type=int, default=320, help="frame short side (0 = keep)")
+    pp.add_argument("--frame-format", choices=["jpeg", "npy"], default="jpeg")
+    pp.add_argument("--clip-seconds", type=float, default=10.0, help="expected clip length")
+    pp.add_argument("--val-fraction", type=float, default=0.1)
+    pp.add_argument("--split", choices=["location", "random"], default="location")
+    pp.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    pp.add_argument("--no-progress", action="store_true")
+    pp.set_defaults(func=cmd_preprocess)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``avsc`` console script and ``python -m avsc``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"avsc {args.command}: error: {exc}", file=sys.stderr)
+        return 2

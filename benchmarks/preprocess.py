@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Preprocessing speed: seconds per clip for audio features and for frames, and the ratio of
+full preprocessing time to the bare floor (reading and decoding only, no features).
+
+    python benchmarks/preprocess.py [--clips-per-class 2] [--workers 1] [--real DIR]
+
+Measures, in one run, on N synthetic 10-s clips (made by ``avsc synth``) and on the real
+1280x720 TAU clips of ../shared/realdata/tau_av2021_video (their MP3 track is rewritten as a
+48 kHz 24-bit WAV so that they go through the real TAU code path). Ends with one
+``name: value`` line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import av
+import pandas as pd
+import soundfile as sf
+
+from avsc.config import PreprocessConfig
+from avsc.data.synth import make_synthetic_dataset
+from avsc.data.tau import TAUDataset, write_metadata
+from avsc.features.audio import features_from_waveform, read_audio, resample
+from avsc.features.store import preprocess
+from avsc.features.video import extract_frames
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "tau_av2021_video"
+
+
+def floor_audio(path: Path) -> float:
+    t = time.perf_counter()
+    sf.read(str(path), dtype="float32", always_2d=True)
+    return time.perf_counter() - t
+
+
+def floor_video(path: Path) -> float:
+    """Decode every frame (threaded, no colour conversion): the least any extractor must do."""
+    t = time.perf_counter()
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for _ in c.decode(s):
+            pass
+    return time.perf_counter() - t
+
+
+def per_clip(root: Path, config: PreprocessConfig) -> dict[str, float]:
+    """Median seconds per clip of each stage over every clip of ``root``."""
+    ds = TAUDataset(root)
+    rows = {"floor_audio": [], "floor_video": [], "audio_features": [], "frames": []}
+    for r in ds.meta.itertuples(index=False):
+        a, v = ds.audio_path(r.filename_audio), ds.video_path(r.filename_video)
+        rows["floor_audio"].append(floor_audio(a))
+        rows["floor_video"].append(floor_video(v))
+        t = time.perf_counter()
+        x, sr = read_audio(a)
+        features_from_waveform(x, sr, tuple(config.features), config.audio)
+        rows["audio_features"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        extract_frames(v, config.frames.short_side)
+        rows["frames"].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in rows.items()}
+
+
+def full_run(root: Path, cache: Path, config: PreprocessConfig, workers: int) -> float:
+    """Wall seconds per clip of a whole ``preprocess`` run (features, frames, writes, stats)."""
+    t = time.perf_counter()
+    report = preprocess(root, cache, config, workers=workers, show_progress=False)
+    if not report.ok:
+        raise SystemExit(report.format())
+    return (time.perf_counter() - t) / report.total
+
+
+def real_root(tmp: Path) -> Path | None:
+    """A TAU-layout root around the real 1280x720 clips (their audio rewritten as TAU WAVs)."""
+    clips = [
+        ("street_traffic-barcelona-161-4901", "barcelona161_4901.mp4"),
+        ("street_traffic-helsinki-164-5009", "helsinki164_5009.mp4"),
+    ]
+    if not all((REAL / f).is_file() for _, f in clips):
+        return None
+    root = tmp / "real"
+    (root / "audio").mkdir(parents=True)
+    (root / "video").mkdir()
+    rows = []
+    for clip, name in clips:
+        (root / "video" / f"{clip}.mp4").symlink_to(REAL / name)
+        x, sr = read_audio(REAL / name)
+        y = resample(x, sr, 48000)[:, :480000]
+        sf.write(str(root / "audio" / f"{clip}.wav"), y.T, 48000, subtype="PCM_24")
+        rows.append((f"audio/{clip}.wav", f"video/{clip}.mp4", "street_traffic"))
+    write_metadata(
+        root, pd.DataFrame(rows, columns=["filename_audio", "filename_video", "scene_label"]), []
+    )
+    return root
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--clips-per-class", type=int, default=3, help="synthetic clips per class")
+    p.add_argument("--workers", type=int, default=1)
+    a = p.parse_args()
+    warnings.simplefilter("ignore")
+    config = PreprocessConfig()
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        t = time.perf_counter()
+        synth = make_synthetic_dataset(
+            tmp / "synth", clips_per_class=a.clips_per_class, seed=0, workers=2, show_progress=False
+        )
+        n = len(TAUDataset(synth).meta)
+        print(
+            f"synthetic: {n} clips of 10 s generated in {time.perf_counter() - t:.1f} s",
+            file=sys.stderr,
+        )
+        sets = [("synthetic", synth)]
+        real = real_root(tmp)
+        if real is not None:
+            sets.append(("real_1280x720", real))
+        else:
+            print("real TAU clips absent: skipping them", file=sys.stderr)
+        for name, root in sets:
+            s = per_clip(root, config)
+            floor = s["floor_audio"] + s["floor_video"]
+            full = full_run(root, tmp / f"cache-{name}", config, a.workers)
+            out[f"{name}_audio_features_s_per_clip"] = s["audio_features"]
+            out[f"{name}_frames_s_per_clip"] = s["frames"]
+            out[f"{name}_floor_s_per_clip"] = floor
+            out[f"{name}_full_preprocess_s_per_clip_workers{a.workers}"] = full
+            out[f"{name}_full_over_floor"] = full / floor
+            out[f"{name}_frames_over_video_decode_floor"] = s["frames"] / s["floor_video"]
+    width = max(len(k) for k in out)
+    for k, v in out.items():
+        print(f"{k:{width}s}: {v:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Set-up and the two jobs of the README, with nothing but Python installed.
+
+    python3 tasks.py demo   # create .venv, install avsc, run the main job on synthetic data
+    python3 tasks.py test   # create .venv, install avsc, run ruff and the whole test suite
+
+Standard library only. The virtual environment lives in ``.venv`` (or ``$AVSC_VENV``) and is
+reinstalled only when ``pyproject.toml`` changes. Extra arguments after ``test`` go to
+pytest; after ``demo`` they go to the demo (``--clips-per-class``, ``--seconds``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("AVSC_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def run(*cmd: str | Path, **kw) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kw)
+
+
+def setup() -> None:
+    """Create the virtual environment and install the package with all its extras."""
+    if sys.version_info < (3, 10):  # noqa: UP036 - tasks.py may run on any python3
+        sys.exit(f"avsc needs Python >= 3.10, this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating virtual environment {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / ".avsc-installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    t0 = time.time()
+    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PY, "-m", "pip", "install", "--quiet", "-e", ".[notebooks,dev]")
+    stamp.write_text(digest)
+    print(f"installed avsc and its dependencies in {time.time() - t0:.0f} s", flush=True)
+
+
+def demo(argv: list[str]) -> None:
+    """The main job: the synthetic TAU-layout dataset, validated, then its feature store."""
+    p = argparse.ArgumentParser(prog="tasks.py demo")
+    p.add_argument("--data", default="data/synthetic", help="where the synthetic dataset goes")
+    p.add_argument("--cache", default="cache/synthetic", help="where the feature store goes")
+    p.add_argument("--clips-per-class", default="10")
+    p.add_argument("--seconds", default="10")
+    p.add_argument("--seed", default="0")
+    p.add_argument("--workers", default="2")
+    a = p.parse_args(argv)
+    avsc = [PY, "-m", "avsc"]
+    t0 = time.time()
+    if not (ROOT / a.data / "meta.csv").is_file():
+        run(
+            *avsc,
+            "synth",
+            "--out",
+            a.data,
+            "--clips-per-class",
+            a.clips_per_class,
+            "--seconds",
+            a.seconds,
+            "--seed",
+            a.seed,
+            "--workers",
+            a.workers,
+        )
+    else:
+        print(f"{a.data} exists: reusing it (delete it to regenerate)", flush=True)
+    run(*avsc, "validate", a.data, "--clip-seconds", a.seconds)
+    run(
+        *avsc,
+        "preprocess",
+        "--data",
+        a.data,
+        "--cache",
+        a.cache,
+        "--workers",
+        a.workers,
+        "--clip-seconds",
+        a.seconds,
+    )
+    print(f"demo finished in {time.time() - t0:.0f} s: dataset {a.data}, feature store {a.cache}")
+
+
+def test(argv: list[str]) -> None:
+    """Lint, format check and the whole pytest suite."""
+    run(PY, "-m", "ruff", "check", "avsc", "tests", "benchmarks", "tasks.py")
+    run(PY, "-m", "ruff", "format", "--check", "avsc", "tests", "benchmarks", "tasks.py")
+    env = dict(os.environ, AVSC_PROGRESS="0")
+    run(PY, "-m", "pytest", *argv, env=env)
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup"):
+        sys.exit(__doc__)
+    job, rest = sys.argv[1], sys.argv[2:]
+    try:
+        setup()
+        if job == "demo":
+            demo(rest)
+        elif job == "test":
+            test(rest)
+    except subprocess.CalledProcessError as exc:
+        sys.exit(exc.returncode or 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Packaging: pyproject and environment.yml agree; the console script and ``python -m`` work."""
+
+import re
+import subprocess
+import sys
+
+import tomllib
+import yaml
+
+from .conftest import ROOT
+
+# PyPI name -> conda-forge name where they differ
+CONDA_NAMES = {"torch": "pytorch", "soundfile": "pysoundfile", "pywavelets": "pywavelets"}
+
+
+def _split(req: str) -> tuple[str, str]:
+    m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req)
+    assert m, req
+    return m.group(1).lower(), m.group(2).replace(" ", "")
+
+
+def test_environment_yml_mirrors_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = dict(_split(r) for r in project["dependencies"])
+    extras = project["optional-dependencies"]
+    for name in ("notebooks", "dev"):
+        wanted.update(_split(r) for r in extras[name])
+    wanted = {CONDA_NAMES.get(k, k): v for k, v in wanted.items()}
+
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda, pip = {}, []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip += dep["pip"]
+        else:
+            k, v = _split(dep)
+            conda[k] = v
+    conda.pop("pip")
+    python = conda.pop("python")
+    assert python == ">=" + project["requires-python"].lstrip(">=")
+    assert conda == wanted, {
+        "only in environment.yml": sorted(set(conda) - set(wanted)),
+        "only in pyproject": sorted(set(wanted) - set(conda)),
+        "different bounds": sorted(k for k in wanted if k in conda and conda[k] != wanted[k]),
+    }
+    assert pip == ['-e ".[notebooks,dev]"'] or pip == ["-e .[notebooks,dev]"]
+
+
+def test_console_script_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "avsc", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for sub in ("synth", "validate", "preprocess"):
+        assert sub in out.stdout
+    script = ROOT / ".venv" / "bin" / "avsc"
+    exe = script if script.exists() else "avsc"
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("avsc ")
+
+
+def test_top_level_layout():
+    for name in (
+        "avsc",
+        "notebooks",
+        "tests",
+        "figures",
+        "benchmarks",
+        "README.md",
+        "environment.yml",
+        "pyproject.toml",
+        ".ci/run",
+    ):
+        assert (ROOT / name).exists(), name
