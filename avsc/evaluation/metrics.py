@@ -1,0 +1,122 @@
+"""DCASE 2021 Task 1B metrics on 1-s segments, method.md section 8."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from avsc.data.tau import LABELS
+
+EPS = 1e-15
+
+
+def clip_and_renormalise(proba: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Clip probabilities to ``[eps, 1 - eps]`` and renormalise each row to sum to 1."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), eps, 1.0 - eps)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def segment_log_loss(y_true: np.ndarray, proba: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Per-segment ``-log p(true class)`` after clipping and renormalising."""
+    y = np.asarray(y_true, dtype=int)
+    p = clip_and_renormalise(proba, eps)
+    return -np.log(p[np.arange(len(y)), y])
+
+
+def dcase_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    proba: np.ndarray,
+    n_classes: int | None = None,
+    eps: float = EPS,
+) -> dict[str, float]:
+    """DCASE 2021 Task 1B figures of segment probabilities ``(N, C)`` against labels ``(N,)``.
+
+    Returns ``logloss_classwise`` (mean over classes of the per-class mean log loss, the
+    paper's figure), ``logloss_overall`` (mean over segments), ``accuracy_classwise`` (macro
+    recall, DCASE's official accuracy) and ``accuracy_overall``. Accuracies are fractions.
+    Classes absent from ``y_true`` are left out of the class-wise means.
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(f"proba must be (N, C) with N = len(y_true) = {len(y)}, got {p.shape}")
+    if len(y) == 0:
+        raise ValueError("no segments to evaluate")
+    c = n_classes or p.shape[1]
+    if y.min() < 0 or y.max() >= c:
+        raise ValueError(f"labels must lie in [0, {c}), got {y.min()}..{y.max()}")
+    ll = segment_log_loss(y, p, eps)
+    correct = p.argmax(axis=1) == y
+    present = [k for k in range(c) if np.any(y == k)]
+    return {
+        "logloss_classwise": float(np.mean([ll[y == k].mean() for k in present])),
+        "logloss_overall": float(ll.mean()),
+        "accuracy_classwise": float(np.mean([correct[y == k].mean() for k in present])),
+        "accuracy_overall": float(correct.mean()),
+    }
+
+
+def per_class_table(
+    y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str] = LABELS
+) -> pd.DataFrame:
+    """One row per class: segments, log loss and accuracy (the DCASE per-class table)."""
+    y = np.asarray(y_true, dtype=int)
+    ll = segment_log_loss(y, proba)
+    correct = np.asarray(proba).argmax(axis=1) == y
+    rows = []
+    for k, name in enumerate(labels):
+        m = y == k
+        rows.append(
+            {
+                "scene_label": name,
+                "segments": int(m.sum()),
+                "logloss": float(ll[m].mean()) if m.any() else float("nan"),
+                "accuracy": float(correct[m].mean()) if m.any() else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def confusion(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    n_classes: int = len(LABELS),
+    normalize: str | None = None,
+) -> np.ndarray:
+    """Confusion matrix (rows: true class, columns: predicted) via sklearn."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(
+        np.asarray(y_true, dtype=int),
+        np.asarray(proba).argmax(axis=1),
+        labels=list(range(n_classes)),
+        normalize=normalize,
+    )
+
+
+def submission_frame(
+    filenames: Sequence[str], proba: np.ndarray, labels: Sequence[str] = LABELS
+) -> pd.DataFrame:
+    """The DCASE submission table: ``filename  scene_label  airport  bus ... tram``, one row
+    per 1-s segment; ``scene_label`` is the most probable class."""
+    p = np.asarray(proba, dtype=np.float64)
+    df = pd.DataFrame(
+        {"filename": list(filenames), "scene_label": [labels[i] for i in p.argmax(axis=1)]}
+    )
+    for k, name in enumerate(labels):
+        df[name] = p[:, k]
+    return df
+
+
+def write_submission(
+    path, filenames: Sequence[str], proba: np.ndarray, labels: Sequence[str] = LABELS
+) -> None:
+    """Write the DCASE submission TSV atomically."""
+    from avsc.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        submission_frame(filenames, proba, labels).to_csv(
+            tmp, sep="\t", index=False, float_format="%.6f"
+        )

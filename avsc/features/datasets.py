@@ -1,0 +1,216 @@
+"""torch Datasets over the feature store, method.md section 4.
+
+A training sample is (acoustic frame k of segment s, visual frame of segment s, label): 60
+per 10-s clip. Evaluation works per segment: its 6 acoustic frames with its one image. The
+audio features of the chosen clips are loaded once, normalised with the training-split
+statistics, into one tensor; frames are decoded from the store's JPEGs on demand or, when
+they fit (``frames_in_memory``), once into memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from avsc.features.store import FeatureStore, NormStats, StoreError
+
+
+def subset_clips(store: FeatureStore, subsets: str | Sequence[str]) -> list[str]:
+    """Finished clips of the store in the named split subsets (train / val / evaluate)."""
+    names = [subsets] if isinstance(subsets, str) else list(subsets)
+    split = store.subsets()
+    wanted = set(split.loc[split["subset"].isin(names), "clip"])
+    clips = [c for c in store.clips if c in wanted]
+    if not clips:
+        raise StoreError(f"{store.path}: no finished clips in subset(s) {names}")
+    return clips
+
+
+class ClipTable:
+    """The clips of one subset: labels, identifiers, and the segment index."""
+
+    def __init__(self, store: FeatureStore, clips: Sequence[str]):
+        index = store.index.set_index("clip")
+        missing = [c for c in clips if c not in index.index]
+        if missing:
+            raise StoreError(f"{store.path}: clips not in the store: {missing[:5]}")
+        self.store = store
+        self.clips = list(clips)
+        rows = index.loc[self.clips]
+        self.labels = torch.tensor(rows["label"].to_numpy(dtype=np.int64))
+        self.identifiers = rows["identifier"].tolist()
+        seg = rows["segments"].to_numpy()
+        if len(set(seg)) != 1:
+            raise StoreError(
+                f"{store.path}: clips with different segment counts {sorted(set(seg))}"
+            )
+        self.segments = int(seg[0])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def segment_frame(self) -> pd.DataFrame:
+        """One row per (clip, segment): clip, segment, label, identifier, filename (the 1-s
+        name ``<clip>_<segment>.wav`` used in submissions)."""
+        n, s = len(self.clips), self.segments
+        return pd.DataFrame(
+            {
+                "clip": np.repeat(self.clips, s),
+                "segment": np.tile(np.arange(s), n),
+                "label": np.repeat(self.labels.numpy(), s),
+                "identifier": np.repeat(self.identifiers, s),
+                "filename": [f"{c}_{k}.wav" for c in self.clips for k in range(s)],
+            }
+        )
+
+
+def load_audio_bank(
+    table: ClipTable, kind: str, stats: NormStats, dtype=torch.float32
+) -> torch.Tensor:
+    """Normalised features of every clip: ``(clips, segments, frames, 2, F)``."""
+    first = table.store.load_audio(table.clips[0], kind)
+    out = torch.empty((len(table), *first.shape), dtype=dtype)
+    for i, clip in enumerate(table.clips):
+        out[i] = torch.from_numpy(stats.apply(table.store.load_audio(clip, kind)))
+    return out
+
+
+class FrameSource:
+    """uint8 ``(3, H, W)`` frames of ``table``'s clips by (clip index, segment)."""
+
+    def __init__(self, table: ClipTable, in_memory: str | bool = "auto", limit_bytes: float = 2e9):
+        self.table = table
+        store = table.store
+        shape = table.store.load_frames(table.clips[0], [0]).shape[1:]
+        total = len(table) * table.segments * int(np.prod(shape))
+        keep = in_memory in (True, "yes") or (in_memory == "auto" and total <= limit_bytes)
+        self.shape = shape
+        self.memory: torch.Tensor | None = None
+        if keep:
+            self.memory = torch.empty(
+                (len(table), table.segments, 3, *shape[:2]), dtype=torch.uint8
+            )
+            for i, clip in enumerate(table.clips):
+                self.memory[i] = torch.from_numpy(store.load_frames(clip)).permute(0, 3, 1, 2)
+
+    def get(self, clip_index: int, segment: int) -> torch.Tensor:
+        if self.memory is not None:
+            return self.memory[clip_index, segment]
+        clip = self.table.clips[clip_index]
+        frame = self.table.store.load_frames(clip, [segment])[0]
+        return torch.from_numpy(frame).permute(2, 0, 1).contiguous()
+
+
+def train_transform(image_size: int, augment) -> object:
+    """RandomResizedCrop, RandomHorizontalFlip and ColorJitter (torchvision.transforms.v2) on
+    uint8 ``(3, H, W)`` images, method.md section 7."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=tuple(augment.crop_scale), antialias=True),
+            v2.RandomHorizontalFlip(augment.hflip),
+            v2.ColorJitter(augment.brightness, augment.contrast, augment.saturation, augment.hue),
+        ]
+    )
+
+
+def eval_transform(image_size: int, crop_pct: float = 0.875) -> object:
+    """Resize the short side to ``image_size / crop_pct``, then centre-crop ``image_size``."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [v2.Resize(int(round(image_size / crop_pct)), antialias=True), v2.CenterCrop(image_size)]
+    )
+
+
+class FrameSamples(Dataset):
+    """Training samples. ``unit="frame"``: one per (clip, segment, acoustic frame) with
+    ``audio`` ``(2, F)``; ``unit="segment"``: one per (clip, segment) (video-only).
+    ``image`` (a transformed uint8 frame) and/or ``vemb`` (a precomputed visual embedding,
+    ``(clips, segments, D)``) are added when given."""
+
+    def __init__(
+        self,
+        table: ClipTable,
+        audio: torch.Tensor | None = None,
+        frames: FrameSource | None = None,
+        transform=None,
+        vemb: torch.Tensor | None = None,
+        unit: str = "frame",
+    ):
+        if unit not in ("frame", "segment"):
+            raise ValueError(f"unit must be 'frame' or 'segment', got {unit!r}")
+        if unit == "frame" and audio is None:
+            raise ValueError("frame samples need audio features")
+        self.table, self.audio, self.frames, self.transform, self.vemb = (
+            table,
+            audio,
+            frames,
+            transform,
+            vemb,
+        )
+        self.unit = unit
+        self.per_segment = audio.shape[2] if (unit == "frame" and audio is not None) else 1
+        self.per_clip = table.segments * self.per_segment
+
+    def __len__(self) -> int:
+        return len(self.table) * self.per_clip
+
+    def locate(self, i: int) -> tuple[int, int, int]:
+        c, r = divmod(i, self.per_clip)
+        s, k = divmod(r, self.per_segment)
+        return c, s, k
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        c, s, k = self.locate(int(i))
+        item: dict[str, torch.Tensor] = {"label": self.table.labels[c]}
+        if self.unit == "frame" and self.audio is not None:
+            item["audio"] = self.audio[c, s, k]
+        if self.frames is not None:
+            img = self.frames.get(c, s)
+            item["image"] = self.transform(img) if self.transform is not None else img
+        if self.vemb is not None:
+            item["vemb"] = self.vemb[c, s]
+        return item
+
+
+class SegmentSamples(Dataset):
+    """Evaluation samples, one per (clip, segment): ``audio`` ``(frames, 2, F)``, the
+    eval-transformed ``image`` and/or ``vemb``, ``label`` and ``index`` (row of
+    :meth:`ClipTable.segment_frame`)."""
+
+    def __init__(
+        self,
+        table: ClipTable,
+        audio: torch.Tensor | None = None,
+        frames: FrameSource | None = None,
+        transform=None,
+        vemb: torch.Tensor | None = None,
+    ):
+        self.table, self.audio, self.frames, self.transform, self.vemb = (
+            table,
+            audio,
+            frames,
+            transform,
+            vemb,
+        )
+
+    def __len__(self) -> int:
+        return len(self.table) * self.table.segments
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        c, s = divmod(int(i), self.table.segments)
+        item: dict[str, torch.Tensor] = {"label": self.table.labels[c], "index": torch.tensor(i)}
+        if self.audio is not None:
+            item["audio"] = self.audio[c, s]
+        if self.frames is not None:
+            img = self.frames.get(c, s)
+            item["image"] = self.transform(img) if self.transform is not None else img
+        if self.vemb is not None:
+            item["vemb"] = self.vemb[c, s]
+        return item

@@ -1,0 +1,5 @@
+"""Training: checkpoints, the one fit loop, visual-encoder fine-tuning, the strategies."""
+
+from avsc.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]

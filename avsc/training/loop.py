@@ -1,0 +1,373 @@
+"""The one training loop for every strategy, method.md section 7.
+
+SGD with momentum and weight decay; ``CosineAnnealingWarmRestarts`` (T_0 = 10 epochs,
+T_mult = 2, stepped per iteration, from ``lr`` down to ``lr_min``); batch size; at most
+``max_epochs``; the checkpoint with the best validation loss (segment level) is kept as
+``best.pt`` and the last epoch as ``last.pt``, from which a run resumes exactly; optional
+early-stopping patience; one log line and one CSV row per epoch. Randomness (shuffling,
+augmentation, dropout) is re-seeded from ``(seed, epoch)`` at every epoch, so a resumed run
+and an uninterrupted one are identical on the CPU. A NaN or infinite loss stops the run with
+:class:`TrainingDiverged`; ``last.pt`` keeps the last good epoch.
+
+AMP (bf16 autocast) and channels_last apply on CUDA. Under ``torchrun`` the model is wrapped
+in ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA), the global batch is split over
+the ranks with a ``DistributedSampler``, and rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from avsc.config import TrainConfig
+from avsc.training.checkpoint import load_checkpoint, save_checkpoint
+from avsc.utils import atomic_path, progress, progress_enabled, versions
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------------------
+# devices and distributed
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if dist_info()[0] > 1 and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def dist_info() -> tuple[int, int]:
+    """``(world_size, rank)`` from torchrun's environment (1, 0 without it)."""
+    return int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Initialise the process group when launched by torchrun; True when distributed."""
+    world, _ = dist_info()
+    if world <= 1:
+        return False
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return True
+
+
+def is_main_process() -> bool:
+    return dist_info()[1] == 0
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds libraries that use the legacy RNG
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(seed) * 1_000_003 + int(epoch)
+
+
+# --------------------------------------------------------------------------------------
+# the loop
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Batches of one epoch: a permutation seeded by ``seed`` cut into global batches of
+    ``batch_size`` (the last partial one dropped unless it is the only one); rank ``r`` of
+    ``world`` takes the ``r``-th contiguous slice of every global batch. Every process count
+    therefore sees the same global batches, which keeps DistributedDataParallel runs close to
+    single-process ones."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        world: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        max_batches: int | None = None,
+    ):
+        self.n, self.batch_size, self.world, self.rank, self.seed = n, batch_size, world, rank, seed
+        full = n // batch_size
+        self.batches = full if full else 1
+        if max_batches:
+            self.batches = min(self.batches, max_batches)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        b = min(self.batch_size, self.n)
+        per = b // self.world
+        for i in range(self.batches):
+            batch = perm[i * b : (i + 1) * b]
+            yield batch[self.rank * per : (self.rank + 1) * per]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` produced."""
+
+    best_checkpoint: Path
+    last_checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, iters_per_epoch: int):
+    """``CosineAnnealingWarmRestarts`` stepped per iteration: the first cycle lasts
+    ``t0_epochs`` epochs, each next one ``t_mult`` times longer."""
+    return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer,
+        T_0=max(1, cfg.t0_epochs * iters_per_epoch),
+        T_mult=cfg.t_mult,
+        eta_min=cfg.lr_min,
+    )
+
+
+def _to(
+    batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool
+) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        if k == "image" and channels_last and v.dim() == 4:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    config_dict: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    resume: bool = True,
+    callbacks: Iterable[Callable[[int, dict[str, Any]], None]] = (),
+    name: str = "train",
+) -> FitResult:
+    """Train ``model`` on ``train_set`` (dict items with ``label``), validating with
+    ``evaluate(model) -> {"val_logloss": ..., ...}`` after each epoch.
+
+    Writes ``out_dir/last.pt``, ``out_dir/best.pt`` (plain-dict checkpoints holding
+    ``model``, ``optimizer``, ``scheduler``, ``epoch``, ``metrics``, ``config``, ``versions``
+    and ``extra``) and ``out_dir/history.csv``. With ``resume`` an existing ``last.pt`` is
+    continued. ``callbacks(epoch, row)`` run after each epoch (a raising callback interrupts
+    the run, as a kill would).
+    """
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    device = resolve_device(cfg.device)
+    distributed = init_distributed(device)
+    world, rank = dist_info()
+    main = rank == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
+    n = len(train_set)
+    iters = len(GlobalBatchSampler(n, cfg.batch_size, world, rank, 0, cfg.max_train_batches))
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, iters)
+    loss_fn = nn.CrossEntropyLoss()
+
+    last_path, best_path, hist_path = out / "last.pt", out / "best.pt", out / "history.csv"
+    history: list[dict[str, Any]] = []
+    start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0
+    if resume and last_path.is_file():
+        ck = load_checkpoint(last_path, map_location="cpu")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        start_epoch = int(ck["epoch"]) + 1
+        st = ck["state"]
+        best_loss, best_epoch, bad_epochs = (
+            float(st["best_loss"]),
+            int(st["best_epoch"]),
+            int(st["bad_epochs"]),
+        )
+        history = list(st["history"])
+        log.info("%s: resuming from %s after epoch %d", name, last_path, start_epoch - 1)
+
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.max_epochs):
+        t0 = time.perf_counter()
+        seed = epoch_seed(cfg.seed, epoch)
+        torch.manual_seed(seed + 7919 * rank)  # dropout / augmentation differ per rank
+        gen = torch.Generator().manual_seed(seed)
+        sampler = GlobalBatchSampler(n, cfg.batch_size, world, rank, seed, iters)
+        loader = DataLoader(
+            train_set,
+            batch_sampler=sampler,
+            num_workers=cfg.num_workers,
+            generator=gen,
+            pin_memory=device.type == "cuda",
+        )
+        net.train()
+        total, count = 0.0, 0
+        last_lr = optimizer.param_groups[0]["lr"]
+        bar = progress(
+            loader,
+            total=len(loader),
+            desc=f"{name} epoch {epoch + 1}",
+            enabled=progress_enabled() and main,
+            leave=False,
+        )
+        for step, batch in enumerate(bar):
+            batch = _to(batch, device, cfg.channels_last and device.type == "cuda")
+            label = batch.pop("label")
+            with _autocast(device, cfg.amp):
+                logits = net(**batch)
+                loss = loss_fn(logits.float(), label)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{name}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    "stopped. "
+                    f"The last good epoch is kept in {last_path} (lower train.lr?)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            last_lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(label)
+            count += len(label)
+        train_loss = total / max(count, 1)
+        if distributed:
+            import torch.distributed as dist
+
+            t = torch.tensor([total, count], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            train_loss = float(t[0] / t[1])
+        model.eval()
+        metrics = evaluate(model)
+        val_loss = float(metrics["val_logloss"])
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
+        else:
+            bad_epochs += 1
+        row = {
+            "epoch": epoch + 1,
+            "lr": last_lr,  # the rate of the epoch's last step
+            "train_loss": train_loss,
+            **{k: float(v) for k, v in metrics.items()},
+            "best": improved,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        history.append(row)
+        if main:
+            ck = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
+                "config": config_dict or {},
+                "versions": versions(),
+                "extra": extra or {},
+                "state": {
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                },
+            }
+            if improved:
+                save_checkpoint(best_path, ck)
+            save_checkpoint(last_path, ck)
+            _write_history(hist_path, history)
+            log.info(
+                "%s epoch %d/%d lr %.2e train_loss %.4f %s%s (%.1f s)",
+                name,
+                epoch + 1,
+                cfg.max_epochs,
+                row["lr"],
+                train_loss,
+                " ".join(f"{k} {float(v):.4f}" for k, v in metrics.items()),
+                " *" if improved else "",
+                row["seconds"],
+            )
+        if distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+        for cb in callbacks:
+            cb(epoch, row)
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            stopped_early = True
+            log.info("%s: no improvement for %d epochs: stopping early", name, bad_epochs)
+            break
+    return FitResult(
+        best_path,
+        last_path,
+        history,
+        best_epoch,
+        best_loss,
+        stopped_early,
+        time.perf_counter() - t_start,
+    )
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)

@@ -1,0 +1,454 @@
+"""The paper's strategies as library functions, method.md section 6.
+
+Each takes the config, the feature store and an output folder, trains with the one loop
+(:func:`avsc.training.loop.fit`), evaluates the best-validation checkpoint on the
+``evaluate`` subset (fold1_evaluate, the paper's test set) and returns a
+:class:`StrategyResult`: metrics, checkpoint path, per-segment probabilities and the
+embeddings needed for t-SNE (acoustic 1024-d, audio-visual 1024-d).
+
+A :class:`Workspace` caches what several strategies share (normalised audio banks, frames,
+visual encoders and their precomputed embeddings) when they run in one session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from avsc.config import ExperimentConfig
+from avsc.data.tau import LABELS
+from avsc.evaluation.inference import predict_segments, validation_metrics
+from avsc.evaluation.metrics import dcase_metrics
+from avsc.features.datasets import (
+    ClipTable,
+    FrameSamples,
+    FrameSource,
+    SegmentSamples,
+    eval_transform,
+    load_audio_bank,
+    subset_clips,
+    train_transform,
+)
+from avsc.features.store import FeatureStore
+from avsc.models.acoustic import AcousticEncoder
+from avsc.models.classifier import SceneClassifier
+from avsc.models.systems import AVSystem
+from avsc.models.visual import VisualEncoder
+from avsc.training.checkpoint import load_checkpoint
+from avsc.training.loop import fit, is_main_process, resolve_device
+from avsc.utils import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SUBSETS = ("train", "val", "evaluate")
+ABLATIONS = {
+    # name: (visual input, AE trainable)
+    "I": ("embedding", False),
+    "II": ("embedding", True),
+    "III": ("image", False),
+    "IV": ("image", True),
+}
+
+
+@dataclass
+class StrategyResult:
+    """One trained system, evaluated on the evaluate subset at segment level."""
+
+    name: str
+    system: str
+    feature: str | None
+    backbone: str | None
+    metrics: dict[str, float]
+    checkpoint: Path
+    proba: pd.DataFrame  # one row per segment: filename, clip, segment, label, <class>...
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "system": self.system,
+            "feature": self.feature,
+            "backbone": self.backbone,
+            **self.metrics,
+            "seconds": round(self.seconds, 1),
+            "checkpoint": str(self.checkpoint),
+        }
+
+
+class Workspace:
+    """Shared, lazily built inputs of the strategies for one feature store and config."""
+
+    def __init__(self, store: FeatureStore | str | os.PathLike, config: ExperimentConfig):
+        self.store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+        sc = self.store.config
+        # the store decides the audio / frames / data sections
+        self.config = config.replace(audio=sc.audio, frames=sc.frames, data=sc.data)
+        self.device = resolve_device(self.config.train.device)
+        self.tables = {s: ClipTable(self.store, subset_clips(self.store, s)) for s in SUBSETS}
+        self._audio: dict[tuple[str, str], torch.Tensor] = {}
+        self._frames: dict[str, FrameSource] = {}
+        self._ve: dict[tuple[str, str | None, int | None], VisualEncoder] = {}
+        self._vemb: dict[tuple[str, str], torch.Tensor] = {}
+
+    def audio(self, subset: str, kind: str) -> torch.Tensor:
+        key = (subset, kind)
+        if key not in self._audio:
+            self._audio[key] = load_audio_bank(
+                self.tables[subset], kind, self.store.normalization(kind)
+            )
+        return self._audio[key]
+
+    def frames(self, subset: str) -> FrameSource:
+        if subset not in self._frames:
+            self._frames[subset] = FrameSource(
+                self.tables[subset], self.config.train.frames_in_memory
+            )
+        return self._frames[subset]
+
+    def visual_encoder(self, backbone: str | None = None) -> VisualEncoder:
+        v = self.config.visual
+        name = backbone or v.backbone
+        weights = v.weights if name == v.backbone else None
+        key = (name, weights, v.image_size)
+        if key not in self._ve:
+            self._ve[key] = VisualEncoder(name, weights=weights, image_size=v.image_size)
+        return self._ve[key]
+
+    def visual_embeddings(self, subset: str, backbone: str | None = None) -> torch.Tensor:
+        """Frozen-VE features of every segment's eval-transformed frame: ``(clips, S, D)``,
+        computed once under ``torch.inference_mode``."""
+        ve = self.visual_encoder(backbone)
+        key = (subset, f"{ve.name}|{ve.weights}|{ve.input_size}")
+        if key not in self._vemb:
+            table = self.tables[subset]
+            ds = SegmentSamples(
+                table,
+                frames=self.frames(subset),
+                transform=eval_transform(ve.input_size[-1], ve.crop_pct),
+            )
+            loader = torch.utils.data.DataLoader(ds, batch_size=self.config.train.eval_batch_size)
+            ve.to(self.device).eval()
+            feats = []
+            with torch.inference_mode():
+                for batch in loader:
+                    feats.append(ve(batch["image"].to(self.device)).float().cpu())
+            self._vemb[key] = torch.cat(feats).view(len(table), table.segments, -1).clone()
+        return self._vemb[key]
+
+
+def _new_ae(cfg: ExperimentConfig, n_bins: int) -> AcousticEncoder:
+    m = cfg.model
+    return AcousticEncoder(
+        n_bins, 2, m.ae_channels, m.ae_hidden, m.embedding_dim, m.ae_dropout, m.multiscale
+    )
+
+
+def _n_bins(ws: Workspace, kind: str) -> int:
+    return int(ws.store.normalization(kind).mean.shape[-1])
+
+
+def load_acoustic_encoder(
+    checkpoint: str | os.PathLike, cfg: ExperimentConfig, n_bins: int
+) -> AcousticEncoder:
+    """The AE of a trained audio-only (or any) system checkpoint."""
+    ck = load_checkpoint(checkpoint)
+    ae = _new_ae(cfg, n_bins)
+    sd = {k[3:]: v for k, v in ck["model"].items() if k.startswith("ae.")}
+    if not sd:
+        raise ValueError(f"{checkpoint}: holds no acoustic encoder (no 'ae.' tensors)")
+    ae.load_state_dict(sd)
+    return ae
+
+
+def _run(
+    ws: Workspace,
+    out: Path,
+    name: str,
+    system: str,
+    model: AVSystem,
+    train_set,
+    eval_sets: dict[str, Any],
+    feature: str | None,
+    backbone: str | None,
+    resume: bool = True,
+) -> StrategyResult:
+    cfg = ws.config
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {
+        "system": system,
+        "name": name,
+        "feature": feature,
+        "backbone": backbone,
+        "visual_input": model.visual_input,
+        "ae_trainable": model.ae_trainable,
+        "labels": list(LABELS),
+    }
+    if feature is not None:
+        stats = ws.store.normalization(feature)
+        extra["norm_mean"] = torch.from_numpy(stats.mean)
+        extra["norm_std"] = torch.from_numpy(stats.std)
+    if model.ve is not None:
+        extra["visual"] = {
+            "name": model.ve.name,
+            "image_size": model.ve.input_size[-1],
+            "crop_pct": model.ve.crop_pct,
+        }
+    dev = ws.device
+    result = fit(
+        model,
+        train_set,
+        lambda m: validation_metrics(m, eval_sets["val"], cfg.train.eval_batch_size, dev),
+        cfg.train,
+        out,
+        config_dict=cfg.to_dict(),
+        extra=extra,
+        resume=resume,
+        name=name,
+    )
+    ck = load_checkpoint(result.best_checkpoint)
+    model.load_state_dict(ck["model"])
+    model.to(dev)
+    pred = predict_segments(
+        model, eval_sets["evaluate"], cfg.train.eval_batch_size, dev, embeddings=True
+    )
+    seg = ws.tables["evaluate"].segment_frame().iloc[pred["index"]].reset_index(drop=True)
+    proba = seg.copy()
+    for k, label in enumerate(LABELS):
+        proba[label] = pred["proba"][:, k]
+    metrics = dcase_metrics(pred["label"], pred["proba"], n_classes=len(LABELS))
+    metrics["best_epoch"] = result.best_epoch + 1
+    metrics["best_val_logloss"] = result.best_val_loss
+    emb = {k: pred[k] for k in ("acoustic", "audio_visual") if k in pred}
+    res = StrategyResult(
+        name=name,
+        system=system,
+        feature=feature,
+        backbone=backbone,
+        metrics=metrics,
+        checkpoint=result.best_checkpoint,
+        proba=proba,
+        embeddings=emb,
+        history=pd.DataFrame(result.history),
+        seconds=time.perf_counter() - t0,
+    )
+    if is_main_process():
+        _save_result(res, out)
+    log.info(
+        "%s: evaluate logloss %.4f accuracy %.2f %% (%.0f s)",
+        name,
+        metrics["logloss_classwise"],
+        100 * metrics["accuracy_classwise"],
+        res.seconds,
+    )
+    return res
+
+
+def _save_result(res: StrategyResult, out: Path) -> None:
+    atomic_write_json(out / "metrics.json", res.summary())
+    with atomic_path(out / "proba.csv") as tmp:
+        res.proba.to_csv(tmp, index=False, float_format="%.6g")
+    if res.embeddings:
+        with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                **{k: v.astype(np.float32) for k, v in res.embeddings.items()},
+                label=res.proba["label"].to_numpy(),
+            )
+
+
+def _config(config: ExperimentConfig | dict | None) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    return ExperimentConfig.from_dict(config)
+
+
+def audio_only(
+    config: ExperimentConfig | dict | None,
+    store: FeatureStore | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    feature: str = "scalogram",
+    workspace: Workspace | None = None,
+) -> StrategyResult:
+    """Audio-only: AE + SC trained on acoustic frames (Table 2, upper half)."""
+    ws = workspace or Workspace(store, _config(config))
+    cfg = ws.config
+    torch.manual_seed(cfg.train.seed)
+    ae = _new_ae(cfg, _n_bins(ws, feature))
+    model = AVSystem(
+        ae,
+        SceneClassifier(ae.embedding_dim, len(LABELS), cfg.model.sc_hidden, cfg.model.sc_dropout),
+    )
+    train = FrameSamples(ws.tables["train"], audio=ws.audio("train", feature))
+    evals = {
+        s: SegmentSamples(ws.tables[s], audio=ws.audio(s, feature)) for s in ("val", "evaluate")
+    }
+    return _run(
+        ws, Path(out_dir), f"audio_only_{feature}", "audio_only", model, train, evals, feature, None
+    )
+
+
+def video_only(
+    config: ExperimentConfig | dict | None,
+    store: FeatureStore | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    backbone: str | None = None,
+    workspace: Workspace | None = None,
+) -> StrategyResult:
+    """Video-only: frozen VE + SC trained on augmented segment images (Table 2, lower half)."""
+    ws = workspace or Workspace(store, _config(config))
+    cfg = ws.config
+    torch.manual_seed(cfg.train.seed)
+    ve = ws.visual_encoder(backbone)
+    sc = SceneClassifier(ve.num_features, len(LABELS), cfg.model.sc_hidden, cfg.model.sc_dropout)
+    model = AVSystem(None, sc, ve=ve, visual_input="image")
+    size = ve.input_size[-1]
+    train = FrameSamples(
+        ws.tables["train"],
+        frames=ws.frames("train"),
+        transform=train_transform(size, cfg.augment),
+        unit="segment",
+    )
+    evals = {
+        s: SegmentSamples(
+            ws.tables[s], frames=ws.frames(s), transform=eval_transform(size, ve.crop_pct)
+        )
+        for s in ("val", "evaluate")
+    }
+    return _run(
+        ws, Path(out_dir), f"video_only_{ve.name}", "video_only", model, train, evals, None, ve.name
+    )
+
+
+def _pretrained_ae(ws: Workspace, out_dir: Path, feature: str, audio_checkpoint) -> AcousticEncoder:
+    if audio_checkpoint is None:
+        audio_checkpoint = out_dir.parent / f"audio_only_{feature}" / "best.pt"
+        if not Path(audio_checkpoint).is_file():
+            log.info(
+                "no audio-only checkpoint at %s: training the audio-only system first",
+                audio_checkpoint,
+            )
+            audio_only(ws.config, ws.store, Path(audio_checkpoint).parent, feature, workspace=ws)
+    return load_acoustic_encoder(audio_checkpoint, ws.config, _n_bins(ws, feature))
+
+
+def ablation(
+    config: ExperimentConfig | dict | None,
+    store: FeatureStore | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    which: str,
+    feature: str = "scalogram",
+    backbone: str | None = None,
+    audio_checkpoint: str | os.PathLike | None = None,
+    workspace: Workspace | None = None,
+    system: str | None = None,
+) -> StrategyResult:
+    """Table 4: I = VE embeddings + pre-trained frozen AE (= pipeline); II = embeddings +
+    trainable AE; III = raw augmented images + pre-trained frozen AE; IV = raw augmented
+    images + trainable AE (= joint). The pre-trained AE is the audio-only system's
+    (``audio_checkpoint``; trained first when absent). A trainable AE starts from scratch
+    unless ``model.ae_init`` is ``audio_only``."""
+    if which not in ABLATIONS:
+        raise ValueError(f"unknown ablation {which!r}; expected one of {list(ABLATIONS)}")
+    ws = workspace or Workspace(store, _config(config))
+    cfg = ws.config
+    out = Path(out_dir)
+    visual_input, trainable = ABLATIONS[which]
+    torch.manual_seed(cfg.train.seed)
+    if not trainable or cfg.model.ae_init == "audio_only":
+        ae = _pretrained_ae(ws, out, feature, audio_checkpoint)
+    else:
+        ae = _new_ae(cfg, _n_bins(ws, feature))
+    ve = ws.visual_encoder(backbone)
+    sc = SceneClassifier(
+        ae.embedding_dim + ve.num_features, len(LABELS), cfg.model.sc_hidden, cfg.model.sc_dropout
+    )
+    model = AVSystem(ae, sc, ve=ve, visual_input=visual_input, ae_trainable=trainable)
+    size = ve.input_size[-1]
+    if visual_input == "embedding":
+        train = FrameSamples(
+            ws.tables["train"],
+            audio=ws.audio("train", feature),
+            vemb=ws.visual_embeddings("train", backbone),
+        )
+        evals = {
+            s: SegmentSamples(
+                ws.tables[s], audio=ws.audio(s, feature), vemb=ws.visual_embeddings(s, backbone)
+            )
+            for s in ("val", "evaluate")
+        }
+    else:
+        train = FrameSamples(
+            ws.tables["train"],
+            audio=ws.audio("train", feature),
+            frames=ws.frames("train"),
+            transform=train_transform(size, cfg.augment),
+        )
+        evals = {
+            s: SegmentSamples(
+                ws.tables[s],
+                audio=ws.audio(s, feature),
+                frames=ws.frames(s),
+                transform=eval_transform(size, ve.crop_pct),
+            )
+            for s in ("val", "evaluate")
+        }
+    system = system or f"ablation_{which}"
+    name = f"{system}_{feature}_{ve.name}"
+    return _run(ws, out, name, system, model, train, evals, feature, ve.name)
+
+
+def pipeline(
+    config,
+    store,
+    out_dir,
+    feature: str = "scalogram",
+    backbone: str | None = None,
+    audio_checkpoint=None,
+    workspace: Workspace | None = None,
+) -> StrategyResult:
+    """Pipeline: SC on [AE, VE] embeddings extracted once (AE from the trained audio-only
+    system, frozen; VE frames not augmented) = ablation I (Table 3)."""
+    return ablation(
+        config,
+        store,
+        out_dir,
+        "I",
+        feature,
+        backbone,
+        audio_checkpoint,
+        workspace,
+        system="pipeline",
+    )
+
+
+def joint(
+    config,
+    store,
+    out_dir,
+    feature: str = "scalogram",
+    backbone: str | None = None,
+    audio_checkpoint=None,
+    workspace: Workspace | None = None,
+) -> StrategyResult:
+    """Joint: AE + SC trained together on raw augmented images through the frozen VE
+    = ablation IV (Table 3)."""
+    return ablation(
+        config, store, out_dir, "IV", feature, backbone, audio_checkpoint, workspace, system="joint"
+    )
+
+
+def load_result(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``metrics.json`` a strategy wrote."""
+    return json.loads((Path(out_dir) / "metrics.json").read_text())

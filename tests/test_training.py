@@ -1,0 +1,389 @@
+"""Training: every system beats chance on synthetic data; frozen parts stay frozen; resume,
+determinism, divergence, DistributedDataParallel; visual fine-tuning; prediction."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from avsc.config import ExperimentConfig, TrainConfig
+from avsc.evaluation.inference import validation_metrics
+from avsc.evaluation.predict import predict_clip
+from avsc.features import FeatureStore
+from avsc.features.datasets import (
+    ClipTable,
+    FrameSamples,
+    SegmentSamples,
+    load_audio_bank,
+    subset_clips,
+)
+from avsc.models import AcousticEncoder, AVSystem, SceneClassifier
+from avsc.training import load_checkpoint
+from avsc.training import strategies as S
+from avsc.training.loop import GlobalBatchSampler, TrainingDiverged, fit
+
+from .conftest import REALDATA
+
+OVERRIDES = {
+    "visual.backbone": "test_efficientnet",
+    "visual.image_size": 64,
+    "train.batch_size": 32,
+    "train.max_epochs": 4,
+    "train.t0_epochs": 4,
+    "train.lr": 0.02,
+    "train.eval_batch_size": 32,
+    "augment.crop_scale": [0.6, 1.0],
+}
+CHANCE = 0.1
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return ExperimentConfig().override(OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def ws(synth_store, cfg):
+    return S.Workspace(synth_store[1], cfg)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def audio_result(ws, cfg, runs):
+    return S.audio_only(cfg, ws.store, runs / "audio_only_scalogram", "scalogram", workspace=ws)
+
+
+def _val_accuracy(result):
+    return max(row["val_accuracy"] for row in result.history.to_dict("records"))
+
+
+def _check(result, n_eval):
+    m = result.metrics
+    for k in ("logloss_classwise", "logloss_overall", "accuracy_classwise", "accuracy_overall"):
+        assert math.isfinite(m[k])
+    assert len(result.proba) == n_eval
+    p = result.proba[list(S.LABELS)].to_numpy()
+    np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-5)
+    assert result.checkpoint.is_file()
+    assert len(result.history) >= 4
+
+
+def test_audio_only(audio_result, ws):
+    n_eval = len(ws.tables["evaluate"]) * ws.tables["evaluate"].segments
+    _check(audio_result, n_eval)
+    assert _val_accuracy(audio_result) > CHANCE + 0.1
+    assert audio_result.embeddings["acoustic"].shape == (n_eval, 1024)
+    saved = json.loads((audio_result.checkpoint.parent / "metrics.json").read_text())
+    assert saved["accuracy_classwise"] == pytest.approx(audio_result.metrics["accuracy_classwise"])
+    hist = pd.read_csv(audio_result.checkpoint.parent / "history.csv")
+    assert list(hist.epoch) == [1, 2, 3, 4] and "val_logloss" in hist
+
+
+def test_video_only(ws, cfg, runs):
+    # One image per segment, so few samples: small batches give the scene classifier's
+    # BatchNorm running statistics enough steps to settle (the random test backbone's
+    # features are tiny, far from BatchNorm's initial unit variance).
+    small = cfg.override({"train.batch_size": 4, "train.max_epochs": 6, "train.t0_epochs": 6})
+    r = S.video_only(small, ws.store, runs / "video_only", workspace=S.Workspace(ws.store, small))
+    _check(r, len(ws.tables["evaluate"]) * ws.tables["evaluate"].segments)
+    assert _val_accuracy(r) > CHANCE + 0.1
+    assert "acoustic" not in r.embeddings and r.embeddings["audio_visual"].shape[1] == 1024
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_joint_trains_the_ae_and_leaves_the_visual_encoder_bit_identical(
+    ws, cfg, runs, audio_result
+):
+    ve = ws.visual_encoder()
+    before = _snapshot(ve)
+    r = S.joint(
+        cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    )
+    _check(r, len(ws.tables["evaluate"]) * ws.tables["evaluate"].segments)
+    assert _val_accuracy(r) > CHANCE + 0.1
+    after = _snapshot(ve)
+    assert before.keys() == after.keys()
+    for k in before:  # weights and BatchNorm buffers
+        assert torch.equal(before[k], after[k]), k
+    # the AE in the joint checkpoint moved from its (scratch) initialisation
+    ck = load_checkpoint(r.checkpoint)
+    torch.manual_seed(cfg.train.seed)
+    fresh = AcousticEncoder(290).state_dict()
+    assert any(
+        not torch.equal(ck["model"][f"ae.{k}"], v)
+        for k, v in fresh.items()
+        if v.dtype.is_floating_point
+    )
+    assert r.embeddings["acoustic"].shape == r.embeddings["audio_visual"].shape
+
+
+def test_ablation_iii_keeps_the_pretrained_ae(ws, cfg, runs, audio_result):
+    r = S.ablation(
+        cfg, ws.store, runs / "iii", "III", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    )
+    assert _val_accuracy(r) > CHANCE + 0.1
+    ae_ref = load_checkpoint(audio_result.checkpoint)["model"]
+    ae_iii = load_checkpoint(r.checkpoint)["model"]
+    for k, v in ae_ref.items():
+        if k.startswith("ae."):
+            assert torch.equal(ae_iii[k], v), k
+
+
+def test_pipeline_and_ablation_ii(ws, cfg, runs, audio_result):
+    r1 = S.pipeline(
+        cfg, ws.store, runs / "pipeline", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    )
+    r2 = S.ablation(cfg, ws.store, runs / "ii", "II", workspace=ws)
+    for r in (r1, r2):
+        assert _val_accuracy(r) > CHANCE + 0.1
+    ae_ref = load_checkpoint(audio_result.checkpoint)["model"]
+    assert all(
+        torch.equal(load_checkpoint(r1.checkpoint)["model"][k], v)
+        for k, v in ae_ref.items()
+        if k.startswith("ae.")
+    )
+    assert r1.system == "pipeline" and r2.system == "ablation_II"
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def _small_problem(store_path):
+    store = FeatureStore(store_path)
+    stats = store.normalization("fbank")
+    train = ClipTable(store, subset_clips(store, "train"))
+    val = ClipTable(store, subset_clips(store, "val"))
+    tr = FrameSamples(train, audio=load_audio_bank(train, "fbank", stats))
+    va = SegmentSamples(val, audio=load_audio_bank(val, "fbank", stats))
+    return tr, va
+
+
+def _model():
+    torch.manual_seed(0)
+    ae = AcousticEncoder(256, hidden=64, embedding_dim=32)
+    return AVSystem(ae, SceneClassifier(32, hidden=32))
+
+
+TC = TrainConfig(batch_size=32, max_epochs=4, t0_epochs=1, lr=0.02, eval_batch_size=32)
+
+
+def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_store, tmp_path):
+    tr, va = _small_problem(synth_store[1])
+    ev = lambda m: validation_metrics(m, va, 32)  # noqa: E731
+    full = fit(_model(), tr, ev, TC, tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def kill_after_epoch_2(epoch, row):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(_model(), tr, ev, TC, tmp_path / "cut", callbacks=[kill_after_epoch_2])
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    resumed = fit(_model(), tr, ev, TC, tmp_path / "cut")
+    a, b = (
+        load_checkpoint(full.last_checkpoint)["model"],
+        load_checkpoint(resumed.last_checkpoint)["model"],
+    )
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["val_logloss"] for r in full.history] == [r["val_logloss"] for r in resumed.history]
+    assert full.best_epoch == resumed.best_epoch
+
+
+def test_same_seed_same_metrics_other_seed_differs(synth_store, tmp_path):
+    tr, va = _small_problem(synth_store[1])
+    ev = lambda m: validation_metrics(m, va, 32)  # noqa: E731
+    cfg = TC.replace(max_epochs=2)
+    a = fit(_model(), tr, ev, cfg, tmp_path / "a").history
+    b = fit(_model(), tr, ev, cfg, tmp_path / "b").history
+    c = fit(_model(), tr, ev, cfg.replace(seed=1), tmp_path / "c").history
+    key = lambda h: [(r["train_loss"], r["val_logloss"]) for r in h]  # noqa: E731
+    assert key(a) == key(b)
+    assert key(a) != key(c)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
+    synth_store, tmp_path
+):
+    tr, va = _small_problem(synth_store[1])
+
+    class Poisoned(torch.utils.data.Dataset):
+        on = False
+
+        def __len__(self):
+            return len(tr)
+
+        def __getitem__(self, i):
+            item = dict(tr[i])
+            if Poisoned.on:
+                item["audio"] = item["audio"] * float("nan")
+            return item
+
+    def poison(epoch, row):
+        Poisoned.on = True
+
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2.*last.pt"):
+        fit(
+            _model(),
+            Poisoned(),
+            lambda m: validation_metrics(m, va, 32),
+            TC,
+            tmp_path / "n",
+            callbacks=[poison],
+        )
+    ck = load_checkpoint(tmp_path / "n" / "last.pt")
+    assert ck["epoch"] == 0 and all(
+        torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point()
+    )
+
+
+def test_global_batches_are_the_same_for_any_process_count():
+    one = list(GlobalBatchSampler(100, 32, 1, 0, seed=5))
+    two = [list(GlobalBatchSampler(100, 32, 2, r, seed=5)) for r in (0, 1)]
+    assert len(one) == 3 and all(len(b) == 32 for b in one)
+    for i, batch in enumerate(one):
+        assert two[0][i] + two[1][i] == batch
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(synth_store, tmp_path):
+    cache = synth_store[1]
+    args = [
+        "-m",
+        "avsc",
+        "train",
+        "audio_only",
+        "--cache",
+        str(cache),
+        "--feature",
+        "fbank",
+        "-p",
+        "train.batch_size=64",
+        "-p",
+        "train.max_epochs=3",
+        "-p",
+        "train.t0_epochs=3",
+        "-p",
+        "model.ae_dropout=0.0",
+        "-p",
+        "model.sc_dropout=0.0",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", AVSC_PROGRESS="0")
+    one = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    h1 = pd.read_csv(tmp_path / "one" / "history.csv")
+    h2 = pd.read_csv(tmp_path / "two" / "history.csv")
+    assert len(h1) == len(h2) == 3
+    # Same global batches and gradients averaged over the ranks: the validation losses agree
+    # closely. Training losses are measured with per-rank (half-batch) BatchNorm statistics.
+    np.testing.assert_allclose(h2.val_logloss, h1.val_logloss, rtol=0.02)
+    np.testing.assert_allclose(h2.train_loss, h1.train_loss, atol=0.1)
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert abs(m1["accuracy_overall"] - m2["accuracy_overall"]) <= 0.15
+
+
+# ------------------------------------------------------------------------- prediction
+
+
+def test_predict_a_synthetic_wav_mp4_pair(synth_store, runs, ws, cfg, audio_result):
+    root = synth_store[0]
+    clip = ws.tables["evaluate"].clips[0]
+    ck = runs / "joint" / "best.pt"
+    if not ck.is_file():
+        S.joint(
+            cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
+        )
+    df = predict_clip(root / "video" / f"{clip}.mp4", ck, audio=root / "audio" / f"{clip}.wav")
+    assert list(df.segment) == [0, 1, 2] and list(df.start_s) == [0.0, 1.0, 2.0]
+    np.testing.assert_allclose(df[list(S.LABELS)].sum(axis=1), 1, atol=1e-5)
+    # the same clip through the training-time path gives the same probabilities (up to JPEG)
+    ref = audio_result.proba[audio_result.proba["clip"] == clip]
+    a = predict_clip(root / "audio" / f"{clip}.wav", audio_result.checkpoint)
+    np.testing.assert_allclose(
+        a[list(S.LABELS)].to_numpy(), ref[list(S.LABELS)].to_numpy(), atol=1e-4
+    )
+
+
+@pytest.mark.realdata
+def test_predict_a_real_tau_mp4_with_its_own_audio(runs, ws, cfg, audio_result):
+    path = REALDATA / "tau_av2021_video" / "lyon1045_40062_md.mp4"
+    if not path.is_file():
+        pytest.skip("real TAU videos absent")
+    ck = runs / "joint" / "best.pt"
+    if not ck.is_file():
+        S.joint(
+            cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
+        )
+    with pytest.warns(UserWarning, match="44100 Hz"):
+        df = predict_clip(path, ck)
+    assert len(df) == 10 and set(df.scene_label) <= set(S.LABELS)
+    np.testing.assert_allclose(df[list(S.LABELS)].sum(axis=1), 1, atol=1e-5)
+
+
+def test_visual_fine_tuning_writes_a_checkpoint_the_encoder_loads(tmp_path):
+    from avsc.models import VisualEncoder
+    from avsc.training.finetune import finetune_visual, make_places_standin
+
+    root = make_places_standin(
+        tmp_path / "standin",
+        images_per_class=6,
+        size=48,
+        classes=("beach", "corridor", "forest_path", "harbor"),
+    )
+    assert "NOT Places365" in (root / "README.md").read_text()
+    r = finetune_visual(
+        root, "test_resnet", tmp_path / "ft.pt", epochs=2, batch_size=8, image_size=48
+    )
+    assert 0 <= r.top1_before <= 1 and 0 <= r.top1_after <= 1 and len(r.history) == 2
+    assert r.classes == ["beach", "corridor", "forest_path", "harbor"]
+    ve = VisualEncoder("test_resnet", weights=r.checkpoint)
+    ck = load_checkpoint(r.checkpoint)
+    for k, v in ve.backbone.state_dict().items():
+        assert torch.equal(v, ck["model"][f"backbone.{k}"])
