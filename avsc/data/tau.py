@@ -109,7 +109,11 @@ def read_tsv(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:
         raise DatasetError(f"{path}: cannot be parsed as tab-separated text ({exc})") from exc
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        hint = " (is it comma-separated? TAU metadata is tab-separated)" if len(df.columns) == 1 else ""
+        hint = (
+            " (is it comma-separated? TAU metadata is tab-separated)"
+            if len(df.columns) == 1
+            else ""
+        )
         raise DatasetError(
             f"{path}: missing column(s) {', '.join(missing)}; found {list(df.columns)}{hint}"
         )
@@ -226,6 +230,18 @@ def write_metadata(
     )
     is_eval = df["identifier"].isin(eval_ids)
     setup = meta_dir / "evaluation_setup"
-    _write_tsv(setup / "fold1_train.csv", FOLD_COLUMNS, df.loc[~is_eval, list(FOLD_COLUMNS)].itertuples(index=False))
-    _write_tsv(setup / "fold1_evaluate.csv", FOLD_COLUMNS, df.loc[is_eval, list(FOLD_COLUMNS)].itertuples(index=False))
-    _write_tsv(setup / "fold1_test.csv", TEST_COLUMNS, df.loc[is_eval, list(TEST_COLUMNS)].itertuples(index=False))
+    _write_tsv(
+        setup / "fold1_train.csv",
+        FOLD_COLUMNS,
+        df.loc[~is_eval, list(FOLD_COLUMNS)].itertuples(index=False),
+    )
+    _write_tsv(
+        setup / "fold1_evaluate.csv",
+        FOLD_COLUMNS,
+        df.loc[is_eval, list(FOLD_COLUMNS)].itertuples(index=False),
+    )
+    _write_tsv(
+        setup / "fold1_test.csv",
+        TEST_COLUMNS,
+        df.loc[is_eval, list(TEST_COLUMNS)].itertuples(index=False),
+    )

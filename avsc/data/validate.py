@@ -131,11 +131,15 @@ def validate_dataset(
             if clip not in labels_by_clip:
                 report.add(path, f"{clip} is not listed in meta.csv")
             elif label is not None and labels_by_clip[clip] not in (None, label):
-                report.add(path, f"{clip} labelled {label!r} here, {labels_by_clip[clip]!r} in meta.csv")
+                report.add(
+                    path, f"{clip} labelled {label!r} here, {labels_by_clip[clip]!r} in meta.csv"
+                )
     if "train" in fold_clips and "evaluate" in fold_clips:
         both = fold_clips["train"] & fold_clips["evaluate"]
         for clip in sorted(both):
-            report.add(meta_dir / "evaluation_setup", f"{clip} is in both fold1_train and fold1_evaluate")
+            report.add(
+                meta_dir / "evaluation_setup", f"{clip} is in both fold1_train and fold1_evaluate"
+            )
         locs = _locations(fold_clips["train"]) & _locations(fold_clips["evaluate"])
         for loc in sorted(locs):
             report.add(
@@ -145,7 +149,10 @@ def validate_dataset(
             )
 
     rows = meta.drop_duplicates("filename_audio")
-    jobs = [(root / a, root / v) for a, v in zip(rows["filename_audio"], rows["filename_video"], strict=True)]
+    jobs = [
+        (root / a, root / v)
+        for a, v in zip(rows["filename_audio"], rows["filename_video"], strict=True)
+    ]
     with cf.ThreadPoolExecutor(max(1, workers)) as ex:
         for found in ex.map(lambda j: _check_files(*j, deep, clip_seconds, length_tolerance), jobs):
             report.problems.extend(found)
@@ -190,10 +197,19 @@ def _check_rows(
         except DatasetError as exc:
             report.add(where, str(exc))
             continue
-        if not row.filename_audio.startswith("audio/") or not row.filename_video.startswith("video/"):
-            report.add(where, f"files should be under audio/ and video/: {row.filename_audio}, {row.filename_video}")
+        if not row.filename_audio.startswith("audio/") or not row.filename_video.startswith(
+            "video/"
+        ):
+            report.add(
+                where,
+                "files should be under audio/ and video/: "
+                f"{row.filename_audio}, {row.filename_video}",
+            )
         if a.clip != v.clip:
-            report.add(where, f"audio {row.filename_audio} and video {row.filename_video} name different clips")
+            report.add(
+                where,
+                f"audio {row.filename_audio} and video {row.filename_video} name different clips",
+            )
         label = getattr(row, "scene_label", None)
         if label is not None:
             if label not in LABELS:
@@ -203,7 +219,9 @@ def _check_rows(
         elif a.scene not in LABELS:
             report.add(where, f"unknown scene {a.scene!r} in the name {a.clip}")
         if has_identifier and row.identifier != a.identifier:
-            report.add(where, f"identifier {row.identifier!r} but the file name says {a.identifier!r}")
+            report.add(
+                where, f"identifier {row.identifier!r} but the file name says {a.identifier!r}"
+            )
         out[a.clip] = label
     return out
 
@@ -224,13 +242,21 @@ def _check_files(
             seconds = info.frames / info.samplerate
             if info.samplerate != 48000 or info.channels != 2:
                 found.append(
-                    Problem(str(audio), f"{info.samplerate} Hz, {info.channels} channel(s); TAU is 48 kHz stereo", "warning")
+                    Problem(
+                        str(audio),
+                        f"{info.samplerate} Hz, {info.channels} channel(s); TAU is 48 kHz stereo",
+                        "warning",
+                    )
                 )
             if deep:
                 data, sr = sf.read(str(audio), dtype="float32", always_2d=True)
                 seconds = len(data) / sr
             if abs(seconds - clip_seconds) > tol:
-                found.append(Problem(str(audio), f"wrong length: {seconds:.3f} s, expected {clip_seconds:g} s"))
+                found.append(
+                    Problem(
+                        str(audio), f"wrong length: {seconds:.3f} s, expected {clip_seconds:g} s"
+                    )
+                )
         except Exception as exc:
             found.append(Problem(str(audio), f"unreadable audio ({type(exc).__name__}: {exc})"))
     if not video.is_file():
@@ -242,7 +268,11 @@ def _check_files(
             if deep:
                 seconds = _decoded_duration(video, vi.fps)
             if not math.isfinite(seconds) or abs(seconds - clip_seconds) > tol:
-                found.append(Problem(str(video), f"wrong length: {seconds:.3f} s, expected {clip_seconds:g} s"))
+                found.append(
+                    Problem(
+                        str(video), f"wrong length: {seconds:.3f} s, expected {clip_seconds:g} s"
+                    )
+                )
         except VideoError as exc:
             found.append(Problem(str(video), str(exc).split(": ", 1)[-1]))
         except Exception as exc:
