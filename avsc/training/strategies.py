@@ -89,8 +89,14 @@ class StrategyResult:
 class Workspace:
     """Shared, lazily built inputs of the strategies for one feature store and config."""
 
-    def __init__(self, store: FeatureStore | str | os.PathLike, config: ExperimentConfig):
+    def __init__(
+        self,
+        store: FeatureStore | str | os.PathLike,
+        config: ExperimentConfig,
+        visual_weights: dict[str, str] | None = None,
+    ):
         self.store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+        self.visual_weights = dict(visual_weights or {})  # backbone -> weights (fine-tuned)
         sc = self.store.config
         # the store decides the audio / frames / data sections
         self.config = config.replace(audio=sc.audio, frames=sc.frames, data=sc.data)
@@ -119,10 +125,11 @@ class Workspace:
     def visual_encoder(self, backbone: str | None = None) -> VisualEncoder:
         v = self.config.visual
         name = backbone or v.backbone
-        weights = v.weights if name == v.backbone else None
-        key = (name, weights, v.image_size)
+        weights = self.visual_weights.get(name, v.weights if name == v.backbone else None)
+        size = v.size_for(name)
+        key = (name, weights, size)
         if key not in self._ve:
-            self._ve[key] = VisualEncoder(name, weights=weights, image_size=v.image_size)
+            self._ve[key] = VisualEncoder(name, weights=weights, image_size=size)
         return self._ve[key]
 
     def visual_embeddings(self, subset: str, backbone: str | None = None) -> torch.Tensor:

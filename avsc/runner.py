@@ -1,0 +1,287 @@
+"""``avsc run``: execute the numbered notebook series with papermill under a profile.
+
+Writes, under ``runs/<profile>/``, the executed notebooks, the resolved config
+(``config.yaml``), each notebook's metrics JSON (``metrics/``) and ``manifest.json``
+(package versions, git commit, per-notebook status and time); figures (PDF and PNG) and
+tables (CSV and Markdown) go to ``figures/<profile>/``. Parameter names are checked against
+the notebooks' own ``parameters`` cells (papermill only warns on unknown ones). The run stops
+at the first failing notebook, naming it and its error; ``--from`` resumes there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avsc.config import SECTIONS
+from avsc.utils import atomic_path, atomic_write_json, versions
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+COMMON = ("profile", "run_dir", "figures_dir", "data_dir", "cache_dir", "experiment")
+
+
+class RunError(RuntimeError):
+    """A notebook failed or the run was asked for something impossible."""
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A profile: ``description``, ``parameters`` (notebook parameters) and ``experiment``
+    (``section.key`` config overrides)."""
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise RunError(f"unknown profile {name!r}; available: {', '.join(list_profiles())}")
+    prof = yaml.safe_load(path.read_text()) or {}
+    unknown = set(prof) - {"description", "parameters", "experiment"}
+    if unknown:
+        raise RunError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
+    prof.setdefault("parameters", {})
+    prof.setdefault("experiment", {})
+    return prof
+
+
+def notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb`` in order."""
+    folder = Path(folder) if folder else REPO / "notebooks"
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise RunError(f"{folder}: no numbered notebooks found (pass --notebooks DIR)")
+    return found
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """Names and defaults of a notebook's ``parameters`` cell (via papermill)."""
+    import papermill as pm
+
+    return {k: v.get("default") for k, v in pm.inspect_notebook(str(path)).items()}
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict, values parsed as YAML."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise RunError(f"parameter {item!r} is not key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@dataclass
+class Manifest:
+    profile: str
+    run_dir: Path
+    notebooks: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "git": git_commit(),
+            "versions": versions(),
+            "python": sys.executable,
+            "notebooks": self.notebooks,
+        }
+
+    def write(self) -> None:
+        atomic_write_json(self.run_dir / "manifest.json", self.to_dict())
+
+
+def git_commit() -> dict[str, Any]:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode == 0:
+            return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": None, "dirty": None}
+
+
+def resolve(
+    profile: str,
+    overrides: dict[str, Any],
+    nbs: list[Path],
+    runs_root: Path,
+    figures_root: Path,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> tuple[dict[str, Any], dict[str, dict]]:
+    """The parameters every notebook gets (common + profile + overrides) and each notebook's
+    own parameter names. Unknown names are an error listing the known ones."""
+    prof = load_profile(profile)
+    per_nb = {p.stem: notebook_parameters(p) for p in nbs}
+    known = set().union(*[set(v) for v in per_nb.values()])
+    missing_common = {nb: [c for c in COMMON if c not in ps] for nb, ps in per_nb.items()}
+    missing_common = {k: v for k, v in missing_common.items() if v}
+    if missing_common:
+        raise RunError(f"notebooks without the common parameters {COMMON}: {missing_common}")
+    params = dict(prof["parameters"])
+    experiment = dict(prof["experiment"])
+    for key, value in overrides.items():
+        section = key.split(".", 1)[0]
+        if "." in key and section in SECTIONS:
+            experiment[key] = value
+        elif key in known:
+            params[key] = value
+        else:
+            raise RunError(
+                f"unknown parameter {key!r}: not a parameter of any notebook nor a config key "
+                f"(section.key with section in {sorted(SECTIONS)}). Notebook parameters: "
+                f"{', '.join(sorted(known - set(COMMON)))}"
+            )
+    bad = sorted(set(params) - known)
+    if bad:
+        raise RunError(f"profile {profile}: parameters {bad} are not used by any notebook")
+    # validate the experiment overrides now rather than inside a notebook
+    from avsc.config import ExperimentConfig
+
+    try:
+        ExperimentConfig().override(experiment)
+    except ValueError as exc:
+        raise RunError(f"profile {profile}: {exc}") from exc
+    run_dir = runs_root / profile
+    env_root = os.environ.get("AVSC_DATA_ROOT")
+    params.update(
+        profile=profile,
+        run_dir=str(run_dir.resolve()),
+        figures_dir=str((figures_root / profile).resolve()),
+        data_dir=str(
+            Path(data_dir or params.get("data_dir") or env_root or run_dir / "data").resolve()
+        ),
+        cache_dir=str(Path(cache_dir or params.get("cache_dir") or run_dir / "cache").resolve()),
+        experiment=experiment,
+    )
+    return params, per_nb
+
+
+def run_profile(
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    start: str | None = None,
+    only: list[str] | None = None,
+    runs_root: str | os.PathLike = "runs",
+    figures_root: str | os.PathLike = "figures",
+    notebooks_dir: str | os.PathLike | None = None,
+    kernel: str = "python3",
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> Manifest:
+    """Execute the notebook series (from ``start`` on, or ``only`` the listed numbers)."""
+    import papermill as pm
+
+    nbs = notebooks(notebooks_dir)
+    params, per_nb = resolve(
+        profile, overrides or {}, nbs, Path(runs_root), Path(figures_root), data_dir, cache_dir
+    )
+    run_dir = Path(params["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump({"profile": profile, "parameters": params}, sort_keys=True))
+    selected = [p for p in nbs if _selected(p, start, only)]
+    if not selected:
+        raise RunError(f"no notebook matches --from {start} / --only {only}")
+
+    manifest = Manifest(profile, run_dir)
+    old = run_dir / "manifest.json"
+    if old.is_file() and start:
+        prev = json.loads(old.read_text()).get("notebooks", [])
+        manifest.notebooks = [n for n in prev if n["notebook"] < selected[0].stem]
+    env_before = {k: os.environ.get(k) for k in ("AVSC_PROGRESS", "MPLBACKEND", "PATH")}
+    os.environ["AVSC_PROGRESS"] = "0"  # tqdm widgets saved by papermill read "0 %" forever
+    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    try:
+        for nb in selected:
+            own = {k: v for k, v in params.items() if k in per_nb[nb.stem]}
+            out = run_dir / nb.name
+            t0 = time.perf_counter()
+            entry = {"notebook": nb.stem, "output": str(out), "status": "running"}
+            log.info("running %s", nb.stem)
+            print(f"[avsc run {profile}] {nb.stem} ...", flush=True)
+            try:
+                pm.execute_notebook(
+                    str(nb),
+                    str(out),
+                    parameters=own,
+                    kernel_name=kernel,
+                    progress_bar=False,
+                    cwd=str(REPO),
+                )
+            except pm.PapermillExecutionError as exc:
+                entry.update(
+                    status="failed",
+                    seconds=round(time.perf_counter() - t0, 1),
+                    error=f"{exc.ename}: {exc.evalue}",
+                )
+                manifest.notebooks.append(entry)
+                manifest.write()
+                raise RunError(
+                    f"notebook {nb.stem} failed: {exc.ename}: {exc.evalue} (executed copy: {out}; "
+                    f"fix and resume with: avsc run --profile {profile} --from {nb.stem[:2]})"
+                ) from exc
+            entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+            manifest.notebooks.append(entry)
+            manifest.write()
+            print(f"[avsc run {profile}] {nb.stem} ok ({entry['seconds']:.0f} s)", flush=True)
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    check_metrics(run_dir)
+    return manifest
+
+
+def _selected(path: Path, start: str | None, only: list[str] | None) -> bool:
+    num = path.stem[:2]
+    if only:
+        return any(num == o.zfill(2)[:2] or path.stem == o for o in only)
+    if start:
+        return num >= start.zfill(2)[:2]
+    return True
+
+
+def check_metrics(run_dir: Path) -> None:
+    """Every number in ``runs/<profile>/metrics/*.json`` must be finite."""
+    bad = []
+    for path in sorted((run_dir / "metrics").glob("*.json")):
+        for key, value in _numbers(json.loads(path.read_text())):
+            if not math.isfinite(value):
+                bad.append(f"{path.name}:{key}={value}")
+    if bad:
+        raise RunError(f"non-finite metrics: {bad[:10]}")
+
+
+def _numbers(obj, prefix=""):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield prefix, float(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{prefix}[{i}]")

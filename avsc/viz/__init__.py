@@ -1,0 +1,26 @@
+"""Figures: one style, saving as PDF and PNG with stable bytes, the paper's plots, t-SNE, and
+the interactive explorer (``avsc.viz.explorer``)."""
+
+from avsc.viz.plots import (
+    plot_clip_features,
+    plot_confusion,
+    plot_frame_strip,
+    plot_learning_curves,
+    plot_per_class_accuracy,
+    plot_tsne_panels,
+    save_figure,
+    set_style,
+    tsne_embed,
+)
+
+__all__ = [
+    "plot_clip_features",
+    "plot_confusion",
+    "plot_frame_strip",
+    "plot_learning_curves",
+    "plot_per_class_accuracy",
+    "plot_tsne_panels",
+    "save_figure",
+    "set_style",
+    "tsne_embed",
+]

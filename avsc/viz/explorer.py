@@ -1,0 +1,109 @@
+"""The interactive explorer: pick a clip and a segment; see its frame, hear its audio, see its
+scalogram, and compare every system's predicted probabilities with the truth.
+
+Lives in the library so that notebooks only call ``Explorer(...).show()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from avsc.data.tau import LABELS
+from avsc.viz.plots import SHORT
+
+
+class Explorer:
+    """ipywidgets explorer over the evaluate-fold segments of a run.
+
+    ``dataset`` is the :class:`avsc.data.TAUDataset`, ``store`` the feature store, ``results``
+    the :class:`avsc.training.strategies.StrategyResult` objects to compare; ``source`` is
+    printed under every view.
+    """
+
+    def __init__(self, dataset, store, results: Sequence, source: str = ""):
+        self.dataset = dataset
+        self.store = store
+        self.results = list(results)
+        self.source = source
+        if not self.results:
+            raise ValueError("the explorer needs at least one trained system's results")
+        self.clips = sorted(set(self.results[0].proba["clip"]))
+        self.segments = int(self.results[0].proba["segment"].max()) + 1
+        self._meta = dataset.meta.set_index("clip")
+
+    def probabilities(self, clip: str, segment: int):
+        """``{system name: (C,) probabilities}`` and the true label index of one segment."""
+        out, label = {}, None
+        for r in self.results:
+            p = r.proba
+            row = p[(p["clip"] == clip) & (p["segment"] == segment)]
+            if len(row):
+                out[r.name] = row[list(LABELS)].to_numpy()[0]
+                label = int(row["label"].iloc[0])
+        return out, label
+
+    def figure(self, clip: str, segment: int):
+        """Frame, scalogram and per-system probability bars of one segment."""
+        probs, label = self.probabilities(clip, segment)
+        fig, axes = plt.subplots(
+            1, 3, figsize=(14, 3.4), gridspec_kw={"width_ratios": [1.2, 1, 1.6]}
+        )
+        axes[0].imshow(self.store.load_frames(clip, [segment])[0])
+        axes[0].set_title(f"{clip}, {segment}-{segment + 1} s")
+        axes[0].axis("off")
+        scal = self.store.load_audio(clip, "scalogram")[segment, :, 0]  # (frames, F), mid
+        axes[1].imshow(scal[:, ::-1].T, aspect="auto", origin="lower", cmap="magma")
+        axes[1].set(
+            title="scalogram (mid), 6 frames", xlabel="frame", ylabel="filter (high -> low)"
+        )
+        axes[1].grid(False)
+        names = list(probs)
+        width = 0.8 / max(1, len(names))
+        x = np.arange(len(LABELS))
+        for i, name in enumerate(names):
+            axes[2].bar(x + i * width, probs[name], width=width, label=name)
+        if label is not None:
+            axes[2].axvspan(label - 0.1, label + 0.9, color="0.85", zorder=0, label="truth")
+        axes[2].set_xticks(x + 0.4 - width / 2)
+        axes[2].set_xticklabels([SHORT[n] for n in LABELS], rotation=45, ha="right", fontsize=7)
+        axes[2].set(ylim=(0, 1), ylabel="probability", title="predicted probabilities")
+        axes[2].legend(fontsize=6)
+        fig.text(0.995, 0.005, self.source, ha="right", va="bottom", fontsize=7, color="0.35")
+        fig.tight_layout()
+        return fig
+
+    def audio(self, clip: str, segment: int):
+        """The segment's audio (both channels) as an IPython Audio player."""
+        from IPython.display import Audio
+
+        from avsc.features.audio import read_audio
+
+        x, sr = read_audio(self.dataset.audio_path(self._meta.loc[clip, "filename_audio"]))
+        seg = x[:, segment * sr : (segment + 1) * sr]
+        return Audio(seg, rate=sr)
+
+    def show(self):
+        """Build and display the widget; returns it."""
+        import ipywidgets as w
+        from IPython.display import display
+
+        clip = w.Dropdown(options=self.clips, description="clip", layout=w.Layout(width="420px"))
+        seg = w.IntSlider(0, 0, self.segments - 1, description="segment")
+        out = w.Output()
+
+        def update(*_):
+            out.clear_output(wait=True)
+            with out:
+                display(self.audio(clip.value, seg.value))
+                fig = self.figure(clip.value, seg.value)
+                plt.show(fig)
+
+        clip.observe(update, "value")
+        seg.observe(update, "value")
+        box = w.VBox([w.HBox([clip, seg]), out])
+        display(box)
+        update()
+        return box

@@ -1,0 +1,247 @@
+"""The paper's figures. Functions return matplotlib figures; :func:`save_figure` writes them
+as PDF and PNG with stable bytes (no timestamps). Every figure takes a ``source`` string
+that is printed on it, so a figure always says what data produced it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from avsc.data.tau import LABELS  # noqa: E402
+
+SHORT = {
+    "airport": "airport",
+    "bus": "bus",
+    "metro": "metro",
+    "metro_station": "metro st.",
+    "park": "park",
+    "public_square": "square",
+    "shopping_mall": "mall",
+    "street_pedestrian": "st. ped.",
+    "street_traffic": "st. traffic",
+    "tram": "tram",
+}
+
+
+def set_style() -> None:
+    """One look for every figure (seaborn's paper context, a colour-blind palette)."""
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titlesize": 10})
+
+
+def _stamp(fig, source: str | None) -> None:
+    if source:
+        fig.text(0.995, 0.005, source, ha="right", va="bottom", fontsize=7, color="0.35")
+
+
+def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
+    """Write ``<stem>.pdf`` and ``<stem>.png`` atomically, without creation dates, so that the
+    same figure gives the same bytes; returns the two paths."""
+    from avsc.utils import atomic_path
+
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext, meta in (
+        ("pdf", {"CreationDate": None, "ModDate": None}),
+        ("png", {"Software": None}),
+    ):
+        path = stem.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fig.savefig(fh, format=ext, metadata=meta, bbox_inches="tight")
+        out.append(path)
+    return out
+
+
+def plot_clip_features(
+    waveform: np.ndarray,
+    sr: int,
+    stft_db: np.ndarray,
+    scalogram: np.ndarray,
+    fbank: np.ndarray,
+    centres_hz: np.ndarray,
+    title: str = "",
+    source: str | None = None,
+):
+    """Waveform, STFT, long-term scalogram and FBank of one clip side by side (mid channel).
+
+    ``stft_db`` is ``(frames, bins)``; ``scalogram`` / ``fbank`` are ``(frames, F)``, all
+    frames of the clip in time order."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    t = np.arange(waveform.shape[-1]) / sr
+    axes[0].plot(t, waveform, lw=0.3)
+    axes[0].set(title="waveform (mid)", xlabel="time (s)", ylabel="amplitude")
+    axes[1].imshow(
+        stft_db.T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=[0, t[-1], 0, sr / 2 / 1000 if sr else 1],
+    )
+    axes[1].set(title="magnitude STFT (dB)", xlabel="time (s)", ylabel="kHz")
+    axes[2].imshow(
+        scalogram[:, ::-1].T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=[0, t[-1], 0, scalogram.shape[1]],
+    )
+    ticks = [k for k in range(0, scalogram.shape[1], 40)]
+    axes[2].set_yticks([scalogram.shape[1] - 1 - k for k in ticks])
+    axes[2].set_yticklabels([f"{centres_hz[k]:.0f}" for k in ticks])
+    axes[2].set(
+        title=f"long-term scalogram ({scalogram.shape[1]} filters)",
+        xlabel="time (s)",
+        ylabel="centre (Hz)",
+    )
+    axes[3].imshow(
+        fbank.T, origin="lower", aspect="auto", cmap="magma", extent=[0, t[-1], 0, fbank.shape[1]]
+    )
+    axes[3].set(
+        title=f"long-term FBank ({fbank.shape[1]} mel)", xlabel="time (s)", ylabel="mel band"
+    )
+    for ax in axes[1:]:
+        ax.grid(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _stamp(fig, source)
+    return fig
+
+
+def plot_frame_strip(frames: np.ndarray, title: str = "", source: str | None = None):
+    """The 1-fps frames of a clip in a row, labelled by segment."""
+    n = len(frames)
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 1.6 * frames.shape[1] / frames.shape[2] + 0.5))
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(frames[i])
+        ax.set_title(f"{i + 0.5:g} s", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _stamp(fig, source)
+    return fig
+
+
+def plot_confusion(
+    cm: np.ndarray,
+    title: str = "",
+    labels: Sequence[str] = LABELS,
+    source: str | None = None,
+    ax=None,
+):
+    """Row-normalised confusion matrix (true class in rows) as a heat map."""
+    import seaborn as sns
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    else:
+        fig = ax.figure
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    short = [SHORT.get(name, name) for name in labels]
+    sns.heatmap(
+        norm,
+        ax=ax,
+        vmin=0,
+        vmax=1,
+        cmap="Blues",
+        annot=True,
+        fmt=".2f",
+        annot_kws={"size": 6},
+        xticklabels=short,
+        yticklabels=short,
+        cbar=False,
+        square=True,
+    )
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.tick_params(labelsize=7)
+    if own:
+        fig.tight_layout()
+        _stamp(fig, source)
+    return fig
+
+
+def plot_per_class_accuracy(table: pd.DataFrame, source: str | None = None):
+    """Grouped bars: per-class accuracy (%) of several systems; ``table`` has columns
+    ``system``, ``scene_label``, ``accuracy``."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    df = table.assign(
+        accuracy=100 * table["accuracy"], scene=table["scene_label"].map(lambda s: SHORT.get(s, s))
+    )
+    sns.barplot(df, x="scene", y="accuracy", hue="system", ax=ax)
+    ax.set(xlabel="", ylabel="accuracy (%)", ylim=(0, 100))
+    ax.legend(fontsize=7, ncols=3)
+    fig.tight_layout()
+    _stamp(fig, source)
+    return fig
+
+
+def plot_learning_curves(histories: Mapping[str, pd.DataFrame], source: str | None = None):
+    """Training loss and validation log loss per epoch for each system."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharex=True)
+    for name, h in histories.items():
+        axes[0].plot(h["epoch"], h["train_loss"], label=name)
+        axes[1].plot(h["epoch"], h["val_logloss"], label=name)
+    axes[0].set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
+    axes[1].set(title="validation log loss (segments)", xlabel="epoch")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    _stamp(fig, source)
+    return fig
+
+
+def tsne_embed(x: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE (``sklearn.manifold.TSNE``, PCA init) of ``(N, D)`` embeddings; the
+    perplexity is capped below N."""
+    from sklearn.manifold import TSNE
+
+    perp = float(min(perplexity, max(2.0, (len(x) - 1) / 3)))
+    return TSNE(
+        n_components=2, perplexity=perp, init="pca", random_state=seed, learning_rate="auto"
+    ).fit_transform(np.asarray(x, dtype=np.float32))
+
+
+def plot_tsne_panels(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    labels: Sequence[str] = LABELS,
+    source: str | None = None,
+):
+    """Figure 2 of the paper: one t-SNE panel per entry ``title -> (points (N, 2), y (N,))``,
+    coloured by class, two columns."""
+    import seaborn as sns
+
+    n = len(panels)
+    cols = 2
+    rows = (n + 1) // 2
+    fig, axes = plt.subplots(rows, cols, figsize=(9, 4.2 * rows))
+    axes = np.atleast_1d(axes).ravel()
+    palette = sns.color_palette("tab10", len(labels))
+    for ax, (title, (pts, y)) in zip(axes, panels.items(), strict=False):
+        for k, name in enumerate(labels):
+            m = y == k
+            ax.scatter(
+                pts[m, 0], pts[m, 1], s=5, color=palette[k], label=SHORT.get(name, name), alpha=0.8
+            )
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[n:]:
+        ax.axis("off")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower left", ncols=5, fontsize=8, markerscale=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _stamp(fig, source)
+    return fig

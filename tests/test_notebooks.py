@@ -1,0 +1,147 @@
+"""The notebook series: stored clean and thin, and run end to end by papermill (smoke)."""
+
+import json
+import math
+import re
+
+import nbformat
+import pytest
+
+from avsc.runner import COMMON, RunError, notebooks, resolve, run_profile
+
+from .conftest import ROOT
+
+NOTEBOOKS = notebooks(ROOT / "notebooks")
+EXPECTED = [
+    "01_data_and_features",
+    "02_visual_encoder_finetuning",
+    "03_unimodal_baselines",
+    "04_pipeline_vs_joint",
+    "05_ablations",
+    "06_tsne",
+    "07_results",
+]
+FIGURES = [
+    "01_clip_features",
+    "01_frames",
+    "figure2_tsne",
+    "confusion_matrices",
+    "per_class_accuracy",
+    "learning_curves",
+]
+TABLES = [
+    "01_clips_per_fold_and_class",
+    "01_split",
+    "02_visual_finetuning",
+    "table2_unimodal",
+    "table3_pipeline_vs_joint",
+    "table4_ablations",
+    "table5_prior_work",
+    "results_all",
+]
+
+
+def test_the_series_is_complete_and_in_order():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_thin_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for c in code:
+        assert c.outputs == [] and c.execution_count is None, f"{path.name}: stored with outputs"
+    first = code[0]
+    assert "parameters" in first.metadata.get("tags", []), "first code cell must be the parameters"
+    for name in COMMON:
+        assert f"\n{name}: " in "\n" + first.source, f"{path.name}: no common parameter {name}"
+    for line in first.source.splitlines():
+        if ":" in line and "=" in line and not line.startswith("#"):
+            assert "  # " in line or line.rstrip().endswith("}"), f"uncommented parameter: {line}"
+    for c in code[1:]:
+        assert not re.search(r"^\s*(def|class) ", c.source, re.M), (
+            f"{path.name}: logic belongs in avsc/"
+        )
+        for bad in (".backward(", "optimizer", "import torch"):
+            assert bad not in c.source, f"{path.name}: {bad!r} belongs in the library"
+
+
+def test_unknown_parameters_are_rejected(tmp_path):
+    with pytest.raises(RunError, match="unknown parameter 'bogus'"):
+        resolve("smoke", {"bogus": 1}, NOTEBOOKS, tmp_path, tmp_path)
+    with pytest.raises(RunError, match="unknown config key 'bogus'"):
+        resolve("smoke", {"train.bogus": 1}, NOTEBOOKS, tmp_path, tmp_path)
+    with pytest.raises(RunError, match="unknown profile"):
+        resolve("nope", {}, NOTEBOOKS, tmp_path, tmp_path)
+    params, per_nb = resolve(
+        "smoke", {"perplexity": 7, "train.max_epochs": 1}, NOTEBOOKS, tmp_path, tmp_path
+    )
+    assert params["perplexity"] == 7 and params["experiment"]["train.max_epochs"] == 1
+    assert all(set(COMMON) <= set(p) for p in per_nb.values())
+
+
+def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):
+    with pytest.raises(
+        RunError,
+        match=r"05_ablations failed: MissingArtifact.*made by notebook 03_unimodal_baselines",
+    ):
+        run_profile(
+            "smoke", only=["05"], runs_root=tmp_path / "runs", figures_root=tmp_path / "fig"
+        )
+    manifest = json.loads((tmp_path / "runs" / "smoke" / "manifest.json").read_text())
+    assert manifest["notebooks"][-1]["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end(tmp_path_factory):
+    base = tmp_path_factory.mktemp("smoke")
+    manifest = run_profile("smoke", runs_root=base / "runs", figures_root=base / "figures")
+    assert [n["notebook"] for n in manifest.notebooks] == EXPECTED
+    assert all(n["status"] == "ok" for n in manifest.notebooks)
+    run = base / "runs" / "smoke"
+    saved = json.loads((run / "manifest.json").read_text())
+    assert saved["versions"]["torch"] and "commit" in saved["git"]
+    assert (run / "config.yaml").is_file()
+    for nb in EXPECTED:
+        assert (run / f"{nb}.ipynb").is_file()
+        metrics = json.loads((run / "metrics" / f"{nb}.json").read_text())
+        assert "SYNTHETIC" in metrics["source"]
+        numbers = list(_numbers(metrics))
+        assert numbers and all(math.isfinite(v) for v in numbers), nb
+    fig = base / "figures" / "smoke"
+    for name in FIGURES:
+        assert (fig / f"{name}.pdf").stat().st_size > 1000 and (
+            fig / f"{name}.png"
+        ).stat().st_size > 1000
+    for name in TABLES:
+        assert (fig / f"{name}.csv").is_file() and "SYNTHETIC" in (fig / f"{name}.md").read_text()
+    # executed notebooks hold outputs and no error
+    nb = nbformat.read(run / "07_results.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+    # a failing notebook stops the run, naming it and its error; --only reruns one notebook
+    with pytest.raises(
+        RunError, match=r"notebook 06_tsne failed: \w*Error: .*perplexity.*--from 06"
+    ):
+        run_profile(
+            "smoke",
+            {"perplexity": -1.0},
+            only=["06"],
+            runs_root=base / "runs",
+            figures_root=base / "figures",
+        )
+    again = run_profile("smoke", start="06", runs_root=base / "runs", figures_root=base / "figures")
+    assert [n["notebook"] for n in again.notebooks][-2:] == ["06_tsne", "07_results"]
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield float(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
