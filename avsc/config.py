@@ -187,6 +187,12 @@ class TrainConfig(_Section):
     eval_batch_size: int = 64  # segments per evaluation batch
     frames_in_memory: str = "auto"  # "auto", "yes", "no": decode all frames once
     max_train_batches: int | None = None  # cap per epoch (smoke runs); None: whole epoch
+    # Joint / ablation III cost (issue 5). aug_bank K > 0: encode K augmented views of every
+    # frame once (frozen VE, float16 in the feature store) and draw one view per sample per
+    # epoch; 0 keeps the paper's online augmentation. image_major: online augmentation with
+    # batches of whole segments, each augmented image encoded once for its 6 acoustic frames.
+    aug_bank: int = 0
+    image_major: bool = False
 
 
 SECTIONS = {

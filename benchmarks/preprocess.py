@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +79,19 @@ def full_run(root: Path, cache: Path, config: PreprocessConfig, workers: int) ->
     return (time.perf_counter() - t) / report.total
 
 
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Peak resident memory (MB) over ``cmd`` and its worker processes (a fresh wrapper
+    process measures it, so nothing earlier counts)."""
+    code = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True
+    )
+    return int(res.stdout.strip().splitlines()[-1]) / 1024
+
+
 def real_root(tmp: Path) -> Path | None:
     """A TAU-layout root around the real 1280x720 clips (their audio rewritten as TAU WAVs)."""
     clips = [
@@ -139,6 +153,36 @@ def main() -> None:
             out[f"{name}_full_preprocess_s_per_clip_workers{a.workers}"] = full
             out[f"{name}_full_over_floor"] = full / floor
             out[f"{name}_frames_over_video_decode_floor"] = s["frames"] / s["floor_video"]
+        # parallel speed-up and memory when the dataset doubles (whole preprocess runs)
+        one = full_run(synth, tmp / "w1", config, 1)
+        two = full_run(synth, tmp / "w2", config, 2)
+        out["synthetic_speedup_1_to_2_workers"] = one / two
+        synth2 = make_synthetic_dataset(
+            tmp / "synth2",
+            clips_per_class=2 * a.clips_per_class,
+            seed=1,
+            workers=2,
+            show_progress=False,
+        )
+        mem = {}
+        for name, root in (("1x", synth), ("2x", synth2)):
+            cmd = [
+                sys.executable,
+                "-m",
+                "avsc",
+                "preprocess",
+                "--data",
+                str(root),
+                "--cache",
+                str(tmp / f"mem{name}"),
+                "--workers",
+                "2",
+                "--no-progress",
+            ]
+            mem[name] = peak_rss_mb(cmd)
+        out["preprocess_peak_rss_mb_1x"] = mem["1x"]
+        out["preprocess_peak_rss_mb_2x"] = mem["2x"]
+        out["preprocess_peak_rss_2x_over_1x"] = mem["2x"] / mem["1x"]
     width = max(len(k) for k in out)
     for k, v in out.items():
         print(f"{k:{width}s}: {v:.3f}")

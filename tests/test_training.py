@@ -387,3 +387,92 @@ def test_visual_fine_tuning_writes_a_checkpoint_the_encoder_loads(tmp_path):
     ck = load_checkpoint(r.checkpoint)
     for k, v in ve.backbone.state_dict().items():
         assert torch.equal(v, ck["model"][f"backbone.{k}"])
+
+
+# ------------------------------------------------------- augmentation bank, image-major
+
+
+def test_augmentation_bank_holds_encoded_augmented_views(synth_store, cfg):
+    from avsc.features.datasets import train_transform
+
+    bank_cfg = cfg.override({"train.aug_bank": 3})
+    ws = S.Workspace(synth_store[1], bank_cfg)
+    bank = ws.augmentation_bank("train", 3)
+    table = ws.tables["train"]
+    ve = ws.visual_encoder()
+    assert (
+        bank.shape == (len(table), table.segments, 3, ve.num_features)
+        and bank.dtype == torch.float16
+    )
+    # independent recomputation of view 1 of the first clips
+    tf = train_transform(ve.input_size[-1], bank_cfg.augment)
+    frames = ws.frames("train")
+    torch.manual_seed(bank_cfg.train.seed * 1_000_003 + 7_919 * 1 + 1)
+    imgs = torch.stack(
+        [tf(frames.get(c, s)) for c in range(len(table)) for s in range(table.segments)]
+    )
+    with torch.inference_mode():
+        ref = ve(imgs[: table.segments * 2]).view(2, table.segments, -1)
+    torch.testing.assert_close(bank[:2, :, 1].float(), ref, atol=2e-3, rtol=2e-2)
+    assert not torch.equal(bank[:, :, 0], bank[:, :, 1])  # views differ
+    # stored in the feature store and reused as is
+    again = S.Workspace(synth_store[1], bank_cfg).augmentation_bank("train", 3)
+    assert torch.equal(again, bank)
+    assert list((ws.store.path / "bank").glob("*/train.npy"))
+
+
+def test_bank_views_are_drawn_per_epoch_deterministically(ws):
+    bank = torch.randn(len(ws.tables["train"]), ws.tables["train"].segments, 4, 8).half()
+    ds = FrameSamples(ws.tables["train"], audio=ws.audio("train", "fbank"), vemb_bank=bank)
+    ds.set_epoch(11)
+    a = ds.views.clone()
+    ds.set_epoch(12)
+    b = ds.views.clone()
+    ds.set_epoch(11)
+    assert torch.equal(a, ds.views) and not torch.equal(a, b)
+    c, s, _ = ds.locate(5)
+    assert torch.equal(ds[5]["vemb"], bank[c, s, int(a[5])].float())
+
+
+@pytest.mark.parametrize("mode", ["bank", "image_major"])
+def test_bank_and_image_major_train_the_same_joint_system(ws, cfg, runs, mode):
+    extra = (
+        {"train.aug_bank": 4}
+        if mode == "bank"
+        else {"train.image_major": True, "train.batch_size": 36}
+    )
+    c = cfg.override(extra)
+    w = S.Workspace(ws.store, c)
+    ve = w.visual_encoder()
+    before = _snapshot(ve)
+    r1 = S.joint(c, w.store, runs / f"joint_{mode}", workspace=w)
+    r2 = S.joint(c, w.store, runs / f"joint_{mode}_again", workspace=w)
+    assert r1.metrics == pytest.approx({k: r2.metrics[k] for k in r1.metrics})  # deterministic
+    assert _val_accuracy(r1) > CHANCE + 0.1
+    for k, v in _snapshot(ve).items():
+        assert torch.equal(v, before[k]), k
+    online = (
+        load_checkpoint(runs / "joint" / "best.pt")
+        if (runs / "joint" / "best.pt").is_file()
+        else None
+    )
+    mine = load_checkpoint(r1.checkpoint)
+    if online is not None:  # same model family: the same tensors, the same shapes
+        assert {k: v.shape for k, v in mine["model"].items()} == {
+            k: v.shape for k, v in online["model"].items()
+        }
+    assert mine["extra"]["visual_input"] == "image"  # classifies raw clips at inference
+
+
+def test_image_major_batches_share_one_image_per_segment(ws):
+    ve = ws.visual_encoder()
+    ae = AcousticEncoder(256)
+    model = AVSystem(
+        ae, SceneClassifier(1024 + ve.num_features), ve=ve, visual_input="image"
+    ).eval()
+    audio = ws.audio("train", "fbank")[:2, 0]  # (2 segments, 6 frames, 2, 256)
+    image = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    logits = model(audio=audio, image=image)
+    assert logits.shape == (12, 10)
+    per_frame = model(audio=audio.reshape(12, 2, 256), image=image.repeat_interleave(6, dim=0))
+    torch.testing.assert_close(logits, per_frame)

@@ -129,10 +129,16 @@ def eval_transform(image_size: int, crop_pct: float = 0.875) -> object:
 
 
 class FrameSamples(Dataset):
-    """Training samples. ``unit="frame"``: one per (clip, segment, acoustic frame) with
-    ``audio`` ``(2, F)``; ``unit="segment"``: one per (clip, segment) (video-only).
-    ``image`` (a transformed uint8 frame) and/or ``vemb`` (a precomputed visual embedding,
-    ``(clips, segments, D)``) are added when given."""
+    """Training samples.
+
+    ``unit="frame"``: one item per (clip, segment, acoustic frame) with ``audio`` ``(2, F)``;
+    ``unit="segment"``: one per (clip, segment), no audio (video-only);
+    ``unit="segment_frames"``: one per (clip, segment) with all its frames, ``audio``
+    ``(T, 2, F)`` (image-major batches: one image shared by T samples).
+    ``image`` (a transformed uint8 frame), ``vemb`` (precomputed visual embeddings
+    ``(clips, segments, D)``) or ``vemb_bank`` (``(clips, segments, K, D)`` embeddings of K
+    augmented views, one drawn per item and epoch, see :meth:`set_epoch`) are added when given.
+    """
 
     def __init__(
         self,
@@ -142,21 +148,27 @@ class FrameSamples(Dataset):
         transform=None,
         vemb: torch.Tensor | None = None,
         unit: str = "frame",
+        vemb_bank: torch.Tensor | None = None,
     ):
-        if unit not in ("frame", "segment"):
-            raise ValueError(f"unit must be 'frame' or 'segment', got {unit!r}")
-        if unit == "frame" and audio is None:
-            raise ValueError("frame samples need audio features")
-        self.table, self.audio, self.frames, self.transform, self.vemb = (
-            table,
-            audio,
-            frames,
-            transform,
-            vemb,
-        )
+        if unit not in ("frame", "segment", "segment_frames"):
+            raise ValueError(f"unit must be 'frame', 'segment' or 'segment_frames', got {unit!r}")
+        if unit != "segment" and audio is None:
+            raise ValueError(f"{unit} samples need audio features")
+        self.table, self.audio, self.frames = table, audio, frames
+        self.transform, self.vemb, self.vemb_bank = transform, vemb, vemb_bank
         self.unit = unit
-        self.per_segment = audio.shape[2] if (unit == "frame" and audio is not None) else 1
+        self.views: torch.Tensor | None = None
+        self.per_segment = audio.shape[2] if unit == "frame" else 1
         self.per_clip = table.segments * self.per_segment
+        self.samples_per_item = audio.shape[2] if unit == "segment_frames" else 1
+        if vemb_bank is not None:
+            self.set_epoch(0)
+
+    def set_epoch(self, seed: int) -> None:
+        """Draw, with ``seed``, which augmentation-bank view every item gets this epoch."""
+        if self.vemb_bank is not None:
+            g = torch.Generator().manual_seed(int(seed))
+            self.views = torch.randint(self.vemb_bank.shape[2], (len(self),), generator=g)
 
     def __len__(self) -> int:
         return len(self.table) * self.per_clip
@@ -167,15 +179,20 @@ class FrameSamples(Dataset):
         return c, s, k
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        c, s, k = self.locate(int(i))
+        i = int(i)
+        c, s, k = self.locate(i)
         item: dict[str, torch.Tensor] = {"label": self.table.labels[c]}
-        if self.unit == "frame" and self.audio is not None:
+        if self.unit == "frame":
             item["audio"] = self.audio[c, s, k]
+        elif self.unit == "segment_frames":
+            item["audio"] = self.audio[c, s]
         if self.frames is not None:
             img = self.frames.get(c, s)
             item["image"] = self.transform(img) if self.transform is not None else img
         if self.vemb is not None:
             item["vemb"] = self.vemb[c, s]
+        if self.vemb_bank is not None:
+            item["vemb"] = self.vemb_bank[c, s, int(self.views[i])].float()
         return item
 
 

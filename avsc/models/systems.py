@@ -80,9 +80,10 @@ class AVSystem(nn.Module):
     def visual(
         self, image: torch.Tensor | None = None, vemb: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Visual features: ``vemb`` when given to an embedding system, else the frozen VE on
-        ``image`` (so an embedding system that carries its VE also classifies raw clips)."""
-        if self.visual_input == "embedding" and vemb is not None:
+        """Visual features: ``vemb`` when given (precomputed embeddings, or views of the
+        augmentation bank), else the frozen VE on ``image`` (so an embedding system that
+        carries its VE also classifies raw clips)."""
+        if vemb is not None:
             return vemb
         if image is None:
             raise ValueError(
@@ -109,7 +110,16 @@ class AVSystem(nn.Module):
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def forward(self, audio=None, image=None, vemb=None, visual=None) -> torch.Tensor:
-        """Logits ``(B, n_classes)``."""
+        """Logits ``(B, n_classes)``.
+
+        Image-major batches: with ``audio`` of shape ``(B, T, 2, F)`` (the T acoustic frames of
+        B segments) and one image / embedding per segment, each image is encoded once and
+        shared by its T frames; the logits are ``(B * T, n_classes)`` in frame order."""
+        if audio is not None and audio.dim() == 4:
+            b, t = audio.shape[:2]
+            if self.visual_input is not None and visual is None:
+                visual = self.visual(image, vemb).repeat_interleave(t, dim=0)
+            return self.sc(self.sc_input(audio.reshape(b * t, *audio.shape[2:]), visual=visual))
         return self.sc(self.sc_input(audio, image, vemb, visual))
 
     @torch.no_grad()

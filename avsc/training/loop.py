@@ -220,7 +220,14 @@ def fit(
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     n = len(train_set)
-    iters = len(GlobalBatchSampler(n, cfg.batch_size, world, rank, 0, cfg.max_train_batches))
+    per_item = int(getattr(train_set, "samples_per_item", 1))  # image-major items hold T samples
+    if cfg.batch_size % (per_item * world):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not a multiple of {per_item} x {world} processes"
+        )
+    iters = len(
+        GlobalBatchSampler(n, cfg.batch_size // per_item, world, rank, 0, cfg.max_train_batches)
+    )
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, iters)
     loss_fn = nn.CrossEntropyLoss()
@@ -249,7 +256,9 @@ def fit(
         seed = epoch_seed(cfg.seed, epoch)
         torch.manual_seed(seed + 7919 * rank)  # dropout / augmentation differ per rank
         gen = torch.Generator().manual_seed(seed)
-        sampler = GlobalBatchSampler(n, cfg.batch_size, world, rank, seed, iters)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(seed)  # e.g. which augmentation-bank view each sample gets
+        sampler = GlobalBatchSampler(n, cfg.batch_size // per_item, world, rank, seed, iters)
         loader = DataLoader(
             train_set,
             batch_sampler=sampler,
@@ -272,6 +281,8 @@ def fit(
             label = batch.pop("label")
             with _autocast(device, cfg.amp):
                 logits = net(**batch)
+                if logits.shape[0] != label.shape[0]:  # image-major: T frames per segment
+                    label = label.repeat_interleave(logits.shape[0] // label.shape[0])
                 loss = loss_fn(logits.float(), label)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(

@@ -132,6 +132,63 @@ class Workspace:
             self._ve[key] = VisualEncoder(name, weights=weights, image_size=size)
         return self._ve[key]
 
+    def augmentation_bank(
+        self, subset: str, views: int, backbone: str | None = None
+    ) -> torch.Tensor:
+        """Embeddings of ``views`` augmented views of every segment's frame, computed once by
+        the frozen VE under ``torch.inference_mode`` and kept as float16 in the feature store
+        (``bank/<key>/<subset>.npy``, reused by later runs with the same encoder, weights,
+        image size, augmentation, view count and seed): ``(clips, S, views, D)``."""
+        import hashlib
+
+        from avsc.utils import atomic_path
+
+        ve = self.visual_encoder(backbone)
+        cfg = self.config
+        ident = {
+            "backbone": ve.name,
+            "weights": _file_identity(ve.weights),
+            "image_size": ve.input_size[-1],
+            "augment": cfg.augment.to_dict(),
+            "views": int(views),
+            "seed": cfg.train.seed,
+            "clips": self.tables[subset].clips,
+        }
+        key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+        folder = self.store.path / "bank" / key
+        path = folder / f"{subset}.npy"
+        if path.is_file():
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        table = self.tables[subset]
+        tf = train_transform(ve.input_size[-1], cfg.augment)
+        ds = SegmentSamples(table, frames=self.frames(subset), transform=tf)
+        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.train.eval_batch_size)
+        out = np.empty((len(table) * table.segments, views, ve.num_features), dtype=np.float16)
+        ve.to(self.device).eval()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for k in range(views):
+                torch.manual_seed(cfg.train.seed * 1_000_003 + 7_919 * k + 1)
+                row = 0
+                for batch in loader:
+                    f = ve(batch["image"].to(self.device)).float().cpu().numpy()
+                    out[row : row + len(f), k] = f
+                    row += len(f)
+        out = out.reshape(len(table), table.segments, views, -1)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, out, allow_pickle=False)
+        atomic_write_json(folder / "bank.json", {k: v for k, v in ident.items() if k != "clips"})
+        log.info(
+            "augmentation bank %s/%s: %d views of %d frames in %.1f s",
+            key,
+            subset,
+            views,
+            len(table) * table.segments,
+            time.perf_counter() - t0,
+        )
+        return torch.from_numpy(out)
+
     def visual_embeddings(self, subset: str, backbone: str | None = None) -> torch.Tensor:
         """Frozen-VE features of every segment's eval-transformed frame: ``(clips, S, D)``,
         computed once under ``torch.inference_mode``."""
@@ -152,6 +209,14 @@ class Workspace:
                     feats.append(ve(batch["image"].to(self.device)).float().cpu())
             self._vemb[key] = torch.cat(feats).view(len(table), table.segments, -1).clone()
         return self._vemb[key]
+
+
+def _file_identity(weights: str | None) -> str | None:
+    """Weights named by path, size and modification time (a changed file changes the key)."""
+    if weights is None or not Path(weights).is_file():
+        return weights
+    st = Path(weights).stat()
+    return f"{Path(weights).resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def _new_ae(cfg: ExperimentConfig, n_bins: int) -> AcousticEncoder:
@@ -321,18 +386,26 @@ def video_only(
     sc = SceneClassifier(ve.num_features, len(LABELS), cfg.model.sc_hidden, cfg.model.sc_dropout)
     model = AVSystem(None, sc, ve=ve, visual_input="image")
     size = ve.input_size[-1]
-    train = FrameSamples(
-        ws.tables["train"],
-        frames=ws.frames("train"),
-        transform=train_transform(size, cfg.augment),
-        unit="segment",
-    )
-    evals = {
-        s: SegmentSamples(
-            ws.tables[s], frames=ws.frames(s), transform=eval_transform(size, ve.crop_pct)
+    if cfg.train.aug_bank > 0:  # K precomputed augmented views, one drawn per image and epoch
+        bank = ws.augmentation_bank("train", cfg.train.aug_bank, backbone)
+        train = FrameSamples(ws.tables["train"], vemb_bank=bank, unit="segment")
+        evals = {
+            s: SegmentSamples(ws.tables[s], vemb=ws.visual_embeddings(s, backbone))
+            for s in ("val", "evaluate")
+        }
+    else:  # online augmentation through the frozen VE, as in the paper
+        train = FrameSamples(
+            ws.tables["train"],
+            frames=ws.frames("train"),
+            transform=train_transform(size, cfg.augment),
+            unit="segment",
         )
-        for s in ("val", "evaluate")
-    }
+        evals = {
+            s: SegmentSamples(
+                ws.tables[s], frames=ws.frames(s), transform=eval_transform(size, ve.crop_pct)
+            )
+            for s in ("val", "evaluate")
+        }
     return _run(
         ws, Path(out_dir), f"video_only_{ve.name}", "video_only", model, train, evals, None, ve.name
     )
@@ -383,12 +456,28 @@ def ablation(
     )
     model = AVSystem(ae, sc, ve=ve, visual_input=visual_input, ae_trainable=trainable)
     size = ve.input_size[-1]
-    if visual_input == "embedding":
+    audio_tr = ws.audio("train", feature)
+    bank = cfg.train.aug_bank
+    if visual_input == "embedding":  # I, II: embeddings of un-augmented frames
+        train = FrameSamples(
+            ws.tables["train"], audio=audio_tr, vemb=ws.visual_embeddings("train", backbone)
+        )
+    elif bank > 0:  # III, IV with the augmentation bank: one of K precomputed views per sample
         train = FrameSamples(
             ws.tables["train"],
-            audio=ws.audio("train", feature),
-            vemb=ws.visual_embeddings("train", backbone),
+            audio=audio_tr,
+            vemb_bank=ws.augmentation_bank("train", bank, backbone),
         )
+    else:  # III, IV as in the paper: online augmentation through the frozen VE
+        unit = "segment_frames" if cfg.train.image_major else "frame"
+        train = FrameSamples(
+            ws.tables["train"],
+            audio=audio_tr,
+            frames=ws.frames("train"),
+            transform=train_transform(size, cfg.augment),
+            unit=unit,
+        )
+    if visual_input == "embedding" or bank > 0:  # evaluation on precomputed centre-crop embeddings
         evals = {
             s: SegmentSamples(
                 ws.tables[s], audio=ws.audio(s, feature), vemb=ws.visual_embeddings(s, backbone)
@@ -396,12 +485,6 @@ def ablation(
             for s in ("val", "evaluate")
         }
     else:
-        train = FrameSamples(
-            ws.tables["train"],
-            audio=ws.audio("train", feature),
-            frames=ws.frames("train"),
-            transform=train_transform(size, cfg.augment),
-        )
         evals = {
             s: SegmentSamples(
                 ws.tables[s],
