@@ -53,9 +53,8 @@ def test_store_holds_every_clip_with_the_right_contents(tiny, store):
     for kind, f in (("scalogram", 290), ("fbank", 256)):
         arr = store.load_audio(clip, kind)
         assert arr.shape == (2, 6, 2, f) and arr.dtype == np.float32
-        np.testing.assert_array_equal(
-            arr, extract_audio_features(ds.audio_path(row.filename_audio), kind)
-        )
+        ref = extract_audio_features(ds.audio_path(row.filename_audio), kind)
+        np.testing.assert_allclose(arr, ref, rtol=1e-5, atol=1e-5)  # BLAS summation order
     frames = store.load_frames(clip)
     ref = extract_frames(ds.video_path(row.filename_video), short_side=48)
     assert frames.shape == ref.shape == (2, 48, 64, 3)
@@ -267,5 +266,8 @@ def test_killed_run_resumes_without_half_written_entries(tmp_path):
         warnings.simplefilter("error")
         for clip in store.clips[::5]:
             ref = extract_audio_features(root / ds.loc[clip, "filename_audio"], "scalogram")
-            np.testing.assert_array_equal(store.load_audio(clip, "scalogram"), ref)
+            # BLAS runs single-threaded in preprocessing: equal up to summation order
+            np.testing.assert_allclose(
+                store.load_audio(clip, "scalogram"), ref, rtol=1e-5, atol=1e-5
+            )
     assert pd.read_csv(cache / "index.csv").shape[0] == 36
