@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """Set-up and the two jobs of the README, with nothing but Python installed.
 
-    python3 tasks.py demo   # create .venv, install avsc, run the main job on synthetic data
+    python3 tasks.py demo   # create .venv, install avsc, run the notebook series (demo profile)
     python3 tasks.py test   # create .venv, install avsc, run ruff and the whole test suite
 
 Standard library only. The virtual environment lives in ``.venv`` (or ``$AVSC_VENV``) and is
 reinstalled only when ``pyproject.toml`` changes. Extra arguments after ``test`` go to
-pytest; after ``demo`` they go to the demo (``--clips-per-class``, ``--seconds``, ...).
+pytest; after ``demo`` they go to ``avsc run`` (``-p clips_per_class=20``, ``--from 03``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import subprocess
@@ -50,48 +49,15 @@ def setup() -> None:
 
 
 def demo(argv: list[str]) -> None:
-    """The main job: the synthetic TAU-layout dataset, validated, then its feature store."""
-    p = argparse.ArgumentParser(prog="tasks.py demo")
-    p.add_argument("--data", default="data/synthetic", help="where the synthetic dataset goes")
-    p.add_argument("--cache", default="cache/synthetic", help="where the feature store goes")
-    p.add_argument("--clips-per-class", default="10")
-    p.add_argument("--seconds", default="10")
-    p.add_argument("--seed", default="0")
-    p.add_argument("--workers", default="2")
-    a = p.parse_args(argv)
-    avsc = [PY, "-m", "avsc"]
+    """The main job: the whole notebook series under the demo profile (synthetic data).
+
+    Extra arguments go to ``avsc run``, e.g. ``-p clips_per_class=20`` or ``--from 03``."""
     t0 = time.time()
-    if not (ROOT / a.data / "meta.csv").is_file():
-        run(
-            *avsc,
-            "synth",
-            "--out",
-            a.data,
-            "--clips-per-class",
-            a.clips_per_class,
-            "--seconds",
-            a.seconds,
-            "--seed",
-            a.seed,
-            "--workers",
-            a.workers,
-        )
-    else:
-        print(f"{a.data} exists: reusing it (delete it to regenerate)", flush=True)
-    run(*avsc, "validate", a.data, "--clip-seconds", a.seconds)
-    run(
-        *avsc,
-        "preprocess",
-        "--data",
-        a.data,
-        "--cache",
-        a.cache,
-        "--workers",
-        a.workers,
-        "--clip-seconds",
-        a.seconds,
+    run(PY, "-m", "avsc", "run", "--profile", "demo", *argv)
+    print(
+        f"demo finished in {time.time() - t0:.0f} s: executed notebooks in runs/demo/, "
+        "figures and tables in figures/demo/"
     )
-    print(f"demo finished in {time.time() - t0:.0f} s: dataset {a.data}, feature store {a.cache}")
 
 
 def test(argv: list[str]) -> None:

@@ -170,7 +170,10 @@ class Context:
         """Save ``df`` as CSV and Markdown under ``figures/<profile>/``; return it."""
         with atomic_path(self.figures / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
-        md = f"<!-- {self.source} -->\n\n" + df.to_markdown(index=False, floatfmt=floatfmt) + "\n"
+        shown = df.astype(object).where(df.notna(), "")  # blanks, not "nan", for absent values
+        md = (
+            f"<!-- {self.source} -->\n\n" + shown.to_markdown(index=False, floatfmt=floatfmt) + "\n"
+        )
         with atomic_path(self.figures / f"{name}.md") as tmp:
             tmp.write_text(md)
         return df
@@ -291,6 +294,8 @@ def results_table(results, paper: bool = True) -> pd.DataFrame:
 def _paper_row(system: str, feature: str | None, backbone: str | None):
     """The paper's figures for the same system and feature: with the same backbone when the
     paper used it, else with its main backbone (EfficientNetV2-S), named in paper_backbone."""
+    feature = None if pd.isna(feature) else feature
+    backbone = None if pd.isna(backbone) else backbone
     ref = PAPER[(PAPER.system == system) & (PAPER.feature.fillna("") == (feature or ""))]
     if backbone is None:
         ref = ref[ref.backbone.isna()]

@@ -152,6 +152,22 @@ def nearest_class_mean_top1(
     return float((pred == val_y).float().mean())
 
 
+def imprinted_head(
+    feats: torch.Tensor, labels: torch.Tensor, n_classes: int, scale: float = 10.0
+) -> nn.Linear:
+    """A new classifier whose weights are the normalised class means of the starting
+    features ("weight imprinting", Qi et al. 2018): it starts at nearest-class-mean accuracy
+    instead of chance, so short fine-tuning runs improve on the starting features."""
+    head = nn.Linear(feats.shape[1], n_classes)
+    norm = feats.norm(dim=1).mean().clamp_min(1e-6)
+    with torch.no_grad():
+        for k in range(n_classes):
+            m = feats[labels == k].mean(0) if (labels == k).any() else torch.zeros(feats.shape[1])
+            head.weight[k] = scale * nn.functional.normalize(m, dim=0) / norm
+        head.bias.zero_()
+    return head
+
+
 class _Normalized(nn.Module):
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()
@@ -176,12 +192,15 @@ def finetune_visual(
     seed: int = 0,
     device: str = "auto",
     num_workers: int = 0,
+    freeze_bn: bool = True,
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (starting from ``weights``, see
     :func:`avsc.models.visual.create_backbone`) on the images at ``images``; write ``out``
     (a ``.pt`` file) holding ``model`` (the backbone and its new head), ``classes``,
     ``metrics``, ``config`` and ``versions``. SGD with momentum and a cosine schedule;
-    RandomResizedCrop + flip for training, resize + centre crop for evaluation."""
+    RandomResizedCrop + flip for training, resize + centre crop for evaluation. The new head
+    starts from the class means (:func:`imprinted_head`); ``freeze_bn`` keeps the backbone's
+    BatchNorm statistics, which a few small batches would otherwise pull off."""
     from timm.data import resolve_data_config
 
     from avsc.config import AugmentConfig
@@ -220,7 +239,7 @@ def finetune_visual(
         before,
     )
 
-    head = nn.Linear(body.num_features, len(classes))
+    head = imprinted_head(tr_f, tr_y, len(classes))
     model = _Normalized(nn.Sequential(body, head), cfg["mean"], cfg["std"]).to(dev)
     params = [
         {"params": body.parameters(), "lr": lr * 0.1},
@@ -233,6 +252,10 @@ def finetune_visual(
     history = []
     for epoch in range(epochs):
         model.train()
+        if freeze_bn:  # small fine-tuning sets: keep the pretrained BatchNorm statistics
+            for m in body.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         total, n = 0.0, 0
         for x, y in progress(
