@@ -66,6 +66,22 @@ NOTEBOOK_OF = {
 }
 
 
+def _log_to_output() -> None:
+    """avsc's INFO messages (one line per training epoch, preprocessing progress) go to the
+    notebook's output, where papermill keeps them."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("avsc")
+    if not any(getattr(h, "_avsc", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler._avsc = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def repo_root() -> Path:
     """The folder relative notebook paths start from: the nearest parent of the working
     directory holding ``pyproject.toml`` and ``notebooks/`` (so a notebook opened in
@@ -103,6 +119,7 @@ class Context:
         self.figures.mkdir(parents=True, exist_ok=True)
         self.config = ExperimentConfig().override(dict(self.experiment or {}))
         self._workspace = None
+        _log_to_output()
         from avsc.viz import set_style
 
         set_style()
