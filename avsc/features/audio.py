@@ -205,11 +205,12 @@ def features_from_waveform(
     ms = prepare_waveform(x, sr, config, source=source)
     segs = segment(ms, config, source=source)  # (S, 2, seg)
     mag = stft_magnitude(segs, config.n_fft, config.hop_length)  # (S, 2, T, bins)
-    mag = np.moveaxis(mag, 2, 1)  # (S, T, 2, bins)
+    mag = np.ascontiguousarray(np.moveaxis(mag, 2, 1))  # (S, T, 2, bins)
+    flat = mag.reshape(-1, mag.shape[-1])  # one 2-D product, not S * T small ones
     out = {}
     for kind in kind_list:
         w = filterbank(kind, config)
-        s = mag @ w.T
+        s = (flat @ w.T).reshape(*mag.shape[:-1], w.shape[0])
         out[kind] = np.log(s + np.float32(config.log_eps)).astype(np.float32, copy=False)
     return out[kind_list[0]] if single else out
 

@@ -106,7 +106,10 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def featurize_clip(
-    audio_path: str | os.PathLike, video_path: str | os.PathLike, config: PreprocessConfig
+    audio_path: str | os.PathLike,
+    video_path: str | os.PathLike,
+    config: PreprocessConfig,
+    decode_threads: int | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Audio features (one array per kind) and frames of one clip, after checking it.
 
@@ -151,6 +154,7 @@ def featurize_clip(
             short_side=config.frames.short_side,
             segments=expected_segments,
             segment_seconds=ac.segment_seconds,
+            threads=decode_threads,
         )
     except VideoError as exc:
         raise ClipError(video_path, _problem(exc, video_path)) from exc
@@ -193,7 +197,9 @@ def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            feats, frames = featurize_clip(task["audio_path"], task["video_path"], config)
+            feats, frames = featurize_clip(
+                task["audio_path"], task["video_path"], config, task.get("decode_threads")
+            )
     except ClipError as exc:
         return {"clip": clip, "ok": False, "file": exc.file, "problem": exc.problem}
     except Exception as exc:  # never let one clip kill the run: report it by name
@@ -543,6 +549,8 @@ def preprocess(
                 "identifier": row.identifier,
                 "cache": str(cache),
                 "config": json.loads(json.dumps(config.to_dict())),
+                # parallel workers decode single-threaded; one worker lets FFmpeg thread
+                "decode_threads": 1 if workers > 1 else None,
             }
         )
     report = PreprocessReport(cache, total=len(meta), processed=0, skipped=len(meta) - len(tasks))

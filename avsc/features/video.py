@@ -93,13 +93,15 @@ def extract_frames(
     segments: int | None = None,
     segment_seconds: float = 1.0,
     max_offset: float | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """One RGB frame per segment: uint8 ``(segments, H, W, 3)``.
 
     ``segments`` defaults to the number of whole segments in the stream's duration.
     ``max_offset`` (default half a segment) is the largest distance allowed between a chosen
     frame's timestamp and its target ``s + 0.5`` s; a video too short or with a gap beyond it
-    raises :class:`VideoError`, as does an unreadable or truncated file.
+    raises :class:`VideoError`, as does an unreadable or truncated file. ``threads`` sets the
+    decoder's thread count (None: FFmpeg's automatic choice; 1 suits parallel workers).
     """
     import av
 
@@ -117,6 +119,8 @@ def extract_frames(
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = int(threads)
         if segments is None:
             duration = _stream_duration(container, stream)
             if not math.isfinite(duration):
@@ -127,7 +131,7 @@ def extract_frames(
         width = stream.codec_context.width
         height = stream.codec_context.height
         out_w, out_h = output_size(width, height, short_side)
-        interp = "AREA" if out_w * out_h < width * height else "BICUBIC"
+        interp = "AREA" if out_w * out_h < width * height else "BILINEAR"
         start = Fraction(stream.start_time or 0) * stream.time_base
         targets = [seg * s + seg / 2 for s in range(segments)]
         out = np.empty((segments, out_h, out_w, 3), dtype=np.uint8)
