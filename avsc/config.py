@@ -186,6 +186,9 @@ class TrainConfig(_Section):
     channels_last: bool = True  # on CUDA
     eval_batch_size: int = 64  # segments per evaluation batch
     frames_in_memory: str = "auto"  # "auto", "yes", "no": decode all frames once
+    # "auto", "yes", "no": normalised audio features (and the augmentation bank) in memory;
+    # "no" reads every sample from the feature store, so memory stays flat as data grows
+    audio_in_memory: str = "auto"
     max_train_batches: int | None = None  # cap per epoch (smoke runs); None: whole epoch
     # Joint / ablation III cost (issue 5). aug_bank K > 0: encode K augmented views of every
     # frame once (frozen VE, float16 in the feature store) and draw one view per sample per
@@ -193,6 +196,16 @@ class TrainConfig(_Section):
     # batches of whole segments, each augmented image encoded once for its 6 acoustic frames.
     aug_bank: int = 0
     image_major: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("frames_in_memory", "audio_in_memory"):
+            value = getattr(self, name)
+            if isinstance(value, bool):  # YAML 1.1 reads a bare yes/no as a boolean
+                object.__setattr__(self, name, "yes" if value else "no")
+            elif value not in ("auto", "yes", "no"):
+                raise ValueError(f"TrainConfig.{name} must be 'auto', 'yes' or 'no', got {value!r}")
+        if self.aug_bank < 0:
+            raise ValueError(f"TrainConfig.aug_bank must be >= 0 (0: online), got {self.aug_bank}")
 
 
 SECTIONS = {

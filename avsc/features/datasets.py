@@ -68,6 +68,38 @@ class ClipTable:
         )
 
 
+class StoreAudio:
+    """Normalised audio features read from the feature store sample by sample (memory stays
+    flat however large the dataset): indexes like the in-memory tensor of
+    :func:`load_audio_bank`, ``[clip, segment]`` or ``[clip, segment, frame]``."""
+
+    def __init__(self, table: ClipTable, kind: str, stats: NormStats):
+        self.paths = [table.store.audio_path(c, kind) for c in table.clips]
+        first = np.load(self.paths[0], mmap_mode="r")
+        self.shape = (len(self.paths), *first.shape)
+        self.mean, self.std = stats.mean, stats.std
+
+    def __getitem__(self, index) -> torch.Tensor:
+        c, *rest = index if isinstance(index, tuple) else (index,)
+        arr = np.load(self.paths[int(c)], mmap_mode="r")
+        x = np.array(arr[tuple(int(i) for i in rest)], dtype=np.float32)  # copies, unmaps
+        return torch.from_numpy((x - self.mean) / self.std)
+
+
+class NpyRows:
+    """A ``.npy`` array on disk read element by element (``[c, s, k]`` -> a float32 tensor),
+    for augmentation banks larger than memory."""
+
+    def __init__(self, path):
+        self.path = path
+        self.shape = np.load(path, mmap_mode="r").shape
+
+    def __getitem__(self, index) -> torch.Tensor:
+        arr = np.load(self.path, mmap_mode="r")
+        idx = index if isinstance(index, tuple) else (index,)
+        return torch.from_numpy(np.array(arr[tuple(int(i) for i in idx)], dtype=np.float32))
+
+
 def load_audio_bank(
     table: ClipTable, kind: str, stats: NormStats, dtype=torch.float32
 ) -> torch.Tensor:

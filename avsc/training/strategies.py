@@ -32,7 +32,9 @@ from avsc.features.datasets import (
     ClipTable,
     FrameSamples,
     FrameSource,
+    NpyRows,
     SegmentSamples,
+    StoreAudio,
     eval_transform,
     load_audio_bank,
     subset_clips,
@@ -107,13 +109,23 @@ class Workspace:
         self._ve: dict[tuple[str, str | None, int | None], VisualEncoder] = {}
         self._vemb: dict[tuple[str, str], torch.Tensor] = {}
 
-    def audio(self, subset: str, kind: str) -> torch.Tensor:
+    def audio(self, subset: str, kind: str):
+        """Normalised features of a subset: in memory (a tensor) or, with
+        ``train.audio_in_memory`` "no" (or "auto" past 2 GB), read per sample from the store."""
         key = (subset, kind)
         if key not in self._audio:
-            self._audio[key] = load_audio_bank(
-                self.tables[subset], kind, self.store.normalization(kind)
-            )
+            table, stats = self.tables[subset], self.store.normalization(kind)
+            one = np.load(table.store.audio_path(table.clips[0], kind), mmap_mode="r")
+            if self._stream(len(table) * one.size * 4):  # float32 bytes of the whole subset
+                self._audio[key] = StoreAudio(table, kind, stats)
+            else:
+                self._audio[key] = load_audio_bank(table, kind, stats)
         return self._audio[key]
+
+    def _stream(self, nbytes: int, limit: float = 2e9) -> bool:
+        """Read from the store per sample rather than hold ``nbytes`` in memory?"""
+        mode = self.config.train.audio_in_memory
+        return mode == "no" or (mode == "auto" and nbytes > limit)
 
     def frames(self, subset: str) -> FrameSource:
         if subset not in self._frames:
@@ -129,7 +141,11 @@ class Workspace:
         size = v.size_for(name)
         key = (name, weights, size)
         if key not in self._ve:
-            self._ve[key] = VisualEncoder(name, weights=weights, image_size=size)
+            # seeded: without weights (random init, tests and smoke runs) every workspace
+            # still builds the same encoder, so banks and embeddings in the store agree
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.train.seed)
+                self._ve[key] = VisualEncoder(name, weights=weights, image_size=size)
         return self._ve[key]
 
     def augmentation_bank(
@@ -158,6 +174,8 @@ class Workspace:
         folder = self.store.path / "bank" / key
         path = folder / f"{subset}.npy"
         if path.is_file():
+            if self._stream(path.stat().st_size):
+                return NpyRows(path)  # streamed from disk, like the audio
             return torch.from_numpy(np.load(path, allow_pickle=False))
         table = self.tables[subset]
         tf = train_transform(ve.input_size[-1], cfg.augment)
@@ -187,6 +205,8 @@ class Workspace:
             len(table) * table.segments,
             time.perf_counter() - t0,
         )
+        if self._stream(out.nbytes):
+            return NpyRows(path)
         return torch.from_numpy(out)
 
     def visual_embeddings(self, subset: str, backbone: str | None = None) -> torch.Tensor:
@@ -313,7 +333,10 @@ def _run(
         proba=proba,
         embeddings=emb,
         history=pd.DataFrame(result.history),
-        seconds=time.perf_counter() - t0,
+        # wall time of the training epochs (with validation), summed over the history so a
+        # resumed or reloaded run reports its whole training, not this call's few seconds;
+        # one-off precomputation (bank, embeddings) is logged by the workspace, not counted
+        seconds=sum(row["seconds"] for row in result.history) or time.perf_counter() - t0,
     )
     if is_main_process():
         _save_result(res, out)
