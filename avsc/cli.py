@@ -197,9 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as exc:
         print(f"avsc run: error: {exc}", file=sys.stderr)
         return 1
-    total = sum(n.get("seconds", 0) for n in manifest.notebooks)
+    ok = [n for n in manifest.notebooks if n.get("status") == "ok"]
+    total = sum(n.get("seconds", 0) for n in ok)
     print(
-        f"profile {args.profile}: {len(manifest.notebooks)} notebook(s) ok in {total:.0f} s; "
+        f"profile {args.profile}: {len(ok)} notebook(s) ok in {total:.0f} s; "
         f"outputs in {manifest.run_dir}"
     )
     return 0

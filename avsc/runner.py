@@ -100,6 +100,7 @@ class Manifest:
         }
 
     def write(self) -> None:
+        self.notebooks.sort(key=lambda n: n["notebook"])
         atomic_write_json(self.run_dir / "manifest.json", self.to_dict())
 
 
@@ -204,9 +205,10 @@ def run_profile(
 
     manifest = Manifest(profile, run_dir)
     old = run_dir / "manifest.json"
-    if old.is_file() and start:
+    if old.is_file():  # keep the record of notebooks this call does not run (--from, --only)
         prev = json.loads(old.read_text()).get("notebooks", [])
-        manifest.notebooks = [n for n in prev if n["notebook"] < selected[0].stem]
+        rerun = {p.stem for p in selected}
+        manifest.notebooks = [n for n in prev if n["notebook"] not in rerun]
     env_before = {k: os.environ.get(k) for k in ("AVSC_PROGRESS", "MPLBACKEND", "PATH")}
     os.environ["AVSC_PROGRESS"] = "0"  # tqdm widgets saved by papermill read "0 %" forever
     os.environ["MPLBACKEND"] = "Agg"

@@ -284,9 +284,17 @@ def fit(
                 if logits.shape[0] != label.shape[0]:  # image-major: T frames per segment
                     label = label.repeat_interleave(logits.shape[0] // label.shape[0])
                 loss = loss_fn(logits.float(), label)
-            if not torch.isfinite(loss):
+            bad = not torch.isfinite(loss)
+            if distributed:  # every rank stops together (one rank alone would hang the rest)
+                import torch.distributed as dist
+
+                flag = torch.tensor([float(bad)], device=device)
+                dist.all_reduce(flag)
+                bad = bool(flag.item() > 0)
+            if bad:
                 raise TrainingDiverged(
-                    f"{name}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    f"{name}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    "(on this or another process); "
                     "stopped. "
                     f"The last good epoch is kept in {last_path} (lower train.lr?)"
                 )
