@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from avsc.training.checkpoint import save_checkpoint
+from avsc.training.checkpoint import load_checkpoint, save_checkpoint
 from avsc.training.loop import resolve_device, seed_everything
 from avsc.utils import progress, versions
 
@@ -81,12 +81,105 @@ class _Images(Dataset):
         return self.transform(x), label
 
 
-def open_image_dataset(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0):
+PLACES_LISTS = {"train": "places365_train_standard.txt", "val": "places365_val.txt"}
+PLACES_DIRS = {  # torchvision's folder names first, then the CSAIL archives' own
+    ("train", "256"): ("data_256_standard", "data_256"),
+    ("train", "large"): ("data_large_standard", "data_large"),
+    ("val", "256"): ("val_256",),
+    ("val", "large"): ("val_large",),
+}
+
+
+class Places365Folder(Dataset):
+    """One split of a Places365-Standard root, read from its own file lists: ``(PIL image,
+    label)`` like torchvision's ``Places365``, without its checksums of the full lists (so a
+    root holding a subset of the lists and images works) and with either image size.
+
+    The layout is CSAIL's (and torchvision's): ``categories_places365.txt``
+    (``/a/airfield 0``), ``places365_train_standard.txt`` / ``places365_val.txt`` (``image
+    label`` lines) and the images under ``data_256[_standard]/`` / ``val_256/`` (``size``
+    "256", the 256x256 release) or ``data_large[_standard]/`` / ``val_large/`` ("large");
+    ``size`` "auto" takes the 256 release when present.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", size: str = "auto"):
+        if split not in PLACES_LISTS:
+            raise ValueError(f"Places365 split must be 'train' or 'val', got {split!r}")
+        if size not in ("auto", "256", "large"):
+            raise ValueError(f"Places365 size must be 'auto', '256' or 'large', got {size!r}")
+        root = Path(root)
+        self.classes = places365_categories(root)
+        listing = root / PLACES_LISTS[split]
+        if not listing.is_file():
+            raise FileNotFoundError(
+                f"{listing}: Places365 file list missing (it comes with the devkit, "
+                "filelist_places365-standard.tar)"
+            )
+        sizes = ("256", "large") if size == "auto" else (size,)
+        found = [root / d for z in sizes for d in PLACES_DIRS[(split, z)] if (root / d).is_dir()]
+        if not found:
+            names = [d for z in sizes for d in PLACES_DIRS[(split, z)]]
+            raise FileNotFoundError(
+                f"{root}: no Places365 {split} image folder (looked for {names})"
+            )
+        self.images_dir = found[0]
+        self.samples: list[tuple[Path, int]] = []
+        for n, line in enumerate(listing.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= len(self.classes):
+                raise ValueError(f"{listing}, line {n}: expected 'image label', got {line!r}")
+            self.samples.append((self.images_dir / parts[0].lstrip("/"), int(parts[1])))
+        if not self.samples:
+            raise ValueError(f"{listing}: no images listed")
+        missing = [p for p, _ in self.samples[:50] if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{missing[0]}: listed in {listing.name} but absent "
+                f"({len(missing)} of the first {min(50, len(self.samples))} listed images)"
+            )
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB"), label
+        except OSError as exc:
+            raise OSError(f"{path}: unreadable image ({exc})") from exc
+
+
+def places365_categories(root: str | os.PathLike) -> list[str]:
+    """The 365 class names of ``categories_places365.txt`` in label order (``/a/airfield
+    0`` -> ``airfield``; ``/b/bakery/shop 12`` -> ``bakery/shop``)."""
+    path = Path(root) / "categories_places365.txt"
+    names: dict[int, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"{path}, line {n}: expected '/x/name index', got {line!r}")
+        names[int(parts[1])] = parts[0].lstrip("/").split("/", 1)[-1]
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"{path}: class indices are not 0..{len(names) - 1}")
+    return [names[i] for i in range(len(names))]
+
+
+def open_image_dataset(
+    root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0, places_size: str = "auto"
+):
     """``(train, val, classes, description)`` for a Places365 root or an ImageFolder.
 
-    Places365: ``categories_places365.txt`` at the root (torchvision's layout; small
-    images), split ``train-standard`` / ``val``. ImageFolder: ``root/train`` and
-    ``root/val`` when both exist, else one folder split ``val_fraction`` per class, seeded.
+    Places365: ``categories_places365.txt`` at the root (:class:`Places365Folder`), split
+    ``train-standard`` / ``val``. ImageFolder: ``root/train`` and ``root/val`` when both
+    exist, else one folder split ``val_fraction`` per class, seeded.
     """
     from torchvision import datasets
 
@@ -94,9 +187,10 @@ def open_image_dataset(root: str | os.PathLike, val_fraction: float = 0.2, seed:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found")
     if (root / "categories_places365.txt").is_file():
-        train = datasets.Places365(str(root), split="train-standard", small=True, download=False)
-        val = datasets.Places365(str(root), split="val", small=True, download=False)
-        return train, val, list(train.classes), f"Places365 at {root}"
+        train = Places365Folder(root, "train", places_size)
+        val = Places365Folder(root, "val", places_size)
+        desc = f"Places365 at {root} ({train.images_dir.name}, {val.images_dir.name})"
+        return train, val, list(train.classes), desc
     if (root / "train").is_dir() and (root / "val").is_dir():
         train = datasets.ImageFolder(str(root / "train"))
         val = datasets.ImageFolder(str(root / "val"))
@@ -193,6 +287,8 @@ def finetune_visual(
     device: str = "auto",
     num_workers: int = 0,
     freeze_bn: bool = True,
+    ncm_images: int | None = 20000,
+    places_size: str = "auto",
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (starting from ``weights``, see
     :func:`avsc.models.visual.create_backbone`) on the images at ``images``; write ``out``
@@ -200,7 +296,12 @@ def finetune_visual(
     ``metrics``, ``config`` and ``versions``. SGD with momentum and a cosine schedule;
     RandomResizedCrop + flip for training, resize + centre crop for evaluation. The new head
     starts from the class means (:func:`imprinted_head`); ``freeze_bn`` keeps the backbone's
-    BatchNorm statistics, which a few small batches would otherwise pull off."""
+    BatchNorm statistics, which a few small batches would otherwise pull off.
+
+    The nearest-class-mean figures use at most ``ncm_images`` training images (a seeded
+    random subset; None: all). Each finished epoch is saved to ``<out>.last.pt`` (weights,
+    optimiser, schedule, random state), from which an interrupted run resumes; the file is
+    removed once ``out`` is written."""
     from timm.data import resolve_data_config
 
     from avsc.config import AugmentConfig
@@ -210,7 +311,9 @@ def finetune_visual(
     t0 = time.perf_counter()
     seed_everything(seed)
     dev = resolve_device(device)
-    train_base, val_base, classes, source = open_image_dataset(images, val_fraction, seed)
+    train_base, val_base, classes, source = open_image_dataset(
+        images, val_fraction, seed, places_size
+    )
     body = create_backbone(backbone, weights)
     cfg = resolve_data_config({}, model=body)
     size = image_size or int(cfg["input_size"][-1])
@@ -225,6 +328,9 @@ def finetune_visual(
             ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g
         )
 
+    if ncm_images is not None and len(train_eval) > ncm_images:  # Places365: 1.8 M images
+        pick = np.random.default_rng(seed).choice(len(train_eval), ncm_images, replace=False)
+        train_eval = Subset(train_eval, np.sort(pick).tolist())
     norm_body = _Normalized(body, cfg["mean"], cfg["std"]).to(dev)
     tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
     va_f, va_y = _features(norm_body, mk(val, False), dev)
@@ -249,8 +355,35 @@ def finetune_visual(
     steps = max(1, epochs * math.ceil(len(train_aug) / batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    history = []
-    for epoch in range(epochs):
+    history: list[dict[str, Any]] = []
+    out = Path(out)
+    last = out.with_name(out.name + ".last.pt")
+    run_key = {
+        "images": str(images),
+        "backbone": backbone,
+        "weights": None if weights is None else str(weights),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "image_size": size,
+        "seed": seed,
+        "freeze_bn": freeze_bn,
+    }
+    start = 0
+    if last.is_file():
+        st = load_checkpoint(last)
+        if st.get("run") != run_key:
+            raise ValueError(
+                f"{last}: an interrupted fine-tuning with other settings ({st.get('run')}); "
+                "remove it or use another output path"
+            )
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["rng"])
+        history, start, before = list(st["history"]), int(st["epoch"]) + 1, float(st["before"])
+        log.info("fine-tuning %s: resuming after epoch %d from %s", backbone, start, last)
+    for epoch in range(start, epochs):
         model.train()
         if freeze_bn:  # small fine-tuning sets: keep the pretrained BatchNorm statistics
             for m in body.modules():
@@ -288,13 +421,25 @@ def finetune_visual(
             total / max(n, 1),
             top1,
         )
+        save_checkpoint(
+            last,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "history": history,
+                "before": before,
+                "run": run_key,
+            },
+        )
     after = history[-1]["val_top1"] if history else before
     tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
     va_f, va_y = _features(norm_body, mk(val, False), dev)
     after_ncm = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
     sd = {f"backbone.{k}": v.cpu() for k, v in body.state_dict().items()}
     sd.update({f"classifier.{k}": v.cpu() for k, v in head.state_dict().items()})
-    out = Path(out)
     res = FinetuneResult(
         backbone, classes, before, after, after_ncm, out, history, time.perf_counter() - t0, source
     )
@@ -320,6 +465,7 @@ def finetune_visual(
             "versions": versions(),
         },
     )
+    last.unlink(missing_ok=True)
     return res
 
 
