@@ -8,6 +8,9 @@ memory of training when the dataset doubles, and the latency of ``avsc predict``
 Runs on a synthetic dataset built in a temporary folder, with the demo's visual backbone
 (tf_efficientnet_lite0 with its real ImageNet weights) unless ``--backbone`` says otherwise.
 Ends with one ``name: value`` line per figure. Every ratio is measured in this one run.
+On a CUDA machine the runs use bf16 autocast and channels_last (``train.amp``,
+``train.channels_last``); ``--backbone tf_efficientnetv2_s --image-size 288`` gives the
+paper-scale throughput (random weights: speed only, the quality lines then mean little).
 """
 
 from __future__ import annotations
@@ -86,6 +89,46 @@ def peak_rss_mb(cmd: list[str]) -> float:
     return int(res.stdout.strip().splitlines()[-1]) / 1024
 
 
+def memory(a, tmp: Path, cache: Path) -> dict[str, float]:
+    """Peak RSS of one joint-training epoch (bank of 2 views) on the dataset and on one twice
+    its size, with features and frames in memory (the default for small sets) and streamed
+    from the feature store (``train.audio_in_memory=no``, ``train.frames_in_memory=no``)."""
+    cache2 = build(tmp, 2 * a.clips_per_class, a.seconds, a.short_side, seed=1)
+    streaming = ["-p", "train.audio_in_memory=no", "-p", "train.frames_in_memory=no"]
+    out = {}
+    for mode, extra in (("in_memory", []), ("streaming", streaming)):
+        mem = {}
+        for name, c in (("1x", cache), ("2x", cache2)):
+            args = [
+                "-m",
+                "avsc",
+                "train",
+                "joint",
+                "--cache",
+                str(c),
+                "--out",
+                str(tmp / f"mem-{mode}-{name}"),
+                "--backbone",
+                a.backbone,
+                "-p",
+                f"visual.image_size={a.image_size}",
+                "-p",
+                "train.max_epochs=1",
+                "-p",
+                "train.aug_bank=2",
+                "-p",
+                f"train.batch_size={a.batch_size}",
+                *extra,
+            ]
+            if a.backbone == "tf_efficientnet_lite0":
+                args += ["-p", f"visual.weights={LITE0}"]
+            mem[name] = peak_rss_mb([sys.executable, *args])
+        out[f"train_{mode}_peak_rss_mb_1x"] = mem["1x"]
+        out[f"train_{mode}_peak_rss_mb_2x"] = mem["2x"]
+        out[f"train_{mode}_peak_rss_2x_over_1x"] = mem["2x"] / mem["1x"]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,12 +142,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=60)
     p.add_argument("--short-side", type=int, default=160)
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory figures")
     a = p.parse_args()
     warnings.simplefilter("ignore")
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         cache = build(tmp, a.clips_per_class, a.seconds, a.short_side)
+        if a.memory_only:
+            out.update(memory(a, tmp, cache))
+            a.skip_memory = True
+            return _print(out, a)
         runs = tmp / "runs"
         base = config(a)
         ws = S.Workspace(cache, base)
@@ -115,6 +163,8 @@ def main() -> None:
         pipe = S.pipeline(
             base, ws.store, runs / "pipe", audio_checkpoint=audio.checkpoint, workspace=ws
         )
+        # ablation II: the same trainable AE as joint, on un-augmented embeddings
+        abl2 = S.ablation(base, ws.store, runs / "abl2", "II", workspace=ws)
         # online: the frozen encoder on a fresh augmented image for every sample
         online = S.joint(base, ws.store, runs / "online", workspace=ws)
         # image-major: online, but one encoded image per segment shared by its 6 frames
@@ -130,6 +180,7 @@ def main() -> None:
             banks[k] = (res, build_s)
 
         out["pipeline_epoch_s"] = epoch_seconds(pipe)
+        out["ablation_II_epoch_s"] = epoch_seconds(abl2)
         out["online_epoch_s"] = epoch_seconds(online)
         out["image_major_epoch_s"] = epoch_seconds(im)
         k_main = sorted(a.views)[len(a.views) // 2]
@@ -139,10 +190,20 @@ def main() -> None:
         out[f"bank{k_main}_over_pipeline_epoch"] = (
             out[f"bank{k_main}_epoch_s"] / out["pipeline_epoch_s"]
         )
+        out[f"bank{k_main}_over_ablation_II_epoch"] = (
+            out[f"bank{k_main}_epoch_s"] / out["ablation_II_epoch_s"]
+        )
         out[f"online_over_bank{k_main}_epoch"] = (
             out["online_epoch_s"] / out[f"bank{k_main}_epoch_s"]
         )
         out["online_over_image_major_epoch"] = out["online_epoch_s"] / out["image_major_epoch_s"]
+        # training throughput: acoustic frames (each with its image or bank view) per second
+        # of epoch wall time (validation included); on a GPU this is the AMP/channels_last
+        # figure of issue 5 (run with --backbone tf_efficientnetv2_s --image-size 288)
+        n = len(ws.tables["train"]) * ws.tables["train"].segments * base.audio.frames_per_segment
+        out["online_samples_per_s"] = n / out["online_epoch_s"]
+        out["image_major_samples_per_s"] = n / out["image_major_epoch_s"]
+        out[f"bank{k_main}_samples_per_s"] = n / out[f"bank{k_main}_epoch_s"]
         for k, (res, _) in banks.items():
             out[f"bank{k}_minus_online_logloss"] = (
                 res.metrics["logloss_classwise"] - online.metrics["logloss_classwise"]
@@ -188,35 +249,11 @@ def main() -> None:
         out["predict_10s_clip_in_process_s"] = warm
 
         if not a.skip_memory:
-            cache2 = build(tmp, 2 * a.clips_per_class, a.seconds, a.short_side, seed=1)
-            mem = {}
-            for name, c in (("1x", cache), ("2x", cache2)):
-                args = [
-                    "-m",
-                    "avsc",
-                    "train",
-                    "joint",
-                    "--cache",
-                    str(c),
-                    "--out",
-                    str(tmp / f"mem{name}"),
-                    "--backbone",
-                    a.backbone,
-                    "-p",
-                    f"visual.image_size={a.image_size}",
-                    "-p",
-                    "train.max_epochs=1",
-                    "-p",
-                    "train.aug_bank=2",
-                    "-p",
-                    f"train.batch_size={a.batch_size}",
-                ]
-                if a.backbone == "tf_efficientnet_lite0":
-                    args += ["-p", f"visual.weights={LITE0}"]
-                mem[name] = peak_rss_mb([sys.executable, *args])
-            out["train_peak_rss_mb_1x"] = mem["1x"]
-            out["train_peak_rss_mb_2x"] = mem["2x"]
-            out["train_peak_rss_2x_over_1x"] = mem["2x"] / mem["1x"]
+            out.update(memory(a, tmp, cache))
+    _print(out, a)
+
+
+def _print(out: dict[str, float], a) -> None:
     width = max(len(k) for k in out)
     print(
         json.dumps(

@@ -130,8 +130,12 @@ def test_smoke_profile_end_to_end(tmp_path_factory):
             runs_root=base / "runs",
             figures_root=base / "figures",
         )
+    after_fail = json.loads((run / "manifest.json").read_text())["notebooks"]
+    assert [n["notebook"] for n in after_fail] == EXPECTED  # earlier records kept
+    assert [n["status"] for n in after_fail if n["notebook"] == "06_tsne"] == ["failed"]
     again = run_profile("smoke", start="06", runs_root=base / "runs", figures_root=base / "figures")
-    assert [n["notebook"] for n in again.notebooks][-2:] == ["06_tsne", "07_results"]
+    assert [n["notebook"] for n in again.notebooks] == EXPECTED
+    assert all(n["status"] == "ok" for n in again.notebooks)
 
 
 def _numbers(obj):

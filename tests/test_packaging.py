@@ -4,8 +4,12 @@ import re
 import subprocess
 import sys
 
-import tomllib
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from .conftest import ROOT
 
@@ -14,6 +18,7 @@ CONDA_NAMES = {"torch": "pytorch", "soundfile": "pysoundfile", "pywavelets": "py
 
 
 def _split(req: str) -> tuple[str, str]:
+    req = req.split(";")[0]  # environment markers are pip's business, not conda's
     m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req)
     assert m, req
     return m.group(1).lower(), m.group(2).replace(" ", "")

@@ -64,6 +64,15 @@ def audio_result(ws, cfg, runs):
     return S.audio_only(cfg, ws.store, runs / "audio_only_scalogram", "scalogram", workspace=ws)
 
 
+@pytest.fixture(scope="module")
+def joint_checkpoint(ws, cfg, runs, audio_result):
+    """The online joint system's best checkpoint (trained once; reused when present)."""
+    r = S.joint(
+        cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    )
+    return r.checkpoint
+
+
 def _val_accuracy(result):
     return max(row["val_accuracy"] for row in result.history.to_dict("records"))
 
@@ -254,6 +263,15 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     )
 
 
+def test_early_stopping_after_patience_epochs_without_improvement(synth_store, tmp_path):
+    tr, _ = _small_problem(synth_store[1])
+    losses = iter([1.0, 0.9, 0.95, 0.91, 0.5, 0.4])  # best at epoch 2, then 2 bad epochs
+    cfg = TrainConfig(batch_size=32, max_epochs=6, t0_epochs=6, patience=2, max_train_batches=1)
+    res = fit(_model(), tr, lambda m: {"val_logloss": next(losses)}, cfg, tmp_path / "p")
+    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4]  # stopped, 0.5 never seen
+    assert res.best_epoch == 1 and res.best_val_loss == pytest.approx(0.9)
+
+
 def test_global_batches_are_the_same_for_any_process_count():
     one = list(GlobalBatchSampler(100, 32, 1, 0, seed=5))
     two = [list(GlobalBatchSampler(100, 32, 2, r, seed=5)) for r in (0, 1)]
@@ -329,17 +347,72 @@ def test_two_gloo_processes_match_one_process(synth_store, tmp_path):
     assert abs(m1["accuracy_overall"] - m2["accuracy_overall"]) <= 0.15
 
 
+DDP_NAN_SCRIPT = """
+import os, sys, torch
+from avsc.config import TrainConfig
+from avsc.models import AcousticEncoder, AVSystem, SceneClassifier
+from avsc.training.loop import TrainingDiverged, fit
+
+class Data(torch.utils.data.Dataset):
+    poisoned = False
+    def __len__(self):
+        return 64
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        audio = torch.randn(2, 256, generator=g)
+        if Data.poisoned:
+            audio = audio * float("nan")
+        return {"audio": audio, "label": i % 10}
+
+def poison(epoch, row):  # only the second process sees NaN, from epoch 2 on
+    Data.poisoned = os.environ["RANK"] == "1"
+
+torch.manual_seed(0)
+model = AVSystem(AcousticEncoder(256, hidden=16, embedding_dim=8), SceneClassifier(8, hidden=8))
+cfg = TrainConfig(batch_size=16, max_epochs=3, t0_epochs=1, device="cpu")
+try:
+    fit(model, Data(), lambda m: {"val_logloss": 1.0}, cfg, sys.argv[1], callbacks=[poison])
+except TrainingDiverged as exc:
+    print("DIVERGED", exc, flush=True)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_nan_on_one_process_stops_every_process(tmp_path):
+    script = tmp_path / "nan_ddp.py"
+    script.write_text(DDP_NAN_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", AVSC_PROGRESS="0")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(script),
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,  # a rank left waiting in all-reduce would hang here
+    )
+    assert run.returncode != 0
+    # both processes raised the clear error (neither was left waiting for the other)
+    assert run.stdout.count("DIVERGED") == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "epoch 2" in run.stdout
+
+
 # ------------------------------------------------------------------------- prediction
 
 
-def test_predict_a_synthetic_wav_mp4_pair(synth_store, runs, ws, cfg, audio_result):
+def test_predict_a_synthetic_wav_mp4_pair(synth_store, ws, audio_result, joint_checkpoint):
     root = synth_store[0]
     clip = ws.tables["evaluate"].clips[0]
-    ck = runs / "joint" / "best.pt"
-    if not ck.is_file():
-        S.joint(
-            cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
-        )
+    ck = joint_checkpoint
     df = predict_clip(root / "video" / f"{clip}.mp4", ck, audio=root / "audio" / f"{clip}.wav")
     assert list(df.segment) == [0, 1, 2] and list(df.start_s) == [0.0, 1.0, 2.0]
     np.testing.assert_allclose(df[list(S.LABELS)].sum(axis=1), 1, atol=1e-5)
@@ -352,15 +425,11 @@ def test_predict_a_synthetic_wav_mp4_pair(synth_store, runs, ws, cfg, audio_resu
 
 
 @pytest.mark.realdata
-def test_predict_a_real_tau_mp4_with_its_own_audio(runs, ws, cfg, audio_result):
+def test_predict_a_real_tau_mp4_with_its_own_audio(joint_checkpoint):
     path = REALDATA / "tau_av2021_video" / "lyon1045_40062_md.mp4"
     if not path.is_file():
         pytest.skip("real TAU videos absent")
-    ck = runs / "joint" / "best.pt"
-    if not ck.is_file():
-        S.joint(
-            cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
-        )
+    ck = joint_checkpoint
     with pytest.warns(UserWarning, match="44100 Hz"):
         df = predict_clip(path, ck)
     assert len(df) == 10 and set(df.scene_label) <= set(S.LABELS)
@@ -387,6 +456,88 @@ def test_visual_fine_tuning_writes_a_checkpoint_the_encoder_loads(tmp_path):
     ck = load_checkpoint(r.checkpoint)
     for k, v in ve.backbone.state_dict().items():
         assert torch.equal(v, ck["model"][f"backbone.{k}"])
+
+
+def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from avsc.training import finetune as FT
+
+    root = FT.make_places_standin(
+        tmp_path / "standin", images_per_class=6, size=48, classes=("beach", "harbor", "tunnel")
+    )
+    kw = dict(epochs=3, batch_size=8, image_size=48)
+    full = FT.finetune_visual(root, "test_resnet", tmp_path / "full.pt", **kw)
+
+    real = FT.progress
+
+    def interrupting(it, desc="", **k):  # Ctrl-C in the middle of the second epoch
+        for i, batch in enumerate(real(it, desc=desc, **k)):
+            if "epoch 2" in desc and i == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(FT, "progress", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        FT.finetune_visual(root, "test_resnet", tmp_path / "cut.pt", **kw)
+    assert (tmp_path / "cut.pt.last.pt").is_file() and not (tmp_path / "cut.pt").exists()
+    monkeypatch.setattr(FT, "progress", real)
+    resumed = FT.finetune_visual(root, "test_resnet", tmp_path / "cut.pt", **kw)
+    assert not (tmp_path / "cut.pt.last.pt").exists()
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    a, b = load_checkpoint(full.checkpoint)["model"], load_checkpoint(resumed.checkpoint)["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    assert resumed.top1_after == full.top1_after
+    # a leftover from other settings is not silently mixed in
+    FT.save_checkpoint(tmp_path / "x.pt.last.pt", {"run": {"epochs": 99}})
+    with pytest.raises(ValueError, match=r"x.pt.last.pt: an interrupted fine-tuning"):
+        FT.finetune_visual(root, "test_resnet", tmp_path / "x.pt", **kw)
+
+
+def _places_layout(root, classes=("airfield", "bakery/shop", "canyon"), per_class=3):
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    (root / "categories_places365.txt").write_text(
+        "".join(f"/{c[0]}/{c} {i}\n" for i, c in enumerate(classes))
+    )
+    lines = {"train": [], "val": []}
+    rng = np.random.default_rng(0)
+    for i, c in enumerate(classes):
+        for j in range(per_class):
+            rel = f"{c[0]}/{c}/{j + 1:08d}.jpg"
+            p = root / "data_256" / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
+            lines["train"].append(f"/{rel} {i}")
+            name = f"Places365_val_{i * per_class + j + 1:08d}.jpg"
+            (root / "val_256").mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+                root / "val_256" / name
+            )
+            lines["val"].append(f"{name} {i}")
+    (root / "places365_train_standard.txt").write_text("\n".join(lines["train"]) + "\n")
+    (root / "places365_val.txt").write_text("\n".join(lines["val"]) + "\n")
+    return root
+
+
+def test_places365_root_in_the_csail_layout(tmp_path):
+    from avsc.training.finetune import open_image_dataset
+
+    root = _places_layout(tmp_path / "places")
+    train, val, classes, desc = open_image_dataset(root)
+    assert classes == ["airfield", "bakery/shop", "canyon"] and "data_256" in desc
+    assert len(train) == len(val) == 9 and train.targets == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    img, label = train[4]
+    assert img.size == (50, 40) and img.mode == "RGB" and label == 1
+    # problems name the file
+    (root / "val_256" / "Places365_val_00000002.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"Places365_val_00000002.jpg: listed in"):
+        open_image_dataset(root)
+    (root / "places365_val.txt").write_text("Places365_val_00000001.jpg 7\n")
+    with pytest.raises(ValueError, match=r"places365_val.txt, line 1"):
+        open_image_dataset(root)
+    with pytest.raises(FileNotFoundError, match=r"no Places365 train image folder"):
+        open_image_dataset(root, places_size="large")
 
 
 # ------------------------------------------------------- augmentation bank, image-major
@@ -435,7 +586,7 @@ def test_bank_views_are_drawn_per_epoch_deterministically(ws):
 
 
 @pytest.mark.parametrize("mode", ["bank", "image_major"])
-def test_bank_and_image_major_train_the_same_joint_system(ws, cfg, runs, mode):
+def test_bank_and_image_major_train_the_same_joint_system(ws, cfg, runs, mode, joint_checkpoint):
     extra = (
         {"train.aug_bank": 4}
         if mode == "bank"
@@ -451,16 +602,14 @@ def test_bank_and_image_major_train_the_same_joint_system(ws, cfg, runs, mode):
     assert _val_accuracy(r1) > CHANCE + 0.1
     for k, v in _snapshot(ve).items():
         assert torch.equal(v, before[k]), k
-    online = (
-        load_checkpoint(runs / "joint" / "best.pt")
-        if (runs / "joint" / "best.pt").is_file()
-        else None
-    )
+    online = load_checkpoint(joint_checkpoint)  # the paper's online joint system
     mine = load_checkpoint(r1.checkpoint)
-    if online is not None:  # same model family: the same tensors, the same shapes
-        assert {k: v.shape for k, v in mine["model"].items()} == {
-            k: v.shape for k, v in online["model"].items()
-        }
+    # same model family: the same tensors and shapes, and the very same frozen encoder
+    assert {k: v.shape for k, v in mine["model"].items()} == {
+        k: v.shape for k, v in online["model"].items()
+    }
+    ve_keys = [k for k in online["model"] if k.startswith("ve.")]
+    assert ve_keys and all(torch.equal(mine["model"][k], online["model"][k]) for k in ve_keys)
     assert mine["extra"]["visual_input"] == "image"  # classifies raw clips at inference
 
 
@@ -476,3 +625,23 @@ def test_image_major_batches_share_one_image_per_segment(ws):
     assert logits.shape == (12, 10)
     per_frame = model(audio=audio.reshape(12, 2, 256), image=image.repeat_interleave(6, dim=0))
     torch.testing.assert_close(logits, per_frame)
+
+
+def test_streamed_audio_and_bank_match_in_memory_and_train_identically(synth_store, cfg, tmp_path):
+    """``train.audio_in_memory: no`` reads samples from the store (flat memory as data
+    grows): the same values as the in-memory tensors and the same trained model."""
+    from avsc.features.datasets import NpyRows, StoreAudio
+
+    base = cfg.override({"train.aug_bank": 2, "train.max_epochs": 2, "train.t0_epochs": 2})
+    mem = S.Workspace(synth_store[1], base.override({"train.audio_in_memory": "yes"}))
+    disk = S.Workspace(synth_store[1], base.override({"train.audio_in_memory": "no"}))
+    a_mem, a_disk = mem.audio("train", "fbank"), disk.audio("train", "fbank")
+    assert isinstance(a_disk, StoreAudio) and a_disk.shape == tuple(a_mem.shape)
+    for idx in [(0, 0, 0), (3, 2, 5), (len(mem.tables["train"]) - 1, 1)]:
+        torch.testing.assert_close(a_disk[idx], a_mem[idx], rtol=1e-6, atol=1e-6)
+    b_mem, b_disk = mem.augmentation_bank("train", 2), disk.augmentation_bank("train", 2)
+    assert isinstance(b_disk, NpyRows) and b_disk.shape == tuple(b_mem.shape)
+    assert torch.equal(b_disk[1, 2, 1], b_mem[1, 2, 1].float())
+    r_mem = S.joint(mem.config, mem.store, tmp_path / "mem", workspace=mem)
+    r_disk = S.joint(disk.config, disk.store, tmp_path / "disk", workspace=disk)
+    assert r_disk.metrics == pytest.approx(r_mem.metrics)
