@@ -286,6 +286,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _torchrun2(*args: str) -> list[str]:
+    """The command line running ``args`` as two gloo processes on this machine."""
+    port = str(_free_port())
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        *args,
+    ]
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(synth_store, tmp_path):
     cache = synth_store[1]
@@ -318,21 +331,7 @@ def test_two_gloo_processes_match_one_process(synth_store, tmp_path):
     )
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+        _torchrun2(*args, "--out", str(tmp_path / "two")), capture_output=True, text=True, env=env
     )
     assert two.returncode == 0, two.stderr[-3000:]
     h1 = pd.read_csv(tmp_path / "one" / "history.csv")
@@ -384,17 +383,7 @@ def test_nan_on_one_process_stops_every_process(tmp_path):
     script.write_text(DDP_NAN_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", AVSC_PROGRESS="0")
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            str(script),
-            str(tmp_path / "out"),
-        ],
+        _torchrun2(str(script), str(tmp_path / "out")),
         capture_output=True,
         text=True,
         env=env,

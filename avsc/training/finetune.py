@@ -452,16 +452,7 @@ def finetune_visual(
             "classes": classes,
             "metrics": {"top1_before": before, "top1_after": after, "top1_after_ncm": after_ncm},
             "history": history,
-            "config": {
-                "images": str(images),
-                "source": source,
-                "weights": None if weights is None else str(weights),
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "lr": lr,
-                "image_size": size,
-                "seed": seed,
-            },
+            "config": {**run_key, "source": source},
             "versions": versions(),
         },
     )
