@@ -51,10 +51,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
         for key in ("state_dict_ema", "state_dict", "model", "model_state", "visual_encoder"):
             if key in obj and isinstance(obj[key], dict):
-                inner = obj[key]
-                if key == "model" and "visual.backbone" in str(next(iter(inner), "")):
-                    pass
-                return _unwrap(inner, path)
+                return _unwrap(obj[key], path)
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj  # type: ignore[return-value]
     raise WeightsError(
