@@ -24,6 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
+from _common import peak_rss_mb  # benchmarks/ is on sys.path when run as a script
+
 from avsc.config import DataConfig, ExperimentConfig, FrameConfig, PreprocessConfig
 from avsc.data.synth import make_synthetic_dataset
 from avsc.features import preprocess
@@ -74,19 +76,6 @@ def epoch_seconds(result) -> float:
     """Median wall time of one epoch (training + validation) from the run's history."""
     s = sorted(result.history["seconds"])
     return s[len(s) // 2]
-
-
-def peak_rss_mb(cmd: list[str]) -> float:
-    """Peak resident memory (MB) of ``cmd``, measured by a fresh wrapper process (so that
-    earlier children do not count)."""
-    code = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True
-    )
-    return int(res.stdout.strip().splitlines()[-1]) / 1024
 
 
 def memory(a, tmp: Path, cache: Path) -> dict[str, float]:

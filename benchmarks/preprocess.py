@@ -24,6 +24,7 @@ from pathlib import Path
 import av
 import pandas as pd
 import soundfile as sf
+from _common import peak_rss_mb  # benchmarks/ is on sys.path when run as a script
 
 from avsc.config import PreprocessConfig
 from avsc.data.synth import make_synthetic_dataset
@@ -77,19 +78,6 @@ def full_run(root: Path, cache: Path, config: PreprocessConfig, workers: int) ->
     if not report.ok:
         raise SystemExit(report.format())
     return (time.perf_counter() - t) / report.total
-
-
-def peak_rss_mb(cmd: list[str]) -> float:
-    """Peak resident memory (MB) over ``cmd`` and its worker processes (a fresh wrapper
-    process measures it, so nothing earlier counts)."""
-    code = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True
-    )
-    return int(res.stdout.strip().splitlines()[-1]) / 1024
 
 
 def real_root(tmp: Path) -> Path | None:

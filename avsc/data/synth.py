@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from avsc.data.tau import LABELS, write_metadata
+from avsc.data.tau import LABELS, ClipName, write_metadata
 from avsc.utils import atomic_path, atomic_write_bytes, atomic_write_json, progress
 
 __all__ = [
@@ -296,12 +296,16 @@ class SynthClip:
     fold: str
 
     @property
+    def name(self) -> ClipName:
+        return ClipName(self.scene, self.city, str(self.location), str(self.segment))
+
+    @property
     def clip(self) -> str:
-        return f"{self.scene}-{self.city}-{self.location}-{self.segment}"
+        return self.name.clip
 
     @property
     def identifier(self) -> str:
-        return f"{self.city}-{self.location}"
+        return self.name.identifier
 
 
 def _locations_per_class(clips_per_class: int) -> int:

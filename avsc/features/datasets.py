@@ -164,9 +164,9 @@ class FrameSamples(Dataset):
     """Training samples.
 
     ``unit="frame"``: one item per (clip, segment, acoustic frame) with ``audio`` ``(2, F)``;
-    ``unit="segment"``: one per (clip, segment), no audio (video-only);
-    ``unit="segment_frames"``: one per (clip, segment) with all its frames, ``audio``
-    ``(T, 2, F)`` (image-major batches: one image shared by T samples).
+    ``unit="segment"``: one per (clip, segment), ``audio`` ``(T, 2, F)`` when given (none for
+    video-only); ``unit="segment_frames"``: the same with audio required, for image-major
+    batches (one image shared by the segment's T samples).
     ``image`` (a transformed uint8 frame), ``vemb`` (precomputed visual embeddings
     ``(clips, segments, D)``) or ``vemb_bank`` (``(clips, segments, K, D)`` embeddings of K
     augmented views, one drawn per item and epoch, see :meth:`set_epoch`) are added when given.
@@ -216,7 +216,7 @@ class FrameSamples(Dataset):
         item: dict[str, torch.Tensor] = {"label": self.table.labels[c]}
         if self.unit == "frame":
             item["audio"] = self.audio[c, s, k]
-        elif self.unit == "segment_frames":
+        elif self.audio is not None:
             item["audio"] = self.audio[c, s]
         if self.frames is not None:
             img = self.frames.get(c, s)
@@ -228,7 +228,7 @@ class FrameSamples(Dataset):
         return item
 
 
-class SegmentSamples(Dataset):
+class SegmentSamples(FrameSamples):
     """Evaluation samples, one per (clip, segment): ``audio`` ``(frames, 2, F)``, the
     eval-transformed ``image`` and/or ``vemb``, ``label`` and ``index`` (row of
     :meth:`ClipTable.segment_frame`)."""
@@ -241,25 +241,7 @@ class SegmentSamples(Dataset):
         transform=None,
         vemb: torch.Tensor | None = None,
     ):
-        self.table, self.audio, self.frames, self.transform, self.vemb = (
-            table,
-            audio,
-            frames,
-            transform,
-            vemb,
-        )
-
-    def __len__(self) -> int:
-        return len(self.table) * self.table.segments
+        super().__init__(table, audio, frames, transform, vemb, unit="segment")
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        c, s = divmod(int(i), self.table.segments)
-        item: dict[str, torch.Tensor] = {"label": self.table.labels[c], "index": torch.tensor(i)}
-        if self.audio is not None:
-            item["audio"] = self.audio[c, s]
-        if self.frames is not None:
-            img = self.frames.get(c, s)
-            item["image"] = self.transform(img) if self.transform is not None else img
-        if self.vemb is not None:
-            item["vemb"] = self.vemb[c, s]
-        return item
+        return {**super().__getitem__(i), "index": torch.tensor(int(i))}

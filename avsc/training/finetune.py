@@ -331,31 +331,6 @@ def finetune_visual(
     if ncm_images is not None and len(train_eval) > ncm_images:  # Places365: 1.8 M images
         pick = np.random.default_rng(seed).choice(len(train_eval), ncm_images, replace=False)
         train_eval = Subset(train_eval, np.sort(pick).tolist())
-    norm_body = _Normalized(body, cfg["mean"], cfg["std"]).to(dev)
-    tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
-    va_f, va_y = _features(norm_body, mk(val, False), dev)
-    before = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
-    log.info(
-        "fine-tuning %s on %s: %d classes, %d train / %d val images; top-1 before %.3f",
-        backbone,
-        source,
-        len(classes),
-        len(train_aug),
-        len(val),
-        before,
-    )
-
-    head = imprinted_head(tr_f, tr_y, len(classes))
-    model = _Normalized(nn.Sequential(body, head), cfg["mean"], cfg["std"]).to(dev)
-    params = [
-        {"params": body.parameters(), "lr": lr * 0.1},
-        {"params": head.parameters(), "lr": lr},
-    ]
-    opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
-    steps = max(1, epochs * math.ceil(len(train_aug) / batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, Any]] = []
     out = Path(out)
     last = out.with_name(out.name + ".last.pt")
     run_key = {
@@ -369,19 +344,47 @@ def finetune_visual(
         "seed": seed,
         "freeze_bn": freeze_bn,
     }
+    st = load_checkpoint(last) if last.is_file() else None
+    if st is not None and st.get("run") != run_key:
+        raise ValueError(
+            f"{last}: an interrupted fine-tuning with other settings ({st.get('run')}); "
+            "remove it or use another output path"
+        )
+    norm_body = _Normalized(body, cfg["mean"], cfg["std"]).to(dev)
+    if st is None:
+        tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
+        va_f, va_y = _features(norm_body, mk(val, False), dev)
+        before = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
+        head = imprinted_head(tr_f, tr_y, len(classes))
+    else:  # resuming: "before" and the head come from the saved state
+        before = float(st["before"])
+        head = nn.Linear(int(body.num_features), len(classes))
+    log.info(
+        "fine-tuning %s on %s: %d classes, %d train / %d val images; top-1 before %.3f",
+        backbone,
+        source,
+        len(classes),
+        len(train_aug),
+        len(val),
+        before,
+    )
+    model = _Normalized(nn.Sequential(body, head), cfg["mean"], cfg["std"]).to(dev)
+    params = [
+        {"params": body.parameters(), "lr": lr * 0.1},
+        {"params": head.parameters(), "lr": lr},
+    ]
+    opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
+    steps = max(1, epochs * math.ceil(len(train_aug) / batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict[str, Any]] = []
     start = 0
-    if last.is_file():
-        st = load_checkpoint(last)
-        if st.get("run") != run_key:
-            raise ValueError(
-                f"{last}: an interrupted fine-tuning with other settings ({st.get('run')}); "
-                "remove it or use another output path"
-            )
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         torch.set_rng_state(st["rng"])
-        history, start, before = list(st["history"]), int(st["epoch"]) + 1, float(st["before"])
+        history, start = list(st["history"]), int(st["epoch"]) + 1
         log.info("fine-tuning %s: resuming after epoch %d from %s", backbone, start, last)
     for epoch in range(start, epochs):
         model.train()
