@@ -111,3 +111,31 @@ def make_tiny_dataset(
     meta_dir = root.parent / f"{root.name}.meta" if meta_sibling else root
     write_metadata(meta_dir, clips, eval_ids)
     return root
+
+
+def write_audio_track(path: Path, x: np.ndarray, sr: int = 48000, codec: str = "pcm_s16le") -> Path:
+    """``x`` (channels, samples) float in [-1, 1] as an audio-only file in the container of
+    ``path``'s suffix (MOV, MKV, NUT, MP4), encoded by FFmpeg's ``codec`` in its native sample
+    format (``pcm_s16le`` packed s16, ``pcm_s32le_planar`` planar s32, ``aac`` planar float)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    layout = "stereo" if x.shape[0] == 2 else "mono"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=sr)
+        stream.layout = layout
+        fmt = stream.codec_context.codec.audio_formats[0].name
+        to_codec = av.AudioResampler(format=fmt, layout=layout, rate=sr)
+        block = 4800
+        for i in range(0, x.shape[1], block):
+            frame = av.AudioFrame.from_ndarray(x[:, i : i + block], format="fltp", layout=layout)
+            frame.sample_rate = sr
+            frame.pts = i
+            for f in to_codec.resample(frame):
+                for packet in stream.encode(f):
+                    out.mux(packet)
+        for f in to_codec.resample(None):
+            for packet in stream.encode(f):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

@@ -165,3 +165,93 @@ def test_audio_track_of_a_real_tau_mp4():
     with pytest.warns(AudioFormatWarning, match="44100 Hz"):
         feats = extract_audio_features(path, "scalogram")
     assert feats.shape == (10, 6, 2, 290) and np.isfinite(feats).all()
+
+
+# integer PCM audio tracks (MOV / MKV / NUT) against the same audio as WAV and as AAC
+PCM_TRACKS = [
+    # (file name, FFmpeg codec, decoded sample format, the WAV subtype holding the same values)
+    ("s16.mov", "pcm_s16le", "s16", "PCM_16"),
+    ("s16be.mov", "pcm_s16be", "s16", "PCM_16"),
+    ("s16p.nut", "pcm_s16le_planar", "s16p", "PCM_16"),
+    ("s24.mov", "pcm_s24le", "s32", "PCM_24"),
+    ("s24p.nut", "pcm_s24le_planar", "s32p", "PCM_24"),
+    ("s32.mkv", "pcm_s32le", "s32", "PCM_32"),
+    ("s32p.nut", "pcm_s32le_planar", "s32p", "PCM_32"),
+    ("u8.mov", "pcm_u8", "u8", "PCM_U8"),
+    ("u8p.nut", "pcm_s8_planar", "u8p", "PCM_U8"),
+]
+GRID_BITS = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 24, "PCM_U8": 8}  # float32 holds 24 bits
+
+
+@pytest.fixture(scope="module")
+def pcm_signal():
+    x = noise(3.0, seed=5)
+    x[:, :48000] *= 4  # a louder first second, so that scaling errors show in the features
+    return x.clip(-0.99, 0.99)
+
+
+@pytest.mark.parametrize("name,codec,fmt,subtype", PCM_TRACKS)
+def test_integer_pcm_tracks_read_like_the_same_audio_as_wav(
+    tmp_path, pcm_signal, name, codec, fmt, subtype
+):
+    import av
+
+    from tests.media import write_audio_track
+
+    # on the integer grid of the format, so that both writers store the very same integers
+    step = 2.0 ** (1 - GRID_BITS[subtype])
+    pcm_signal = np.round(pcm_signal / step) * step
+    track = write_audio_track(tmp_path / name, pcm_signal, codec=codec)
+    with av.open(str(track)) as c:  # the decoder really hands out this integer format
+        assert next(c.decode(audio=0)).format.name == fmt
+    wav = write_wav(tmp_path / "same.wav", pcm_signal, subtype=subtype)
+    x_track, sr_track = read_audio(track)
+    x_wav, sr_wav = read_audio(wav)
+    assert sr_track == sr_wav == 48000 and x_track.shape == x_wav.shape == (2, 3 * 48000)
+    assert np.abs(x_track).max() < 1.0
+    # the same integers, scaled as soundfile scales them: equal to the last bit
+    np.testing.assert_array_equal(x_track, x_wav)
+    np.testing.assert_array_equal(
+        extract_audio_features(track, "fbank"), extract_audio_features(wav, "fbank")
+    )
+
+
+def test_aac_track_and_integer_track_agree(tmp_path, pcm_signal):
+    from tests.media import write_audio_track
+
+    s16 = extract_audio_features(write_audio_track(tmp_path / "a.mov", pcm_signal), "scalogram")
+    aac = write_audio_track(tmp_path / "a.mp4", pcm_signal, codec="aac")
+    x, _ = read_audio(aac)
+    assert 0.1 < np.abs(x).max() < 2.0  # float samples pass through unscaled (AAC overshoots)
+    feats = extract_audio_features(aac, "scalogram")
+    assert feats.shape == s16.shape
+    # a lossy codec: per-segment mean log energy within 0.2 (unscaled integers: +10.4)
+    np.testing.assert_allclose(feats.mean(axis=(1, 2, 3)), s16.mean(axis=(1, 2, 3)), atol=0.2)
+
+
+@pytest.mark.parametrize("sr,seconds", [(48000, 7.0), (44100, 5.3), (16000, 4.995)])
+def test_streamed_features_equal_whole_file_features(tmp_path, sr, seconds):
+    from avsc.features.audio import iter_audio_features
+
+    p = write_wav(tmp_path / "long.wav", noise(seconds, sr, seed=3), sr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AudioFormatWarning)
+        whole = {k: extract_audio_features(p, k) for k in ("scalogram", "fbank")}
+        for block in (1, 3):
+            parts = list(iter_audio_features(p, ("scalogram", "fbank"), block_segments=block))
+            assert len(parts) == -(-len(whole["fbank"]) // block)
+            for kind in ("scalogram", "fbank"):
+                np.testing.assert_array_equal(np.concatenate([q[kind] for q in parts]), whole[kind])
+
+
+def test_streamed_features_of_a_video_audio_track(tmp_path):
+    from avsc.features.audio import iter_audio_features
+    from tests.media import write_audio_track
+
+    track = write_audio_track(tmp_path / "t.mov", noise(4.0, seed=4).clip(-1, 1))
+    whole = extract_audio_features(track, "scalogram")
+    parts = [b["scalogram"] for b in iter_audio_features(track, "scalogram", block_segments=2)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    short = write_wav(tmp_path / "short.wav", noise(0.5))
+    with pytest.raises(AudioError, match="short.wav: 0.500 s of audio is shorter than one"):
+        list(iter_audio_features(short))

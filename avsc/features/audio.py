@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,35 +33,67 @@ class AudioFormatWarning(UserWarning):
     """Input that is not in the TAU format (48 kHz stereo) and was converted."""
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 ``(channels, samples)`` and its sample rate.
+SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
-    WAV/FLAC/OGG go through soundfile; anything soundfile cannot open (MP4, MP3, ...) is
-    decoded with PyAV. Raises :class:`AudioError` naming the file when it is missing,
-    unreadable, truncated or holds no audio.
-    """
+
+@dataclass(frozen=True)
+class AudioSource:
+    """An audio file opened for reading in blocks: its rate, channel count and, where the
+    header tells, its length. WAV/FLAC/OGG go through soundfile; anything soundfile cannot
+    open (the audio track of an MP4 or MOV, MP3, ...) is decoded with PyAV."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int | None  # samples per channel from the header; None when unknown
+    backend: str  # "soundfile" or "pyav"
+
+    @property
+    def duration(self) -> float:
+        return float("nan") if self.frames is None else self.frames / self.sample_rate
+
+    def blocks(self, size: int = 1 << 20) -> Iterator[np.ndarray]:
+        """float32 ``(channels, n)`` blocks of at most ``size`` samples (PyAV: one per decoded
+        frame), checked as they come: :class:`AudioError` naming the file for undecodable data
+        or NaN / infinite samples."""
+        if self.backend == "soundfile":
+            gen = self._soundfile_blocks(size)
+        else:
+            gen = _pyav_blocks(self.path)
+        for x in gen:
+            if not np.all(np.isfinite(x)):
+                raise AudioError(f"{self.path}: audio holds NaN or infinite samples")
+            yield x
+
+    def _soundfile_blocks(self, size: int) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        try:
+            with sf.SoundFile(str(self.path)) as fh:
+                while True:
+                    data = fh.read(size, dtype="float32", always_2d=True)
+                    if not len(data):
+                        return
+                    yield np.ascontiguousarray(data.T)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            # truncated data chunks surface as RuntimeError in soundfile
+            raise AudioError(f"{self.path}: unreadable audio file ({exc})") from exc
+
+
+def open_audio(path: str | os.PathLike) -> AudioSource:
+    """Open ``path`` for block-wise reading (see :class:`AudioSource`); :class:`AudioError`
+    naming the file when it is missing, unreadable or has no audio stream."""
     import soundfile as sf
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        x = np.ascontiguousarray(data.T)
-    except sf.LibsndfileError as exc:
-        if path.suffix.lower() in (".wav", ".flac", ".ogg", ".aiff", ".aif"):
+        info = sf.info(str(path))
+        return AudioSource(path, int(info.samplerate), int(info.channels), info.frames, "soundfile")
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
             raise AudioError(f"{path}: unreadable audio file ({exc})") from exc
-        x, sr = _read_audio_pyav(path)
-    except RuntimeError as exc:  # truncated data chunks surface as RuntimeError in soundfile
-        raise AudioError(f"{path}: unreadable audio file ({exc})") from exc
-    if x.shape[1] == 0:
-        raise AudioError(f"{path}: audio file holds no samples")
-    if not np.all(np.isfinite(x)):
-        raise AudioError(f"{path}: audio holds NaN or infinite samples")
-    return x, int(sr)
-
-
-def _read_audio_pyav(path: Path) -> tuple[np.ndarray, int]:
     import av
 
     try:
@@ -67,23 +101,75 @@ def _read_audio_pyav(path: Path) -> tuple[np.ndarray, int]:
             if not container.streams.audio:
                 raise AudioError(f"{path}: no audio stream")
             stream = container.streams.audio[0]
-            sr = stream.rate or stream.codec_context.sample_rate
-            chunks = []
-            for frame in container.decode(stream):
-                arr = frame.to_ndarray()
-                if not frame.format.is_planar:  # packed: (1, samples * channels)
-                    arr = arr.reshape(-1, len(frame.layout.channels)).T
-                chunks.append(arr.astype(np.float32, copy=False))
+            sr = int(stream.rate or stream.codec_context.sample_rate)
+            channels = int(stream.codec_context.channels)
+            frames = None
+            if stream.duration is not None and stream.time_base is not None:
+                frames = int(round(float(stream.duration * stream.time_base) * sr))
     except AudioError:
         raise
     except Exception as exc:
         raise AudioError(f"{path}: unreadable audio ({type(exc).__name__}: {exc})") from exc
-    if not chunks:
+    return AudioSource(path, sr, channels, frames, "pyav")
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 ``(channels, samples)`` in [-1, 1] and its sample rate.
+
+    WAV/FLAC/OGG go through soundfile; anything soundfile cannot open (MP4, MOV, MP3, ...)
+    is decoded with PyAV, whatever its sample format (integer PCM of any width, packed or
+    planar, is scaled as soundfile scales it). Raises :class:`AudioError` naming the file
+    when it is missing, unreadable, truncated, holds no audio or NaN / infinite samples.
+    """
+    import soundfile as sf
+
+    src = open_audio(path)
+    if src.backend == "soundfile":
+        try:
+            data, sr = sf.read(str(src.path), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{src.path}: unreadable audio file ({exc})") from exc
+        x = np.ascontiguousarray(data.T)
+        if not np.all(np.isfinite(x)):
+            raise AudioError(f"{src.path}: audio holds NaN or infinite samples")
+    else:
+        chunks = list(src.blocks())
+        x = np.concatenate(chunks, axis=1) if chunks else np.zeros((src.channels, 0), np.float32)
+        sr = src.sample_rate
+    if x.shape[1] == 0:
+        raise AudioError(f"{src.path}: audio file holds no samples")
+    return x, int(sr)
+
+
+def _pyav_blocks(path: Path) -> Iterator[np.ndarray]:
+    """Decode the first audio stream of ``path`` with PyAV: float32 ``(channels, n)`` per frame.
+
+    Every decoded frame goes through FFmpeg's own sample-format conversion to planar float
+    (``av.AudioResampler(format="fltp")``, same rate and layout): integer PCM of any width
+    (u8, s16, s32, s64, packed or planar) comes out scaled to [-1, 1) exactly as soundfile
+    scales a WAV, never as raw integers."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            to_float = av.AudioResampler(format="fltp")
+            any_samples = False
+            for frame in container.decode(stream):
+                for out in to_float.resample(frame):
+                    any_samples = True
+                    yield out.to_ndarray().astype(np.float32, copy=False)
+            for out in to_float.resample(None):
+                any_samples = True
+                yield out.to_ndarray().astype(np.float32, copy=False)
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"{path}: unreadable audio ({type(exc).__name__}: {exc})") from exc
+    if not any_samples:
         raise AudioError(f"{path}: audio stream decodes to no samples")
-    x = np.concatenate(chunks, axis=1)
-    if np.issubdtype(chunks[0].dtype, np.integer):
-        x = x / float(np.iinfo(chunks[0].dtype).max)
-    return np.ascontiguousarray(x, dtype=np.float32), int(sr)
 
 
 def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
@@ -99,15 +185,11 @@ def mid_side(x: np.ndarray) -> np.ndarray:
     return np.stack([(x[0] + x[1]) * 0.5, (x[0] - x[1]) * 0.5]).astype(np.float32, copy=False)
 
 
-def prepare_waveform(
-    x: np.ndarray, sr: int, config: AudioConfig | None = None, source: str = "<array>"
+def _two_channels(
+    x: np.ndarray, sr: int, config: AudioConfig, source: str, warn: bool = True
 ) -> np.ndarray:
-    """Convert ``(channels, samples)`` audio at ``sr`` to mid/side at ``config.sample_rate``.
-
-    Mono is duplicated (side = 0), more than two channels keep the first two; anything that is
-    not 48 kHz stereo gives an :class:`AudioFormatWarning` naming ``source``.
-    """
-    config = config or AudioConfig()
+    """``(channels, n)`` -> ``(2, n)`` float32: mono duplicated, channels past two dropped;
+    an :class:`AudioFormatWarning` naming ``source`` for anything but 48 kHz stereo."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x[None]
@@ -123,12 +205,25 @@ def prepare_waveform(
     elif x.shape[0] > 2:
         notes.append(f"{x.shape[0]} channels (only the first two used)")
         x = x[:2]
-    if notes:
+    if notes and warn:
         warnings.warn(
             f"{source}: not the TAU format (48 kHz stereo): {', '.join(notes)}",
             AudioFormatWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+    return x
+
+
+def prepare_waveform(
+    x: np.ndarray, sr: int, config: AudioConfig | None = None, source: str = "<array>"
+) -> np.ndarray:
+    """Convert ``(channels, samples)`` audio at ``sr`` to mid/side at ``config.sample_rate``.
+
+    Mono is duplicated (side = 0), more than two channels keep the first two; anything that is
+    not 48 kHz stereo gives an :class:`AudioFormatWarning` naming ``source``.
+    """
+    config = config or AudioConfig()
+    x = _two_channels(x, sr, config, source)
     x = resample(x, sr, config.sample_rate)
     return mid_side(x)
 
@@ -203,16 +298,100 @@ def features_from_waveform(
     single = isinstance(kinds, str)
     kind_list = (kinds,) if single else tuple(kinds)
     ms = prepare_waveform(x, sr, config, source=source)
-    segs = segment(ms, config, source=source)  # (S, 2, seg)
+    out = _segment_features(segment(ms, config, source=source), kind_list, config)
+    return out[kind_list[0]] if single else out
+
+
+def _segment_features(
+    segs: np.ndarray, kinds: tuple[str, ...], config: AudioConfig
+) -> dict[str, np.ndarray]:
+    """``(S, 2, segment_samples)`` mid/side segments -> ``{kind: (S, T, 2, F)}`` log features."""
     mag = stft_magnitude(segs, config.n_fft, config.hop_length)  # (S, 2, T, bins)
     mag = np.ascontiguousarray(np.moveaxis(mag, 2, 1))  # (S, T, 2, bins)
     flat = mag.reshape(-1, mag.shape[-1])  # one 2-D product, not S * T small ones
     out = {}
-    for kind in kind_list:
+    for kind in kinds:
         w = filterbank(kind, config)
         s = (flat @ w.T).reshape(*mag.shape[:-1], w.shape[0])
         out[kind] = np.log(s + np.float32(config.log_eps)).astype(np.float32, copy=False)
-    return out[kind_list[0]] if single else out
+    return out
+
+
+def iter_audio_features(
+    path: str | os.PathLike | AudioSource,
+    kinds: tuple[str, ...] | str = "scalogram",
+    config: AudioConfig | None = None,
+    block_segments: int = 64,
+) -> Iterator[dict[str, np.ndarray]]:
+    """The features of an audio file of any length, streamed: ``{kind: (b, T, 2, F)}`` for
+    successive blocks of at most ``block_segments`` segments, with memory flat in the file's
+    length. Concatenated, the blocks equal :func:`extract_audio_features` of the whole file:
+    each block is resampled with one segment of context on either side (far more than the
+    polyphase filter reaches), so block edges leave no trace."""
+    config = config or AudioConfig()
+    kind_list = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    for kind in kind_list:
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown feature kind {kind!r}; expected one of {FEATURE_KINDS}")
+    src = path if isinstance(path, AudioSource) else open_audio(path)
+    sr, target, name = src.sample_rate, config.sample_rate, str(src.path)
+    seg_in = config.segment_seconds * sr
+    if seg_in != int(seg_in) or config.segment_seconds * target != config.segment_samples:
+        # segments do not fall on whole input samples: featurize the file in one piece
+        x, sr = read_audio(src.path)
+        yield features_from_waveform(x, sr, kind_list, config, source=name)  # type: ignore[misc]
+        return
+    seg_in = int(seg_in)
+    step = seg_in * max(1, int(block_segments))  # input samples featurized per block
+    margin = seg_in if sr != target else 0  # resampling context on either side
+    seg_out = config.segment_samples
+    buf = np.zeros((0, 0), np.float32)  # input samples [buf_start, buf_start + buf.shape[1])
+    buf_start = 0
+    a = 0  # first input sample of the next block
+    warned = False
+    total = 0
+
+    def block(lo: int, hi: int, final: bool) -> dict[str, np.ndarray] | None:
+        ctx_lo = max(0, lo - margin)
+        x = buf[:, ctx_lo - buf_start : hi + (0 if final else margin) - buf_start]
+        y = mid_side(resample(x, sr, target))
+        skip = (lo - ctx_lo) * target // sr  # whole output samples: lo and ctx_lo are segments
+        n = (hi - lo) * target // sr if not final else y.shape[1] - skip
+        y = y[:, skip : skip + n]
+        if not final:
+            segs = y.reshape(2, -1, seg_out).transpose(1, 0, 2)
+        else:
+            count = int(math.floor(y.shape[1] / seg_out + config.segment_tolerance))
+            if count < 1:
+                return None
+            if y.shape[1] < count * seg_out:
+                y = np.pad(y, [(0, 0), (0, count * seg_out - y.shape[1])])
+            segs = y[:, : count * seg_out].reshape(2, count, seg_out).transpose(1, 0, 2)
+        return _segment_features(np.ascontiguousarray(segs), kind_list, config)
+
+    for x in src.blocks(max(step, 1 << 16)):
+        x = _two_channels(x, sr, config, name, warn=not warned)
+        warned = True
+        buf = x if buf.size == 0 else np.concatenate([buf, x], axis=1)
+        while buf_start + buf.shape[1] >= a + step + margin:
+            out = block(a, a + step, final=False)
+            assert out is not None
+            total += step // seg_in
+            yield out
+            a += step
+            keep = max(0, a - margin) - buf_start  # drop what no later block needs
+            buf, buf_start = buf[:, keep:], buf_start + keep
+    end = buf_start + buf.shape[1]
+    out = block(a, end, final=True) if end > a else None
+    if out is not None:
+        total += len(next(iter(out.values())))
+        yield out
+    if total == 0:
+        seconds = end / sr
+        raise AudioError(
+            f"{name}: {seconds:.3f} s of audio is shorter than one "
+            f"{config.segment_seconds:g}-s segment"
+        )
 
 
 def extract_audio_features(
