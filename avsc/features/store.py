@@ -20,6 +20,7 @@ back only a small record, so memory does not grow with the number of clips.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import io
 import json
@@ -37,7 +38,16 @@ import numpy as np
 import pandas as pd
 
 from avsc.config import PreprocessConfig
-from avsc.utils import atomic_path, atomic_write_json, progress, remove_stale_tmp, versions
+from avsc.utils import (
+    LOCK_NAME,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    exclusive_lock,
+    progress,
+    remove_own_tmp,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +105,62 @@ def decode_jpeg(blob: np.ndarray) -> np.ndarray:
 # the worker: one clip
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
+def _save_npy(path: Path, arr: np.ndarray) -> list:
+    """Write ``arr`` as ``.npy`` atomically; return ``[size, sha1]`` of the bytes written."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return _save_bytes(path, buf.getvalue())
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> list:
+    """Write ``arrays`` as ``.npz`` atomically; return ``[size, sha1]`` of the bytes written."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return _save_bytes(path, buf.getvalue())
+
+
+def _save_bytes(path: Path, data: bytes) -> list:
+    atomic_write_bytes(path, data)
+    return [len(data), hashlib.sha1(data).hexdigest()]
+
+
+def _entry_problem(path: Path, expected: list | None, checksum: bool) -> str | None:
+    """Why the store entry at ``path`` is damaged, or None: missing, a size other than the
+    index's ``[size, sha1]`` or, with ``checksum``, other bytes."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "missing"
+    if expected is None:
+        return None  # written by an avsc that did not record sizes: existence is all we know
+    if size != expected[0]:
+        return f"{size} bytes, the index says {expected[0]} (truncated or overwritten)"
+    if checksum:
+        digest = hashlib.sha1()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != expected[1]:
+            return "checksum differs from the index (corrupted)"
+    return None
+
+
+def load_entry(path: Path, clip: str | None = None, mmap: bool = False):
+    """``np.load`` of a store entry; a damaged file is a :class:`StoreError` naming it (and
+    never a hint to allow pickles: avsc's entries hold plain arrays)."""
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        if "pickled data" in text or "allow_pickle" in text:
+            text = "not a valid .npy/.npz file"
+        whose = f" of clip {clip}" if clip else ""
+        raise StoreError(
+            f"{path}: damaged store entry{whose} ({type(exc).__name__}: {text}); rerun avsc "
+            "preprocess to rebuild damaged entries (--verify also compares checksums)"
+        ) from exc
 
 
 def featurize_clip(
@@ -193,6 +251,8 @@ def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
     config = PreprocessConfig.from_dict(task["config"])
     cache = Path(task["cache"])
     clip = task["clip"]
+    if _STARTED is not None:  # in a worker process: say which clip this worker is on
+        _STARTED.put((os.getpid(), clip))
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -209,14 +269,16 @@ def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
             "file": task["audio_path"],
             "problem": f"unexpected {type(exc).__name__}: {exc}",
         }
+    files = {}
     for kind, arr in feats.items():
-        _save_npy(cache / "audio" / kind / f"{clip}.npy", arr)
+        rel = f"audio/{kind}/{clip}.npy"
+        files[rel] = _save_npy(cache / rel, arr)
     if config.frames.format == "jpeg":
-        _save_npz(
-            cache / "frames" / f"{clip}.npz", encode_frames(frames, config.frames.jpeg_quality)
-        )
+        rel = f"frames/{clip}.npz"
+        files[rel] = _save_npz(cache / rel, encode_frames(frames, config.frames.jpeg_quality))
     else:
-        _save_npy(cache / "frames" / f"{clip}.npy", frames)
+        rel = f"frames/{clip}.npy"
+        files[rel] = _save_npy(cache / rel, frames)
     return {
         "clip": clip,
         "ok": True,
@@ -225,6 +287,7 @@ def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
         "segments": int(frames.shape[0]),
         "features": sorted(feats),
         "frame_shape": list(frames.shape[1:]),
+        "files": files,  # relative path -> [size, sha1]: a rerun finds damaged entries
         "warnings": sorted({str(w.message) for w in caught}),
         "seconds": round(time.perf_counter() - t0, 4),
     }
@@ -257,8 +320,16 @@ class NormStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NormStats:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["mean"], z["std"], int(z["count"]), int(z["clips"]))
+        try:
+            with load_entry(Path(path)) as z:
+                return cls(z["mean"], z["std"], int(z["count"]), int(z["clips"]))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"{path}: damaged normalisation statistics ({type(exc).__name__}: {exc}); "
+                "delete the file and rerun avsc preprocess"
+            ) from exc
 
 
 def normalization_stats(arrays: Iterable[np.ndarray], min_std: float = 1e-5) -> NormStats:
@@ -341,7 +412,7 @@ class FeatureStore:
         path = self.audio_path(clip, kind)
         if not path.is_file():
             raise StoreError(f"{path}: no {kind} features for clip {clip!r} in this store")
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        return load_entry(path, clip, mmap)
 
     def load_frames(self, clip: str, segments: Iterable[int] | None = None) -> np.ndarray:
         """uint8 ``(segments, H, W, 3)`` of ``clip`` (all segments, or those listed)."""
@@ -349,13 +420,22 @@ class FeatureStore:
         if not path.is_file():
             raise StoreError(f"{path}: no frames for clip {clip!r} in this store")
         if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+            arr = load_entry(path, clip, mmap=True)
             idx = list(range(arr.shape[0])) if segments is None else list(segments)
             return np.ascontiguousarray(arr[idx])
-        with np.load(path, allow_pickle=False) as z:
-            data, offsets, shape = z["jpeg"], z["offsets"], z["shape"]
-        idx = list(range(int(shape[0]))) if segments is None else list(segments)
-        return np.stack([decode_jpeg(data[offsets[i] : offsets[i + 1]]) for i in idx])
+        try:
+            with load_entry(path, clip) as z:
+                data, offsets, shape = z["jpeg"], z["offsets"], z["shape"]
+            idx = list(range(int(shape[0]))) if segments is None else list(segments)
+            return np.stack([decode_jpeg(data[offsets[i] : offsets[i + 1]]) for i in idx])
+        except StoreError:
+            raise
+        except Exception as exc:  # a damaged member or JPEG inside a readable .npz
+            raise StoreError(
+                f"{path}: damaged store entry of clip {clip} ({type(exc).__name__}: {exc}); "
+                "rerun avsc preprocess to rebuild damaged entries (--verify also compares "
+                "checksums)"
+            ) from exc
 
     def subsets(self) -> pd.DataFrame:
         """``clip, subset`` (train / val / evaluate / unused) as written by preprocess."""
@@ -416,12 +496,15 @@ def _repair_index(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _open_store(cache: Path, config: PreprocessConfig, data_root: Path) -> PreprocessConfig:
-    """Create ``store.json`` or check that an existing store was built with compatible
-    settings; return the config to record (feature kinds are the union of old and new)."""
+def _open_store(cache: Path, config: PreprocessConfig) -> PreprocessConfig:
+    """Check that an existing store was built with compatible settings; return the config to
+    record (feature kinds are the union of old and new)."""
     meta_path = cache / "store.json"
     if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{meta_path}: unreadable store description ({exc})") from exc
         if old.get("version") != STORE_VERSION:
             raise StoreError(
                 f"{meta_path}: store format {old.get('version')}, expected {STORE_VERSION}"
@@ -437,8 +520,49 @@ def _open_store(cache: Path, config: PreprocessConfig, data_root: Path) -> Prepr
                 )
         features = tuple(sorted(set(old_cfg.features) | set(config.features)))
         return config.replace(features=features)
-    cache.mkdir(parents=True, exist_ok=True)
     return config
+
+
+def check_store_folder(cache: str | os.PathLike) -> None:
+    """A store folder must be new, empty or a feature store: a :class:`StoreError` for a file,
+    or for a non-empty folder without ``store.json`` (preprocess never writes into, nor
+    cleans up, a folder it did not make)."""
+    cache = Path(cache)
+    if cache.exists() and not cache.is_dir():
+        raise StoreError(f"{cache}: is a file, not a feature store folder")
+    if not cache.is_dir() or (cache / "store.json").is_file():
+        return
+    from avsc.utils import TMP_NAME
+
+    foreign = sorted(
+        p.name
+        for p in cache.iterdir()
+        if not (p.name.startswith(LOCK_NAME) or TMP_NAME.match(p.name))
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise StoreError(
+            f"{cache}: not empty and not a feature store (no store.json; holds {shown}); "
+            "avsc preprocess writes only into a new or empty folder or an existing store: "
+            "choose another --cache"
+        )
+
+
+def store_lock(cache: str | os.PathLike, wait: bool = False):
+    """The exclusive lock of a feature store (``<cache>/.avsc.lock``): preprocess holds it for
+    its whole run, a training while it writes an augmentation bank into the store."""
+    return exclusive_lock(Path(cache) / LOCK_NAME, f"feature store {cache}", wait=wait)
+
+
+def _store_tmp_folders(cache: Path) -> list[Path]:
+    """The folders of a store's own layout, where its temporary files live."""
+    folders = [cache, cache / "frames", cache / "stats", cache / "bank"]
+    for parent in (cache / "audio", cache / "bank"):
+        if parent.is_dir():
+            folders += [p for p in parent.iterdir() if p.is_dir() and not p.is_symlink()]
+    return folders
 
 
 @dataclass
@@ -451,6 +575,8 @@ class PreprocessReport:
     skipped: int
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    rebuilt: list[str] = field(default_factory=list)  # clips whose entries were damaged
+    notes: dict[str, list[str]] = field(default_factory=dict)  # clip -> format warnings
 
     @property
     def ok(self) -> bool:
@@ -461,6 +587,21 @@ class PreprocessReport:
             f"feature store {self.store}: {self.total} clips; {self.processed} processed, "
             f"{self.skipped} already done, {len(self.failures)} failed ({self.seconds:.1f} s)"
         ]
+        if self.rebuilt:
+            lines.append(
+                f"  {len(self.rebuilt)} damaged entr{'y' if len(self.rebuilt) == 1 else 'ies'} "
+                f"rebuilt: {', '.join(self.rebuilt[:5])}"
+                + (" ..." if len(self.rebuilt) > 5 else "")
+            )
+        if self.notes:
+            kinds = sorted({n for ns in self.notes.values() for n in ns})
+            lines.append(
+                f"  {len(self.notes)} clip(s) not in the TAU format, converted "
+                f"(listed in {self.store / 'index.csv'}, column warnings):"
+            )
+            lines += [f"    {k}" for k in kinds[:5]]
+            if len(kinds) > 5:
+                lines.append(f"    ... and {len(kinds) - 5} more kinds")
         for f in self.failures:
             lines.append(f"  FAILED {f['clip']}: {f['file']}: {f['problem']}")
         if self.failures:
@@ -468,28 +609,124 @@ class PreprocessReport:
         return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------
+# worker processes
+
+_STARTED = None  # in a worker: the queue on which it says which clip it starts
+
+
+def _worker_init(started) -> None:
+    """Worker start-up: exit at once when the parent process dies (a killed ``avsc
+    preprocess`` leaves no orphaned workers), and remember the queue on which the worker
+    says which clip it starts (so that a worker's death can be blamed on its clip)."""
+    import threading
+    from multiprocessing import connection, parent_process
+
+    global _STARTED
+    _STARTED = started
+    parent = parent_process()
+    if parent is not None:
+
+        def watch() -> None:
+            connection.wait([parent.sentinel])
+            os._exit(1)
+
+        threading.Thread(target=watch, name="avsc-parent-watch", daemon=True).start()
+
+
+def _death(exitcode: int | None) -> str:
+    import signal
+
+    if exitcode is None:
+        return "died"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = " (often the out-of-memory killer)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{why}"
+    return f"exited with status {exitcode}"
+
+
 def _bounded_map(fn, tasks: list[dict[str, Any]], workers: int) -> Iterator[dict[str, Any]]:
     """``fn`` over ``tasks`` in ``workers`` spawned processes (in-process for 1), yielding
-    results as they finish with at most ``2 * workers`` tasks in flight."""
+    results as they finish with at most ``2 * workers`` tasks in flight.
+
+    A worker that dies (killed, out of memory, a crash in a decoder) is blamed on the clip it
+    was featurizing: that clip's record says so (``ok`` False), a fresh pool takes the other
+    clips, and the run goes on. Workers exit with the parent process."""
+    import signal
+    from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
+
     if workers <= 1:
         for t in tasks:
             yield fn(t)
         return
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        it = iter(tasks)
-        pending: set[cf.Future] = set()
-        for t in it:
-            pending.add(ex.submit(fn, t))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(ex.submit(fn, nxt))
+    todo = deque(tasks)
+    while todo:
+        started = ctx.Queue()
+        ex = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(started,)
+        )
+        pending: dict[cf.Future, dict[str, Any]] = {}
+        procs: dict[int, Any] = {}
+        broken: list[dict[str, Any]] = []
+        try:
+            while todo or pending:
+                while todo and len(pending) < 2 * workers and not broken:
+                    task = todo.popleft()
+                    pending[ex.submit(fn, task)] = task
+                    procs.update(getattr(ex, "_processes", None) or {})
+                if not pending:
+                    break
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    task = pending.pop(fut)
+                    try:
+                        rec = fut.result()
+                    except BrokenProcessPool:
+                        broken.append(task)
+                        continue
+                    yield rec
+                if broken:
+                    cf.wait(pending)  # every other future fails the same way
+                    broken += list(pending.values())
+                    pending.clear()
+                    break
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+        if not broken:
+            continue
+        clip_of: dict[int, str] = {}
+        with contextlib.suppress(Exception):
+            while True:
+                pid, clip = started.get_nowait()
+                clip_of[pid] = clip
+        dead = {
+            pid: p.exitcode
+            for pid, p in procs.items()
+            if p.exitcode not in (None, 0, -signal.SIGTERM) and pid in clip_of
+        }
+        in_flight = {t["clip"]: t for t in broken}
+        blamed = {clip_of[pid]: code for pid, code in dead.items() if clip_of[pid] in in_flight}
+        if not blamed:  # cannot tell which worker died: every clip in flight is suspect
+            blamed = {c: None for c in in_flight}
+        for clip, code in blamed.items():
+            t = in_flight.pop(clip)
+            others = sorted(set(in_flight) | (set(blamed) - {clip}))
+            with_ = f"; in flight at the same time: {', '.join(others)}" if code is None else ""
+            yield {
+                "clip": clip,
+                "ok": False,
+                "file": t["audio_path"],
+                "problem": f"the worker process featurizing this clip {_death(code)}{with_}",
+            }
+        todo.extendleft(reversed(list(in_flight.values())))  # the innocent ones go again
+        with contextlib.suppress(Exception):
+            started.close()
 
 
 def preprocess(
@@ -499,15 +736,21 @@ def preprocess(
     workers: int = 1,
     strict: bool = False,
     show_progress: bool | None = None,
+    verify: bool = False,
 ) -> PreprocessReport:
     """Featurize a TAU-layout dataset into a feature store (method.md sections 2-3).
 
-    Every clip of ``meta.csv`` gets its audio features (``config.features``) and its 1-fps
-    frames; finished clips are skipped on a rerun. A bad clip (missing, unreadable or
-    truncated file, wrong length) is reported by name in ``failures.csv`` and skipped, or,
-    with ``strict``, stops the run with :class:`PreprocessError` (finished clips are kept).
-    Afterwards the validation split and the training-split normalisation statistics are
-    written. Returns a :class:`PreprocessReport`.
+    The metadata is checked first (:func:`avsc.data.tau.TAUDataset`: every inconsistency is
+    listed before any work). Every clip of ``meta.csv`` gets its audio features
+    (``config.features``) and its 1-fps frames; finished clips are skipped on a rerun unless
+    an entry is missing or its size differs from the index (``verify``: or its checksum),
+    in which case the clip is rebuilt. A bad clip (missing, unreadable or truncated file,
+    wrong length, a worker that died on it) is reported by name in ``failures.csv`` and
+    skipped, or, with ``strict``, stops the run with :class:`PreprocessError` (finished clips
+    are kept). Afterwards the validation split and the training-split normalisation
+    statistics are written. The store is locked for the run: a second run on the same
+    ``cache`` is refused with a :class:`avsc.utils.LockedError` naming the first. A folder
+    that is neither new, empty nor a store is refused. Returns a :class:`PreprocessReport`.
     """
     from avsc.data.tau import TAUDataset
 
@@ -515,31 +758,60 @@ def preprocess(
     config = config or PreprocessConfig()
     data_root, cache = Path(data_root), Path(cache)
     dataset = TAUDataset(data_root)
-    config = _open_store(cache, config, data_root)
-    remove_stale_tmp(cache)
-    index_path = cache / "index.jsonl"
-    _repair_index(index_path)
-    atomic_write_json(
-        cache / "store.json",
-        {
-            "version": STORE_VERSION,
-            "config": json.loads(json.dumps(config.to_dict())),
-            "data_root": str(data_root.resolve()),
-            "versions": versions(),
-        },
-    )
+    check_store_folder(cache)
+    with store_lock(cache):
+        config = _open_store(cache, config)
+        removed = remove_own_tmp(_store_tmp_folders(cache))
+        if removed:
+            log.info("removed %d temporary file(s) of an interrupted run in %s", removed, cache)
+        index_path = cache / "index.jsonl"
+        _repair_index(index_path)
+        atomic_write_json(
+            cache / "store.json",
+            {
+                "version": STORE_VERSION,
+                "config": json.loads(json.dumps(config.to_dict())),
+                "data_root": str(data_root.resolve()),
+                "versions": versions(),
+            },
+        )
+        report = _featurize_all(dataset, cache, config, workers, strict, show_progress, verify)
+        _finalize(cache, dataset, config)
+    report.seconds = time.perf_counter() - t0
+    return report
 
+
+def _featurize_all(
+    dataset,
+    cache: Path,
+    config: PreprocessConfig,
+    workers: int,
+    strict: bool,
+    show_progress: bool | None,
+    verify: bool,
+) -> PreprocessReport:
     done = read_index(cache)
     meta = dataset.meta
     frame_ext = "npz" if config.frames.format == "jpeg" else "npy"
-    tasks = []
+    tasks, rebuilt = [], []
     for row in meta.itertuples(index=False):
         rec = done.get(row.clip)
         if rec is not None and set(config.features) <= set(rec["features"]):
-            files = [cache / "audio" / k / f"{row.clip}.npy" for k in config.features]
-            files.append(cache / "frames" / f"{row.clip}.{frame_ext}")
-            if all(f.is_file() for f in files):
+            rels = [f"audio/{k}/{row.clip}.npy" for k in config.features]
+            rels.append(f"frames/{row.clip}.{frame_ext}")
+            sums = rec.get("files") or {}
+            problems = {
+                rel: why
+                for rel in rels
+                if (why := _entry_problem(cache / rel, sums.get(rel), verify)) is not None
+            }
+            if not problems:
                 continue
+            rebuilt.append(row.clip)
+            for rel, why in problems.items():
+                log.warning(
+                    "damaged store entry %s: %s; rebuilding clip %s", cache / rel, why, row.clip
+                )
         tasks.append(
             {
                 "clip": row.clip,
@@ -553,9 +825,18 @@ def preprocess(
                 "decode_threads": 1 if workers > 1 else None,
             }
         )
-    report = PreprocessReport(cache, total=len(meta), processed=0, skipped=len(meta) - len(tasks))
+    report = PreprocessReport(
+        cache, total=len(meta), processed=0, skipped=len(meta) - len(tasks), rebuilt=rebuilt
+    )
+    for rec in done.values():
+        if rec.get("warnings") and rec["clip"] in set(meta["clip"]):
+            report.notes[rec["clip"]] = list(rec["warnings"])
     log.info(
-        "preprocess %s -> %s: %d clips to do, %d done", data_root, cache, len(tasks), report.skipped
+        "preprocess %s -> %s: %d clips to do, %d done",
+        dataset.root,
+        cache,
+        len(tasks),
+        report.skipped,
     )
 
     bar = (
@@ -564,14 +845,30 @@ def preprocess(
         else None
     )
     step = max(1, len(tasks) // 10)
+    index_path = cache / "index.jsonl"
+    warned = 0
     try:
         with open(index_path, "a") as index_fh:
             for i, rec in enumerate(_bounded_map(_process_clip, tasks, workers), 1):
                 if rec.pop("ok"):
-                    index_fh.write(json.dumps(rec, sort_keys=True) + "\n")
-                    index_fh.flush()
-                    os.fsync(index_fh.fileno())
+                    try:
+                        index_fh.write(json.dumps(rec, sort_keys=True) + "\n")
+                        index_fh.flush()
+                        os.fsync(index_fh.fileno())
+                    except OSError as exc:
+                        raise OSError(
+                            exc.errno, f"cannot write: {exc.strerror}", str(index_path)
+                        ) from exc
                     report.processed += 1
+                    report.notes.pop(rec["clip"], None)
+                    if rec.get("warnings"):
+                        report.notes[rec["clip"]] = rec["warnings"]
+                        for w in rec["warnings"]:
+                            warned += 1
+                            if warned <= 5:
+                                log.warning("%s", w)
+                            elif warned == 6:
+                                log.warning("more format warnings: see the summary at the end")
                 else:
                     report.failures.append(rec)
                     log.warning("skipped %s: %s: %s", rec["clip"], rec["file"], rec["problem"])
@@ -588,9 +885,6 @@ def preprocess(
         if bar is not None and hasattr(bar, "close"):
             bar.close()
         _write_failures(cache, report.failures)
-
-    _finalize(cache, dataset, config)
-    report.seconds = time.perf_counter() - t0
     return report
 
 
@@ -606,8 +900,11 @@ def _finalize(cache: Path, dataset, config: PreprocessConfig) -> None:
 
     store = FeatureStore(cache)
     index = store.index
+    table = index.drop(columns=["files"], errors="ignore")
+    if "warnings" in table:
+        table["warnings"] = ["; ".join(w) if isinstance(w, list) else "" for w in table["warnings"]]
     with atomic_path(cache / "index.csv") as tmp:
-        index.drop(columns=["warnings"], errors="ignore").to_csv(tmp, index=False)
+        table.to_csv(tmp, index=False)
     if "train" not in dataset.folds:
         log.warning("%s has no fold1_train: no split and no normalisation statistics", dataset.root)
         return

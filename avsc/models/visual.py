@@ -74,7 +74,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise WeightsError(
                 f"{path}: reading safetensors needs the safetensors package"
             ) from exc
-        sd = load_file(str(path), device="cpu")
+        try:
+            sd = load_file(str(path), device="cpu")
+        except Exception as exc:  # SafetensorError on a truncated or foreign file
+            raise WeightsError(
+                f"{path}: not a readable safetensors file ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})"
+            ) from exc
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)

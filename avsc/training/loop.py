@@ -34,13 +34,101 @@ from torch.utils.data import DataLoader, Dataset
 
 from avsc.config import TrainConfig
 from avsc.training.checkpoint import load_checkpoint, save_checkpoint
-from avsc.utils import atomic_path, progress, progress_enabled, versions
+from avsc.utils import (
+    LOCK_NAME,
+    atomic_path,
+    exclusive_lock,
+    progress,
+    progress_enabled,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class RunMismatch(ValueError):
+    """An output folder holds a run made with other settings; names the differing keys."""
+
+
+#: config keys that may change between a run and its resumption: where and how fast it
+#: runs, and when it stops (a larger ``max_epochs`` continues a finished run)
+RESUMABLE_KEYS = frozenset(
+    {
+        "train.device",
+        "train.num_workers",
+        "train.eval_batch_size",
+        "train.frames_in_memory",
+        "train.audio_in_memory",
+        "train.max_epochs",
+        "train.patience",
+    }
+)
+
+#: the files a training run writes into its output folder (``restart`` removes these only)
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "proba.csv", "embeddings.npz")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(d, (list, tuple)):  # tuples come back from YAML and checkpoints as lists
+        return {prefix[:-1]: [_flatten(v)[""] for v in d]}
+    return {prefix[:-1]: d}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a.cpu(), b.cpu()))
+        )
+    return a == b
+
+
+def run_differences(
+    stored: dict[str, Any], asked: dict[str, Any], ignore: frozenset[str] = RESUMABLE_KEYS
+) -> list[str]:
+    """``key: stored -> asked`` for every flattened key whose value differs between a stored
+    run's ``{"config": ..., "extra": ...}`` and the one asked for now (keys in ``ignore``
+    excepted). Tensors (normalisation statistics) are compared exactly."""
+    a, b = _flatten(stored), _flatten(asked)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        short = key.removeprefix("config.")
+        if short in ignore:
+            continue
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if not _same(va, vb):
+            if isinstance(va, torch.Tensor) or isinstance(vb, torch.Tensor):
+                diffs.append(f"{short}: differs (the feature store was rebuilt?)")
+            else:
+                diffs.append(f"{short}: {va!r} stored, {vb!r} now")
+    return diffs
+
+
+def clear_run(out_dir: str | os.PathLike) -> list[Path]:
+    """Start a training output folder over: remove the files a run writes there
+    (:data:`RUN_FILES`), nothing else, under the folder's lock. Returns what was removed."""
+    out = Path(out_dir)
+    removed = []
+    if not out.is_dir():
+        return removed
+    with exclusive_lock(out / LOCK_NAME, f"training output {out}"):
+        for name in RUN_FILES:
+            p = out / name
+            if p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 # --------------------------------------------------------------------------------------
@@ -196,17 +284,68 @@ def fit(
     Writes ``out_dir/last.pt``, ``out_dir/best.pt`` (plain-dict checkpoints holding
     ``model``, ``optimizer``, ``scheduler``, ``epoch``, ``metrics``, ``config``, ``versions``
     and ``extra``) and ``out_dir/history.csv``. With ``resume`` an existing ``last.pt`` is
-    continued. ``callbacks(epoch, row)`` run after each epoch (a raising callback interrupts
-    the run, as a kill would).
+    continued, but only when it was made with the same settings (``config_dict`` and the
+    non-tensor and tensor values of ``extra``, except :data:`RESUMABLE_KEYS`): otherwise a
+    :class:`RunMismatch` names the differing keys. The output folder is locked for the run
+    (a second training into it is refused, naming the first). ``callbacks(epoch, row)`` run
+    after each epoch (a raising callback interrupts the run, as a kill would).
     """
-    t_start = time.perf_counter()
     out = Path(out_dir)
+    world, rank = dist_info()
+    if rank != 0:
+        return _fit(
+            model, train_set, evaluate, cfg, out, config_dict, extra, resume, callbacks, name
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / LOCK_NAME, f"training output {out}"):
+        return _fit(
+            model, train_set, evaluate, cfg, out, config_dict, extra, resume, callbacks, name
+        )
+
+
+def check_resumable(
+    last: dict[str, Any],
+    out: Path,
+    cfg: TrainConfig,
+    config_dict: dict[str, Any] | None,
+    extra: dict[str, Any] | None,
+) -> None:
+    """A :class:`RunMismatch` when the run stored in ``last`` (a ``last.pt``) was made with
+    settings other than those asked for now, or already ran past ``cfg.max_epochs``."""
+    diffs = run_differences(
+        {"config": last.get("config") or {}, "extra": last.get("extra") or {}},
+        {"config": config_dict or {}, "extra": extra or {}},
+    )
+    done = int(last.get("epoch", -1)) + 1
+    if done > cfg.max_epochs:
+        diffs.append(
+            f"train.max_epochs: {cfg.max_epochs} now, but the run already has {done} epochs"
+        )
+    if diffs:
+        raise RunMismatch(
+            f"{out}: holds a training run with other settings ({'; '.join(diffs)}); "
+            "it resumes only with the same settings: start over with avsc train --restart "
+            f"(or delete {out}), or choose another output folder"
+        )
+
+
+def _fit(
+    model: nn.Module,
+    train_set: Dataset,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    out: Path,
+    config_dict: dict[str, Any] | None,
+    extra: dict[str, Any] | None,
+    resume: bool,
+    callbacks: Iterable[Callable[[int, dict[str, Any]], None]],
+    name: str,
+) -> FitResult:
+    t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     distributed = init_distributed(device)
     world, rank = dist_info()
     main = rank == 0
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
@@ -237,6 +376,7 @@ def fit(
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path, map_location="cpu")
+        check_resumable(ck, out, cfg, config_dict, extra)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])

@@ -12,6 +12,7 @@ visual encoders and their precomputed embeddings) when they run in one session.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,14 +41,14 @@ from avsc.features.datasets import (
     subset_clips,
     train_transform,
 )
-from avsc.features.store import FeatureStore
+from avsc.features.store import FeatureStore, load_entry, store_lock
 from avsc.models.acoustic import AcousticEncoder
 from avsc.models.classifier import SceneClassifier
 from avsc.models.systems import AVSystem
 from avsc.models.visual import VisualEncoder
-from avsc.training.checkpoint import load_checkpoint
+from avsc.training.checkpoint import CheckpointError, load_checkpoint
 from avsc.training.loop import fit, is_main_process, resolve_device
-from avsc.utils import atomic_path, atomic_write_json
+from avsc.utils import LOCK_NAME, atomic_path, atomic_write_json, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ class Workspace:
         key = (subset, kind)
         if key not in self._audio:
             table, stats = self.tables[subset], self.store.normalization(kind)
-            one = np.load(table.store.audio_path(table.clips[0], kind), mmap_mode="r")
+            one = load_entry(
+                table.store.audio_path(table.clips[0], kind), table.clips[0], mmap=True
+            )
             if self._stream(len(table) * one.size * 4):  # float32 bytes of the whole subset
                 self._audio[key] = StoreAudio(table, kind, stats)
             else:
@@ -176,7 +179,7 @@ class Workspace:
         if path.is_file():
             if self._stream(path.stat().st_size):
                 return NpyRows(path)  # streamed from disk, like the audio
-            return torch.from_numpy(np.load(path, allow_pickle=False))
+            return torch.from_numpy(np.asarray(load_entry(path)))
         table = self.tables[subset]
         tf = train_transform(ve.input_size[-1], cfg.augment)
         ds = SegmentSamples(table, frames=self.frames(subset), transform=tf)
@@ -193,10 +196,15 @@ class Workspace:
                     out[row : row + len(f), k] = f
                     row += len(f)
         out = out.reshape(len(table), table.segments, views, -1)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, out, allow_pickle=False)
-        atomic_write_json(folder / "bank.json", {k: v for k, v in ident.items() if k != "clips"})
+        # written under the store's lock: a preprocess run starting meanwhile must neither
+        # clean up this temporary file nor rewrite the store under it
+        with store_lock(self.store.path, wait=True):
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, out, allow_pickle=False)
+            atomic_write_json(
+                folder / "bank.json", {k: v for k, v in ident.items() if k != "clips"}
+            )
         log.info(
             "augmentation bank %s/%s: %d views of %d frames in %.1f s",
             key,
@@ -259,7 +267,20 @@ def load_acoustic_encoder(
     sd = {k[3:]: v for k, v in ck["model"].items() if k.startswith("ae.")}
     if not sd:
         raise ValueError(f"{checkpoint}: holds no acoustic encoder (no 'ae.' tensors)")
-    ae.load_state_dict(sd)
+    try:
+        ae.load_state_dict(sd)
+    except RuntimeError as exc:
+        stored = (ck.get("config") or {}).get("model", {})
+        diffs = [
+            f"model.{k}: {stored[k]!r} stored, {v!r} now"
+            for k, v in cfg.model.to_dict().items()
+            if k in stored and list(np.atleast_1d(stored[k])) != list(np.atleast_1d(v))
+        ]
+        why = "; ".join(diffs) or f"{n_bins} feature bins now"
+        raise CheckpointError(
+            f"{checkpoint}: its acoustic encoder does not fit the one asked for ({why}); "
+            "retrain the audio-only system with these settings or pass a matching checkpoint"
+        ) from exc
     return ae
 
 
@@ -278,76 +299,79 @@ def _run(
     cfg = ws.config
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {
-        "system": system,
-        "name": name,
-        "feature": feature,
-        "backbone": backbone,
-        "visual_input": model.visual_input,
-        "ae_trainable": model.ae_trainable,
-        "labels": list(LABELS),
-    }
-    if feature is not None:
-        stats = ws.store.normalization(feature)
-        extra["norm_mean"] = torch.from_numpy(stats.mean)
-        extra["norm_std"] = torch.from_numpy(stats.std)
-    if model.ve is not None:
-        extra["visual"] = {
-            "name": model.ve.name,
-            "image_size": model.ve.input_size[-1],
-            "crop_pct": model.ve.crop_pct,
+    # one training per output folder at a time (the fit loop takes the same lock again)
+    lock = exclusive_lock(out / LOCK_NAME, f"training output {out}")
+    with lock if is_main_process() else contextlib.nullcontext():
+        extra: dict[str, Any] = {
+            "system": system,
+            "name": name,
+            "feature": feature,
+            "backbone": backbone,
+            "visual_input": model.visual_input,
+            "ae_trainable": model.ae_trainable,
+            "labels": list(LABELS),
         }
-    dev = ws.device
-    result = fit(
-        model,
-        train_set,
-        lambda m: validation_metrics(m, eval_sets["val"], cfg.train.eval_batch_size, dev),
-        cfg.train,
-        out,
-        config_dict=cfg.to_dict(),
-        extra=extra,
-        resume=resume,
-        name=name,
-    )
-    ck = load_checkpoint(result.best_checkpoint)
-    model.load_state_dict(ck["model"])
-    model.to(dev)
-    pred = predict_segments(
-        model, eval_sets["evaluate"], cfg.train.eval_batch_size, dev, embeddings=True
-    )
-    seg = ws.tables["evaluate"].segment_frame().iloc[pred["index"]].reset_index(drop=True)
-    proba = seg.copy()
-    for k, label in enumerate(LABELS):
-        proba[label] = pred["proba"][:, k]
-    metrics = dcase_metrics(pred["label"], pred["proba"], n_classes=len(LABELS))
-    metrics["best_epoch"] = result.best_epoch + 1
-    metrics["best_val_logloss"] = result.best_val_loss
-    emb = {k: pred[k] for k in ("acoustic", "audio_visual") if k in pred}
-    res = StrategyResult(
-        name=name,
-        system=system,
-        feature=feature,
-        backbone=backbone,
-        metrics=metrics,
-        checkpoint=result.best_checkpoint,
-        proba=proba,
-        embeddings=emb,
-        history=pd.DataFrame(result.history),
-        # wall time of the training epochs (with validation), summed over the history so a
-        # resumed or reloaded run reports its whole training, not this call's few seconds;
-        # one-off precomputation (bank, embeddings) is logged by the workspace, not counted
-        seconds=sum(row["seconds"] for row in result.history) or time.perf_counter() - t0,
-    )
-    if is_main_process():
-        _save_result(res, out)
-    log.info(
-        "%s: evaluate logloss %.4f accuracy %.2f %% (%.0f s)",
-        name,
-        metrics["logloss_classwise"],
-        100 * metrics["accuracy_classwise"],
-        res.seconds,
-    )
-    return res
+        if feature is not None:
+            stats = ws.store.normalization(feature)
+            extra["norm_mean"] = torch.from_numpy(stats.mean)
+            extra["norm_std"] = torch.from_numpy(stats.std)
+        if model.ve is not None:
+            extra["visual"] = {
+                "name": model.ve.name,
+                "image_size": model.ve.input_size[-1],
+                "crop_pct": model.ve.crop_pct,
+            }
+        dev = ws.device
+        result = fit(
+            model,
+            train_set,
+            lambda m: validation_metrics(m, eval_sets["val"], cfg.train.eval_batch_size, dev),
+            cfg.train,
+            out,
+            config_dict=cfg.to_dict(),
+            extra=extra,
+            resume=resume,
+            name=name,
+        )
+        ck = load_checkpoint(result.best_checkpoint)
+        model.load_state_dict(ck["model"])
+        model.to(dev)
+        pred = predict_segments(
+            model, eval_sets["evaluate"], cfg.train.eval_batch_size, dev, embeddings=True
+        )
+        seg = ws.tables["evaluate"].segment_frame().iloc[pred["index"]].reset_index(drop=True)
+        proba = seg.copy()
+        for k, label in enumerate(LABELS):
+            proba[label] = pred["proba"][:, k]
+        metrics = dcase_metrics(pred["label"], pred["proba"], n_classes=len(LABELS))
+        metrics["best_epoch"] = result.best_epoch + 1
+        metrics["best_val_logloss"] = result.best_val_loss
+        emb = {k: pred[k] for k in ("acoustic", "audio_visual") if k in pred}
+        res = StrategyResult(
+            name=name,
+            system=system,
+            feature=feature,
+            backbone=backbone,
+            metrics=metrics,
+            checkpoint=result.best_checkpoint,
+            proba=proba,
+            embeddings=emb,
+            history=pd.DataFrame(result.history),
+            # wall time of the training epochs (with validation), summed over the history so a
+            # resumed or reloaded run reports its whole training, not this call's few seconds;
+            # one-off precomputation (bank, embeddings) is logged by the workspace, not counted
+            seconds=sum(row["seconds"] for row in result.history) or time.perf_counter() - t0,
+        )
+        if is_main_process():
+            _save_result(res, out)
+        log.info(
+            "%s: evaluate logloss %.4f accuracy %.2f %% (%.0f s)",
+            name,
+            metrics["logloss_classwise"],
+            100 * metrics["accuracy_classwise"],
+            res.seconds,
+        )
+        return res
 
 
 def _save_result(res: StrategyResult, out: Path) -> None:
