@@ -81,7 +81,7 @@ def test_metadata_errors_name_the_file(tmp_path):
         "filename_audio\tfilename_video\tscene_label\tidentifier\n"
         "audio/beach-x-1-2.wav\tvideo/beach-x-1-2.mp4\tbeach\tx-1\n"
     )
-    with pytest.raises(DatasetError, match=r"meta.csv: unknown scene label\(s\) \['beach'\]"):
+    with pytest.raises(DatasetError, match=r"meta.csv:2: unknown label 'beach'"):
         TAUDataset(tmp_path)
 
 

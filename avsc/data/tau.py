@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
@@ -120,6 +121,181 @@ def read_tsv(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:
     return df[columns].copy()
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One finding: the file it concerns, what is wrong, and ``error`` or ``warning``."""
+
+    file: str
+    problem: str
+    severity: str = "error"
+
+
+@dataclass
+class MetadataCheck:
+    """What :func:`check_metadata` found: every problem, and the tables it could read."""
+
+    root: Path
+    meta_dir: Path | None = None
+    meta: pd.DataFrame | None = None  # meta.csv as read (official columns), None if unreadable
+    folds: dict[str, pd.DataFrame] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    bad_paths: set[str] = field(default_factory=set)  # filenames not confined to the root
+
+    def add(self, file: str | os.PathLike, problem: str, severity: str = "error") -> None:
+        self.problems.append(Problem(str(file), problem, severity))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def raise_errors(self, limit: int = 20) -> None:
+        """A :class:`DatasetError` listing every error (one per line), if there is any."""
+        errors = self.errors
+        if not errors:
+            return
+        lines = [
+            f"{self.root}: {len(errors)} metadata problem(s); nothing was done "
+            f"(avsc validate {self.root} lists every problem):"
+        ]
+        lines += [f"  {p.file}: {p.problem}" for p in errors[:limit]]
+        if len(errors) > limit:
+            lines.append(f"  ... and {len(errors) - limit} more")
+        raise DatasetError("\n".join(lines))
+
+
+def path_problem(filename: str, folder: str) -> str | None:
+    """Why a metadata ``filename`` is not a file of the dataset root's ``folder`` (``audio``
+    or ``video``), or None: absolute paths, ``..`` steps and other folders are refused."""
+    if not filename:
+        return "empty file name"
+    if PurePosixPath(filename).is_absolute() or PureWindowsPath(filename).is_absolute():
+        return f"absolute path {filename}; paths are relative to the dataset root"
+    parts = PurePosixPath(filename.replace("\\", "/")).parts
+    if ".." in parts:
+        return f"path {filename} leaves the dataset root ('..')"
+    if len(parts) < 2 or parts[0] != folder:
+        return f"{filename} is not under {folder}/"
+    return None
+
+
+def check_metadata(root: str | os.PathLike, require_folds: bool = True) -> MetadataCheck:
+    """Every metadata problem of a TAU root at once, before any work: missing or malformed
+    files, empty lists, clip names ``<scene>-<city>-<location>-<segment>``, unknown labels,
+    labels that disagree with the file name or between files, identifiers, paths that are
+    absolute or leave the root, audio and video naming different clips, duplicate rows, fold
+    rows absent from meta.csv, clips in both fold1_train and fold1_evaluate; and (warnings)
+    locations in both. A missing fold file is an error only with ``require_folds``. Shared by
+    ``avsc validate``, :class:`TAUDataset` and ``avsc preprocess``."""
+    check = MetadataCheck(Path(root))
+    try:
+        check.meta_dir = find_meta_dir(root)
+    except DatasetError as exc:
+        check.add(root, str(exc).split(": ", 1)[-1])
+        return check
+    meta_path = check.meta_dir / "meta.csv"
+    try:
+        check.meta = read_tsv(meta_path, META_COLUMNS)
+    except DatasetError as exc:
+        check.add(meta_path, str(exc).split(": ", 1)[-1])
+        return check
+    labels_by_clip = _check_rows(check, check.meta, meta_path, has_identifier=True)
+
+    fold_clips: dict[str, set[str]] = {}
+    for fold in FOLDS:
+        path = check.meta_dir / "evaluation_setup" / f"fold1_{fold}.csv"
+        cols = TEST_COLUMNS if fold == "test" else FOLD_COLUMNS
+        if not path.is_file():
+            if require_folds:
+                check.add(path, "metadata file is missing")
+            continue
+        try:
+            df = read_tsv(path, cols)
+        except DatasetError as exc:
+            check.add(path, str(exc).split(": ", 1)[-1])
+            continue
+        check.folds[fold] = df
+        fold_labels = _check_rows(check, df, path, has_identifier=False)
+        fold_clips[fold] = set(fold_labels)
+        for clip, label in fold_labels.items():
+            if clip not in labels_by_clip:
+                check.add(path, f"{clip} is not listed in meta.csv")
+            elif label is not None and labels_by_clip[clip] not in (None, label):
+                check.add(
+                    path, f"{clip} labelled {label!r} here, {labels_by_clip[clip]!r} in meta.csv"
+                )
+    if "train" in fold_clips and "evaluate" in fold_clips:
+        setup = check.meta_dir / "evaluation_setup"
+        for clip in sorted(fold_clips["train"] & fold_clips["evaluate"]):
+            check.add(setup, f"{clip} is in both fold1_train and fold1_evaluate")
+        both = _locations(fold_clips["train"]) & _locations(fold_clips["evaluate"])
+        for loc in sorted(both):
+            check.add(
+                setup, f"location {loc} appears in both fold1_train and fold1_evaluate", "warning"
+            )
+    return check
+
+
+def _locations(clips: set[str]) -> set[str]:
+    out = set()
+    for c in clips:
+        try:
+            out.add(parse_clip_name(c).identifier)
+        except DatasetError:
+            pass
+    return out
+
+
+def _check_rows(
+    check: MetadataCheck, df: pd.DataFrame, path: Path, has_identifier: bool
+) -> dict[str, str | None]:
+    """Row-level checks of one metadata file; returns clip -> label (None when unlabelled)."""
+    out: dict[str, str | None] = {}
+    if not len(df):
+        check.add(path, "lists no clips (only a header)")
+        return out
+    counts = Counter(df["filename_audio"])
+    for name, n in sorted(counts.items()):
+        if n > 1:
+            check.add(path, f"duplicate rows: {name} listed {n} times")
+    for i, row in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
+        where = f"{path}:{i}"
+        bad_path = False
+        for name, folder in ((row.filename_audio, "audio"), (row.filename_video, "video")):
+            why = path_problem(name, folder)
+            if why is not None:
+                check.add(where, why)
+                check.bad_paths.add(name)
+                bad_path = True
+        try:
+            a = parse_clip_name(row.filename_audio)
+            v = parse_clip_name(row.filename_video)
+        except DatasetError as exc:
+            check.add(where, str(exc))
+            continue
+        if a.clip != v.clip:
+            check.add(
+                where,
+                f"audio {row.filename_audio} and video {row.filename_video} name different clips",
+            )
+        label = getattr(row, "scene_label", None)
+        if label is not None:
+            if label not in LABELS:
+                check.add(where, f"unknown label {label!r} for {a.clip}")
+            elif label != a.scene:
+                check.add(where, f"label {label!r} but the file name says {a.scene!r}")
+        elif a.scene not in LABELS:
+            check.add(where, f"unknown scene {a.scene!r} in the name {a.clip}")
+        if has_identifier and row.identifier != a.identifier:
+            check.add(
+                where, f"identifier {row.identifier!r} but the file name says {a.identifier!r}"
+            )
+        if not bad_path:
+            out[a.clip] = label
+        else:
+            out.setdefault(a.clip, label)
+    return out
+
+
 def annotate(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``clip, scene, city, location, identifier, segment`` (and ``label`` when a
     ``scene_label`` column exists) parsed from ``filename_audio``."""
@@ -141,38 +317,23 @@ class TAUDataset:
 
     ``meta`` and ``folds[name]`` are DataFrames with the official columns plus ``clip``,
     ``city``, ``location``, ``identifier``, ``segment`` and (where labelled) ``label``.
-    Loading checks headers and label names only; :func:`avsc.data.validate.validate_dataset`
-    checks the files themselves.
+    Loading runs :func:`check_metadata` and refuses a root with any metadata error, listing
+    them all (a missing fold file is allowed: :meth:`fold` names it when asked);
+    :func:`avsc.data.validate.validate_dataset` also checks the files themselves.
     """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.meta_dir = find_meta_dir(self.root)
+        check = check_metadata(self.root, require_folds=False)
+        check.raise_errors()
+        assert check.meta_dir is not None and check.meta is not None
+        self.meta_dir = check.meta_dir
         self.meta_path = self.meta_dir / "meta.csv"
-        meta = read_tsv(self.meta_path, META_COLUMNS)
-        self._check_labels(meta, self.meta_path)
-        self.meta = annotate(meta.drop(columns=["identifier"]))
-        self.folds: dict[str, pd.DataFrame] = {}
-        for fold in FOLDS:
-            path = self.fold_path(fold)
-            if not path.is_file():
-                continue
-            cols = TEST_COLUMNS if fold == "test" else FOLD_COLUMNS
-            df = read_tsv(path, cols)
-            if fold != "test":
-                self._check_labels(df, path)
-            self.folds[fold] = annotate(df)
+        self.meta = annotate(check.meta.drop(columns=["identifier"]))
+        self.folds: dict[str, pd.DataFrame] = {k: annotate(v) for k, v in check.folds.items()}
 
     def fold_path(self, fold: str) -> Path:
         return self.meta_dir / "evaluation_setup" / f"fold1_{fold}.csv"
-
-    @staticmethod
-    def _check_labels(df: pd.DataFrame, path: Path) -> None:
-        unknown = sorted(set(df["scene_label"]) - set(LABELS))
-        if unknown:
-            raise DatasetError(
-                f"{path}: unknown scene label(s) {unknown}; expected one of {list(LABELS)}"
-            )
 
     def fold(self, name: str) -> pd.DataFrame:
         """One of ``train``, ``evaluate``, ``test``; a clear error when its file is absent."""

@@ -11,32 +11,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from avsc.data.tau import (
-    FOLD_COLUMNS,
-    FOLDS,
-    LABELS,
-    META_COLUMNS,
-    TEST_COLUMNS,
-    DatasetError,
-    find_meta_dir,
-    parse_clip_name,
-    read_tsv,
-)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding: the file it concerns, what is wrong, and ``error`` or ``warning``."""
-
-    file: str
-    problem: str
-    severity: str = "error"
+from avsc.data.tau import Problem, check_metadata
 
 
 @dataclass
@@ -101,57 +82,19 @@ def validate_dataset(
     """
     root = Path(root)
     report = ValidationReport(root)
-    try:
-        meta_dir = find_meta_dir(root)
-    except DatasetError as exc:
-        report.add(root, str(exc).split(": ", 1)[-1])
+    check = check_metadata(root)
+    report.problems.extend(check.problems)
+    if check.meta is None:
         return report
-    meta_path = meta_dir / "meta.csv"
-    try:
-        meta = read_tsv(meta_path, META_COLUMNS)
-    except DatasetError as exc:
-        report.add(meta_path, str(exc).split(": ", 1)[-1])
-        return report
+    meta = check.meta
+    report.clips = meta["filename_audio"].nunique()
 
-    labels_by_clip = _check_rows(report, meta, meta_path, has_identifier=True)
-    report.clips = len(labels_by_clip)
-
-    fold_clips: dict[str, set[str]] = {}
-    for fold in FOLDS:
-        path = meta_dir / "evaluation_setup" / f"fold1_{fold}.csv"
-        cols = TEST_COLUMNS if fold == "test" else FOLD_COLUMNS
-        try:
-            df = read_tsv(path, cols)
-        except DatasetError as exc:
-            report.add(path, str(exc).split(": ", 1)[-1])
-            continue
-        fold_labels = _check_rows(report, df, path, has_identifier=False)
-        fold_clips[fold] = set(fold_labels)
-        for clip, label in fold_labels.items():
-            if clip not in labels_by_clip:
-                report.add(path, f"{clip} is not listed in meta.csv")
-            elif label is not None and labels_by_clip[clip] not in (None, label):
-                report.add(
-                    path, f"{clip} labelled {label!r} here, {labels_by_clip[clip]!r} in meta.csv"
-                )
-    if "train" in fold_clips and "evaluate" in fold_clips:
-        both = fold_clips["train"] & fold_clips["evaluate"]
-        for clip in sorted(both):
-            report.add(
-                meta_dir / "evaluation_setup", f"{clip} is in both fold1_train and fold1_evaluate"
-            )
-        locs = _locations(fold_clips["train"]) & _locations(fold_clips["evaluate"])
-        for loc in sorted(locs):
-            report.add(
-                meta_dir / "evaluation_setup",
-                f"location {loc} appears in both fold1_train and fold1_evaluate",
-                "warning",
-            )
-
+    # files: never outside the root (a refused path is not even looked at)
     rows = meta.drop_duplicates("filename_audio")
     jobs = [
         (root / a, root / v)
         for a, v in zip(rows["filename_audio"], rows["filename_video"], strict=True)
+        if a not in check.bad_paths and v not in check.bad_paths
     ]
     with cf.ThreadPoolExecutor(max(1, workers)) as ex:
         for found in ex.map(lambda j: _check_files(*j, deep, clip_seconds, length_tolerance), jobs):
@@ -168,62 +111,6 @@ def validate_dataset(
             if p.is_file() and p not in listed and not p.name.startswith("."):
                 report.add(p, "file on disk is not listed in meta.csv", "warning")
     return report
-
-
-def _locations(clips: set[str]) -> set[str]:
-    out = set()
-    for c in clips:
-        try:
-            out.add(parse_clip_name(c).identifier)
-        except DatasetError:
-            pass
-    return out
-
-
-def _check_rows(
-    report: ValidationReport, df: pd.DataFrame, path: Path, has_identifier: bool
-) -> dict[str, str | None]:
-    """Row-level checks of one metadata file; returns clip -> label (None when unlabelled)."""
-    out: dict[str, str | None] = {}
-    counts = Counter(df["filename_audio"])
-    for name, n in sorted(counts.items()):
-        if n > 1:
-            report.add(path, f"duplicate rows: {name} listed {n} times")
-    for i, row in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
-        where = f"{path}:{i}"
-        try:
-            a = parse_clip_name(row.filename_audio)
-            v = parse_clip_name(row.filename_video)
-        except DatasetError as exc:
-            report.add(where, str(exc))
-            continue
-        if not row.filename_audio.startswith("audio/") or not row.filename_video.startswith(
-            "video/"
-        ):
-            report.add(
-                where,
-                "files should be under audio/ and video/: "
-                f"{row.filename_audio}, {row.filename_video}",
-            )
-        if a.clip != v.clip:
-            report.add(
-                where,
-                f"audio {row.filename_audio} and video {row.filename_video} name different clips",
-            )
-        label = getattr(row, "scene_label", None)
-        if label is not None:
-            if label not in LABELS:
-                report.add(where, f"unknown label {label!r} for {a.clip}")
-            elif label != a.scene:
-                report.add(where, f"label {label!r} but the file name says {a.scene!r}")
-        elif a.scene not in LABELS:
-            report.add(where, f"unknown scene {a.scene!r} in the name {a.clip}")
-        if has_identifier and row.identifier != a.identifier:
-            report.add(
-                where, f"identifier {row.identifier!r} but the file name says {a.identifier!r}"
-            )
-        out[a.clip] = label
-    return out
 
 
 def _check_files(
@@ -251,6 +138,11 @@ def _check_files(
             if deep:
                 data, sr = sf.read(str(audio), dtype="float32", always_2d=True)
                 seconds = len(data) / sr
+                bad = int(np.count_nonzero(~np.isfinite(data)))
+                if bad:
+                    found.append(
+                        Problem(str(audio), f"audio holds {bad} NaN or infinite sample(s)")
+                    )
             if abs(seconds - clip_seconds) > tol:
                 found.append(
                     Problem(
