@@ -112,26 +112,34 @@ def load_audio_bank(
 
 
 class FrameSource:
-    """uint8 ``(3, H, W)`` frames of ``table``'s clips by (clip index, segment)."""
+    """uint8 ``(3, H, W)`` frames of ``table``'s clips by (clip index, segment).
+
+    Frames keep the size they were stored at, which may differ between clips (another
+    aspect ratio, or ``frames.short_side: null`` on sources of several resolutions): every
+    consumer resizes and crops each image to the encoder's input (:func:`train_transform`,
+    :func:`eval_transform`), so clips of any size train together. In memory they are held
+    per clip, never as one tensor that would assume one size."""
 
     def __init__(self, table: ClipTable, in_memory: str | bool = "auto", limit_bytes: float = 2e9):
         self.table = table
         store = table.store
-        shape = table.store.load_frames(table.clips[0], [0]).shape[1:]
-        total = len(table) * table.segments * int(np.prod(shape))
+        index = store.index.set_index("clip")
+        if "frame_shape" in index:
+            shapes = [tuple(index.at[c, "frame_shape"]) for c in table.clips]
+        else:
+            shapes = [store.load_frames(table.clips[0], [0]).shape[1:]] * len(table)
+        total = table.segments * sum(int(np.prod(s)) for s in shapes)
         keep = in_memory in (True, "yes") or (in_memory == "auto" and total <= limit_bytes)
-        self.shape = shape
-        self.memory: torch.Tensor | None = None
+        self.memory: list[torch.Tensor] | None = None
         if keep:
-            self.memory = torch.empty(
-                (len(table), table.segments, 3, *shape[:2]), dtype=torch.uint8
-            )
-            for i, clip in enumerate(table.clips):
-                self.memory[i] = torch.from_numpy(store.load_frames(clip)).permute(0, 3, 1, 2)
+            self.memory = [
+                torch.from_numpy(store.load_frames(clip)).permute(0, 3, 1, 2).contiguous()
+                for clip in table.clips
+            ]
 
     def get(self, clip_index: int, segment: int) -> torch.Tensor:
         if self.memory is not None:
-            return self.memory[clip_index, segment]
+            return self.memory[clip_index][segment]
         clip = self.table.clips[clip_index]
         frame = self.table.store.load_frames(clip, [segment])[0]
         return torch.from_numpy(frame).permute(2, 0, 1).contiguous()

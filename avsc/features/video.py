@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -102,7 +103,34 @@ def extract_frames(
     frame's timestamp and its target ``s + 0.5`` s; a video too short or with a gap beyond it
     raises :class:`VideoError`, as does an unreadable or truncated file. ``threads`` sets the
     decoder's thread count (None: FFmpeg's automatic choice; 1 suits parallel workers).
+    A rotation stored in the file (display matrix: a phone held upright) is applied, so
+    frames come out as a player shows them; ``short_side`` applies to the upright frame.
     """
+    frames = list(iter_frames(path, short_side, segments, segment_seconds, max_offset, threads))
+    return np.stack(frames)
+
+
+def segment_count(path: str | os.PathLike, segment_seconds: float = 1.0) -> int:
+    """Whole segments in a video stream's duration (from its header, no decoding)."""
+    duration = video_info(path).duration
+    if not math.isfinite(duration):
+        raise VideoError(f"{path}: unknown duration; pass segments explicitly")
+    return int(math.floor(duration / segment_seconds + 0.01))
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    short_side: int | None = 320,
+    segments: int | None = None,
+    segment_seconds: float = 1.0,
+    max_offset: float | None = None,
+    threads: int | None = None,
+    until_end: bool = False,
+) -> Iterator[np.ndarray]:
+    """The frames of :func:`extract_frames` one at a time, uint8 ``(H, W, 3)`` each, in
+    segment order: memory stays flat however long the video is. With ``until_end`` the
+    count is open: frames come for as long as the stream has a frame within ``max_offset``
+    of the next target (``segments`` is ignored)."""
     import av
 
     path = Path(path)
@@ -121,25 +149,39 @@ def extract_frames(
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = int(threads)
-        if segments is None:
+        if until_end:
+            segments = None
+        elif segments is None:
             duration = _stream_duration(container, stream)
             if not math.isfinite(duration):
                 raise VideoError(f"{path}: unknown duration; pass segments explicitly")
             segments = int(math.floor(duration / float(seg) + 0.01))
-        if segments < 1:
+        if segments is not None and segments < 1:
             raise VideoError(f"{path}: shorter than one {float(seg):g}-s segment")
         width = stream.codec_context.width
         height = stream.codec_context.height
-        out_w, out_h = output_size(width, height, short_side)
-        interp = "AREA" if out_w * out_h < width * height else "BILINEAR"
         start = Fraction(stream.start_time or 0) * stream.time_base
-        targets = [seg * s + seg / 2 for s in range(segments)]
-        out = np.empty((segments, out_h, out_w, 3), dtype=np.uint8)
+        limit = segments if segments is not None else math.inf
+
+        def target_of(i: int) -> Fraction:
+            return seg * i + seg / 2
+
+        turns = None  # quarter turns counter-clockwise, from the first frame's display matrix
 
         def convert(frame) -> np.ndarray:
-            return frame.reformat(
+            nonlocal turns
+            if turns is None:
+                turns = round(getattr(frame, "rotation", 0) / 90) % 4
+            # the upright picture's short side is short_side: size it in stored orientation
+            w, h = (width, height) if turns % 2 == 0 else (height, width)
+            out_w, out_h = output_size(w, h, short_side)
+            if turns % 2:
+                out_w, out_h = out_h, out_w
+            interp = "AREA" if out_w * out_h < width * height else "BILINEAR"
+            img = frame.reformat(
                 width=out_w, height=out_h, format="rgb24", interpolation=interp
             ).to_ndarray()
+            return np.ascontiguousarray(np.rot90(img, turns)) if turns else img
 
         ti = 0
         prev = None
@@ -149,8 +191,8 @@ def extract_frames(
                 if frame.pts is None:
                     continue
                 t = Fraction(frame.pts) * frame.time_base - start
-                while ti < segments and t >= targets[ti]:
-                    target = targets[ti]
+                while ti < limit and t >= target_of(ti):
+                    target = target_of(ti)
                     if prev is not None and target - prev_t <= t - target:
                         chosen, ct = prev, prev_t
                     else:
@@ -160,19 +202,24 @@ def extract_frames(
                             f"{path}: no frame within {float(max_off):g} s of "
                             f"t={float(target):g} s (nearest at {float(ct):.3f} s)"
                         )
-                    out[ti] = convert(chosen)
+                    yield convert(chosen)
                     ti += 1
-                if ti == segments:
+                if ti == limit:
                     break
                 prev, prev_t = frame, t
         except VideoError:
             raise
         except Exception as exc:
+            of = "" if segments is None else f" of {segments}"
             raise VideoError(
-                f"{path}: decoding failed after {ti} of {segments} frames ({_describe(exc, path)})"
+                f"{path}: decoding failed after {ti}{of} frames ({_describe(exc, path)})"
             ) from exc
-        while ti < segments:  # targets after the last decoded frame
-            target = targets[ti]
+        while ti < limit:  # targets after the last decoded frame
+            target = target_of(ti)
+            if until_end and (prev is None or abs(target - prev_t) > max_off):
+                if ti == 0:
+                    raise VideoError(f"{path}: shorter than one {float(seg):g}-s segment")
+                return
             if prev is None or abs(target - prev_t) > max_off:
                 last = (
                     "no frame decoded" if prev is None else f"last frame at {float(prev_t):.3f} s"
@@ -181,6 +228,5 @@ def extract_frames(
                     f"{path}: video too short or truncated: needs a frame near "
                     f"t={float(target):g} s for segment {ti}, {last}"
                 )
-            out[ti] = convert(prev)
+            yield convert(prev)
             ti += 1
-    return out
