@@ -60,7 +60,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     print(report.format(limit=args.limit))
     if args.report:
-        report.to_frame().to_csv(args.report, index=False)
+        from avsc.utils import atomic_path
+
+        with atomic_path(args.report) as tmp:
+            report.to_frame().to_csv(tmp, index=False)
         print(f"report written to {args.report}")
     return 0 if report.ok else 1
 
@@ -140,11 +143,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import warnings
+
     import pandas as pd
 
     from avsc.evaluation.predict import predict_clip
 
-    df = predict_clip(args.clip, args.checkpoint, audio=args.audio, device=args.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = predict_clip(args.clip, args.checkpoint, audio=args.audio, device=args.device)
+    for note in dict.fromkeys(str(w.message) for w in caught):  # each once, in order
+        print(f"avsc predict: note: {note}", file=sys.stderr)
     if args.csv:
         df.to_csv(args.csv, index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 30):

@@ -64,55 +64,105 @@ def system_from_checkpoint(
     return model.eval(), extra, cfg
 
 
+class PredictNote(UserWarning):
+    """Something ``predict`` did that the user should know (a part of the input not used)."""
+
+
 def predict_clip(
     clip: str | os.PathLike,
     checkpoint: str | os.PathLike,
     audio: str | os.PathLike | None = None,
     device: str = "cpu",
+    block_segments: int = 64,
 ) -> pd.DataFrame:
     """Per-second scene probabilities of ``clip``.
 
     ``clip`` is an MP4 (its own audio track is used unless ``audio`` names a WAV), or a WAV
     for an audio-only checkpoint. Returns one row per 1-s segment: ``segment``, ``start_s``,
     ``end_s``, ``scene_label`` (the most probable class) and one probability column per class.
+    The clip is streamed ``block_segments`` segments at a time (features, frames and model),
+    so memory stays flat however long it is; the result does not depend on the block size.
+    Where the video outlasts the audio, the segments both cover are classified and a
+    :class:`PredictNote` says how much video was left out.
     """
-    from avsc.features.audio import extract_audio_features
+    from itertools import islice
+
+    from avsc.features.audio import iter_audio_features
     from avsc.features.datasets import eval_transform
-    from avsc.features.video import extract_frames
+    from avsc.features.video import VideoError, iter_frames, video_info
 
     model, extra, cfg = system_from_checkpoint(checkpoint)
+    model.to(device)
     labels = list(extra.get("labels", LABELS))
     clip = Path(clip)
     is_video = clip.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm")
-    inputs: dict[str, torch.Tensor] = {}
-    n_seg = None
+    seg_s = cfg.audio.segment_seconds
+    needs_video = model.visual_input is not None
+    if needs_video and not is_video:
+        raise ValueError(f"{clip}: this checkpoint's system needs video; pass the MP4")
+
+    frames = tf = None
+    if needs_video:
+        frames = iter_frames(
+            clip,
+            cfg.frames.short_side,
+            segment_seconds=seg_s,
+            until_end=model.ae is not None,  # with audio, the audio decides the length
+        )
+        tf = eval_transform(model.ve.input_size[-1], model.ve.crop_pct)
+
+    def image_batch(n: int, done: int) -> torch.Tensor:
+        imgs = list(islice(frames, n))
+        if len(imgs) < n:
+            raise VideoError(
+                f"{clip}: video too short: it covers {done + len(imgs)} segment(s) of "
+                f"{seg_s:g} s, the audio more"
+            )
+        return torch.stack([tf(torch.from_numpy(f).permute(2, 0, 1).contiguous()) for f in imgs])
+
     if model.ae is not None:
         source = Path(audio) if audio is not None else clip
-        feats = extract_audio_features(source, extra["feature"], cfg.audio)
         mean, std = extra["norm_mean"].numpy(), extra["norm_std"].numpy()
-        inputs["audio"] = torch.from_numpy(((feats - mean) / std).astype(np.float32))
-        n_seg = feats.shape[0]
-    if model.visual_input is not None:
-        if not is_video:
-            raise ValueError(f"{clip}: this checkpoint's system needs video; pass the MP4")
-        frames = extract_frames(
-            clip, cfg.frames.short_side, segments=n_seg, segment_seconds=cfg.audio.segment_seconds
+        blocks = (
+            b[extra["feature"]]
+            for b in iter_audio_features(source, extra["feature"], cfg.audio, block_segments)
         )
-        n_seg = frames.shape[0]
-        tf = eval_transform(model.ve.input_size[-1], model.ve.crop_pct)
-        inputs["image"] = torch.stack(
-            [tf(torch.from_numpy(f).permute(2, 0, 1).contiguous()) for f in frames]
-        )
-    model.to(device)
+    else:  # video only: blocks of frames for as long as the video lasts
+        blocks = iter(lambda: list(islice(frames, block_segments)), [])
+
+    parts, done = [], 0
     with torch.no_grad():
-        out = model.segment_outputs(**{k: v.to(device) for k, v in inputs.items()})
-    proba = out["proba"].float().cpu().numpy()
-    seg = cfg.audio.segment_seconds
+        for block in blocks:
+            inputs: dict[str, torch.Tensor] = {}
+            if model.ae is not None:
+                n = len(block)
+                inputs["audio"] = torch.from_numpy(((block - mean) / std).astype(np.float32))
+                if needs_video:
+                    inputs["image"] = image_batch(n, done)
+            else:
+                n = len(block)
+                inputs["image"] = torch.stack(
+                    [tf(torch.from_numpy(f).permute(2, 0, 1).contiguous()) for f in block]
+                )
+            out = model.segment_outputs(**{k: v.to(device) for k, v in inputs.items()})
+            parts.append(out["proba"].float().cpu().numpy())
+            done += n
+    proba = np.concatenate(parts) if parts else np.zeros((0, len(labels)), np.float32)
+    if needs_video and model.ae is not None:
+        info = video_info(clip)
+        if info.duration - done * seg_s >= seg_s:
+            warnings.warn(
+                f"{clip}: the video lasts {info.duration:.1f} s, the audio {done * seg_s:g} s: "
+                f"classified the {done} segment(s) both cover; the last "
+                f"{info.duration - done * seg_s:.1f} s of video were not used",
+                PredictNote,
+                stacklevel=2,
+            )
     df = pd.DataFrame(
         {
             "segment": np.arange(len(proba)),
-            "start_s": np.arange(len(proba)) * seg,
-            "end_s": (np.arange(len(proba)) + 1) * seg,
+            "start_s": np.arange(len(proba)) * seg_s,
+            "end_s": (np.arange(len(proba)) + 1) * seg_s,
             "scene_label": [labels[i] for i in proba.argmax(axis=1)],
         }
     )
