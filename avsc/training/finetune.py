@@ -302,6 +302,47 @@ def finetune_visual(
     random subset; None: all). Each finished epoch is saved to ``<out>.last.pt`` (weights,
     optimiser, schedule, random state), from which an interrupted run resumes; the file is
     removed once ``out`` is written."""
+    from avsc.utils import exclusive_lock
+
+    out = Path(out)
+    lock = out.with_name(f".{out.name}.lock")  # one fine-tuning per output file at a time
+    with exclusive_lock(lock, f"fine-tuning output {out}"):
+        return _finetune_visual(
+            images,
+            backbone,
+            out,
+            weights,
+            epochs,
+            batch_size,
+            lr,
+            image_size,
+            val_fraction,
+            seed,
+            device,
+            num_workers,
+            freeze_bn,
+            ncm_images,
+            places_size,
+        )
+
+
+def _finetune_visual(
+    images,
+    backbone,
+    out,
+    weights,
+    epochs,
+    batch_size,
+    lr,
+    image_size,
+    val_fraction,
+    seed,
+    device,
+    num_workers,
+    freeze_bn,
+    ncm_images,
+    places_size,
+) -> FinetuneResult:
     from timm.data import resolve_data_config
 
     from avsc.config import AugmentConfig
