@@ -452,6 +452,20 @@ def test_a_dead_worker_is_blamed_on_its_clip_and_the_rest_goes_on(long_clips, tm
     assert again.returncode == 0 and "1 processed, 11 already done" in again.stdout
 
 
+def _square(task: dict) -> dict:  # module level: spawned workers import it
+    return {"clip": task["clip"], "ok": True, "value": task["i"] ** 2}
+
+
+@pytest.mark.timeout(180)
+def test_thousands_of_clips_pass_through_the_worker_pool():
+    """The workers announce every clip they start: that channel must never fill up."""
+    from avsc.features.store import _bounded_map
+
+    tasks = [{"clip": f"c{i}", "i": i} for i in range(4000)]
+    out = {r["clip"]: r["value"] for r in _bounded_map(_square, tasks, 2)}
+    assert out == {t["clip"]: t["i"] ** 2 for t in tasks}
+
+
 # ------------------------------------------------------------------ 10. predict
 
 

@@ -251,8 +251,6 @@ def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
     config = PreprocessConfig.from_dict(task["config"])
     cache = Path(task["cache"])
     clip = task["clip"]
-    if _STARTED is not None:  # in a worker process: say which clip this worker is on
-        _STARTED.put((os.getpid(), clip))
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -634,6 +632,13 @@ def _worker_init(started) -> None:
         threading.Thread(target=watch, name="avsc-parent-watch", daemon=True).start()
 
 
+def _announced(fn, task: dict[str, Any]) -> Any:
+    """In a worker: say which clip this worker starts, then run ``fn(task)``."""
+    if _STARTED is not None:
+        _STARTED.put((os.getpid(), task.get("clip")))
+    return fn(task)
+
+
 def _death(exitcode: int | None) -> str:
     import signal
 
@@ -666,23 +671,28 @@ def _bounded_map(fn, tasks: list[dict[str, Any]], workers: int) -> Iterator[dict
         return
     ctx = multiprocessing.get_context("spawn")
     todo = deque(tasks)
+    suspect: dict[str, int] = {}  # clip -> pool breaks it was in flight for, unexplained
+    fruitless = 0  # pools in a row that broke before finishing or blaming anything
     while todo:
-        started = ctx.Queue()
+        progressed = False
+        started = ctx.SimpleQueue()  # written synchronously: no message lost to a kill
         ex = cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(started,)
         )
         pending: dict[cf.Future, dict[str, Any]] = {}
         procs: dict[int, Any] = {}
+        clip_of: dict[int, str] = {}  # worker pid -> the clip it last started
         broken: list[dict[str, Any]] = []
         try:
             while todo or pending:
                 while todo and len(pending) < 2 * workers and not broken:
                     task = todo.popleft()
-                    pending[ex.submit(fn, task)] = task
+                    pending[ex.submit(_announced, fn, task)] = task
                     procs.update(getattr(ex, "_processes", None) or {})
                 if not pending:
                     break
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                _drain(started, clip_of)  # keep the pipe empty: a full one blocks the workers
                 for fut in done:
                     task = pending.pop(fut)
                     try:
@@ -690,6 +700,7 @@ def _bounded_map(fn, tasks: list[dict[str, Any]], workers: int) -> Iterator[dict
                     except BrokenProcessPool:
                         broken.append(task)
                         continue
+                    progressed = True
                     yield rec
                 if broken:
                     cf.wait(pending)  # every other future fails the same way
@@ -700,11 +711,7 @@ def _bounded_map(fn, tasks: list[dict[str, Any]], workers: int) -> Iterator[dict
             ex.shutdown(wait=True, cancel_futures=True)
         if not broken:
             continue
-        clip_of: dict[int, str] = {}
-        with contextlib.suppress(Exception):
-            while True:
-                pid, clip = started.get_nowait()
-                clip_of[pid] = clip
+        _drain(started, clip_of)
         dead = {
             pid: p.exitcode
             for pid, p in procs.items()
@@ -712,8 +719,18 @@ def _bounded_map(fn, tasks: list[dict[str, Any]], workers: int) -> Iterator[dict
         }
         in_flight = {t["clip"]: t for t in broken}
         blamed = {clip_of[pid]: code for pid, code in dead.items() if clip_of[pid] in in_flight}
-        if not blamed:  # cannot tell which worker died: every clip in flight is suspect
-            blamed = {c: None for c in in_flight}
+        if not blamed:  # no clip to blame (a worker died between clips?): retry them once
+            running = {c for c in clip_of.values() if c in in_flight}
+            for c in running:
+                suspect[c] = suspect.get(c, 0) + 1
+            blamed = {c: None for c in running if suspect[c] >= 2}
+        fruitless = 0 if (progressed or blamed) else fruitless + 1
+        if fruitless >= 3:
+            codes = sorted({str(p.exitcode) for p in procs.values()})
+            raise PreprocessError(
+                f"worker processes keep dying before they finish any clip (exit codes "
+                f"{', '.join(codes)}); run with --workers 1 to see the error"
+            )
         for clip, code in blamed.items():
             t = in_flight.pop(clip)
             others = sorted(set(in_flight) | (set(blamed) - {clip}))
@@ -725,8 +742,19 @@ def _bounded_map(fn, tasks: list[dict[str, Any]], workers: int) -> Iterator[dict
                 "problem": f"the worker process featurizing this clip {_death(code)}{with_}",
             }
         todo.extendleft(reversed(list(in_flight.values())))  # the innocent ones go again
+        log.warning(
+            "a worker process died; %s clip(s) go to a fresh pool of workers", len(in_flight)
+        )
         with contextlib.suppress(Exception):
             started.close()
+
+
+def _drain(started, clip_of: dict[int, str]) -> None:
+    """Read every (pid, clip) message waiting on the workers' start queue."""
+    with contextlib.suppress(Exception):
+        while not started.empty():
+            pid, clip = started.get()
+            clip_of[pid] = clip
 
 
 def preprocess(
