@@ -636,6 +636,31 @@ def test_a_full_disk_names_the_file_it_could_not_write(tiny, tmp_path):
     assert not list(cache.rglob("*.tmp-*"))  # no half-written file left behind
 
 
+def _read_only_mount_works(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    cmd = f"mount --bind {probe} {probe} && mount -o remount,bind,ro {probe} && touch {probe}/x"
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True)
+    return "Read-only file system" in res.stderr
+
+
+def test_a_read_only_cache_is_one_line_naming_it(tiny, tmp_path):
+    if shutil.which("unshare") is None or not _read_only_mount_works(tmp_path):
+        pytest.skip("cannot make a private read-only mount here (unshare -rm)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    cache = ro / "cache"
+    avsc = " ".join(
+        [sys.executable, "-m", "avsc", "preprocess", "--data", str(tiny), "--cache", str(cache),
+         "--workers", "1", *PRE2]
+    )  # fmt: skip
+    cmd = f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && exec {avsc}"
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert _error_lines(res.stderr) == [f"avsc preprocess: error: {cache}: Read-only file system"]
+    assert "Traceback" not in res.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path, capsys):
     args = ["validate", str(tmp_path / "nowhere"), "--report", str(tmp_path / "x" / "r.csv")]
     assert main(args) == 1  # a missing root is a validation finding, not an exception
