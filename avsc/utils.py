@@ -141,7 +141,7 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str, wait: bool = False) 
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "command": " ".join(sys.argv) or sys.executable,
+            "command": _command_line(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         with contextlib.suppress(OSError):
@@ -151,6 +151,16 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str, wait: bool = False) 
         with contextlib.suppress(OSError):
             owner_file.unlink()
         lock.release()
+
+
+def _command_line() -> str:
+    """This process's command line as the user typed it (``avsc train ...`` also when run as
+    ``python -m avsc``)."""
+    argv = list(sys.argv) or [sys.executable]
+    first = Path(argv[0])
+    if first.name == "avsc" or (first.name == "__main__.py" and first.parent.name == "avsc"):
+        argv[0] = "avsc"
+    return " ".join(argv)
 
 
 def _lock_owner(owner_file: Path) -> str:
