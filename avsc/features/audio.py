@@ -369,10 +369,17 @@ def iter_audio_features(
             segs = y[:, : count * seg_out].reshape(2, count, seg_out).transpose(1, 0, 2)
         return _segment_features(np.ascontiguousarray(segs), kind_list, config)
 
+    waiting: list[np.ndarray] = []  # decoded chunks not yet joined to buf (PyAV: small)
+    waiting_n = 0
     for x in src.blocks(max(step, 1 << 16)):
         x = _two_channels(x, sr, config, name, warn=not warned)
         warned = True
-        buf = x if buf.size == 0 else np.concatenate([buf, x], axis=1)
+        waiting.append(x)
+        waiting_n += x.shape[1]
+        if buf_start + buf.shape[1] + waiting_n < a + step + margin:
+            continue  # join only when a whole block is there: no copy per decoded frame
+        buf = np.concatenate(([buf] if buf.size else []) + waiting, axis=1)
+        waiting, waiting_n = [], 0
         while buf_start + buf.shape[1] >= a + step + margin:
             out = block(a, a + step, final=False)
             assert out is not None
@@ -381,6 +388,8 @@ def iter_audio_features(
             a += step
             keep = max(0, a - margin) - buf_start  # drop what no later block needs
             buf, buf_start = buf[:, keep:], buf_start + keep
+    if waiting:
+        buf = np.concatenate(([buf] if buf.size else []) + waiting, axis=1)
     end = buf_start + buf.shape[1]
     out = block(a, end, final=True) if end > a else None
     if out is not None:
