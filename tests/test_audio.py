@@ -82,6 +82,42 @@ def test_resampling_is_polyphase_and_keeps_a_tone():
     assert spec.argmax() == 1000  # 1-Hz bins
 
 
+@pytest.mark.parametrize("sr", [48000, 32000, 64000, 96000, 144000])
+def test_integer_decimation_is_scipy_resample_poly_bit_for_bit(sr):
+    from scipy.signal import resample_poly
+
+    from avsc.features.audio import decimate_poly
+
+    rng = np.random.default_rng(sr)
+    for n in (sr * 2 + 7, sr, 1000, 31):  # odd lengths, shorter than the filter too
+        x = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
+        down = sr // 16000
+        ref = resample_poly(x, 1, down, axis=-1)
+        ours = decimate_poly(x, down)
+        assert ours.dtype == ref.dtype == np.float32 and ours.shape == ref.shape
+        np.testing.assert_array_equal(ours, ref)
+        np.testing.assert_array_equal(resample(x, sr, 16000), ref)
+        # float64 input (not what the pipeline feeds) still goes through scipy
+        ref64 = resample_poly(x.astype(np.float64), 1, down, axis=-1).astype(np.float32)
+        np.testing.assert_array_equal(resample(x.astype(np.float64), sr, 16000), ref64)
+
+
+def test_predict_path_does_not_import_scipy_signal(tmp_path):
+    """TAU audio (48 kHz) never needs scipy.signal, whose import costs most of the start-up
+    of ``avsc predict`` beyond torch."""
+    import subprocess
+    import sys
+
+    wav = write_wav(tmp_path / "tau.wav", noise(2.0))
+    code = (
+        "import sys; from avsc.features.audio import iter_audio_features; "
+        f"list(iter_audio_features({str(wav)!r}, ('scalogram', 'fbank')[:1])); "
+        "print('scipy.signal' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_mid_side_is_average_and_difference():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 100)).astype(np.float32)

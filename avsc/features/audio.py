@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from avsc.config import AudioConfig
 from avsc.features.filterbanks import mel_filterbank, scalogram_filterbank
@@ -173,11 +172,59 @@ def _pyav_blocks(path: Path) -> Iterator[np.ndarray]:
 
 
 def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    """Polyphase resampling along the last axis (``scipy.signal.resample_poly``)."""
+    """Polyphase resampling along the last axis: ``scipy.signal.resample_poly`` (Kaiser
+    window, beta 5). An integer decimation such as TAU's 48 kHz -> 16 kHz runs
+    :func:`decimate_poly` instead, which gives the very same bits without importing
+    ``scipy.signal`` (most of ``avsc predict``'s start-up beyond torch)."""
     if sr == target:
         return x
     g = math.gcd(int(sr), int(target))
-    return resample_poly(x, target // g, sr // g, axis=-1).astype(np.float32, copy=False)
+    up, down = target // g, sr // g
+    x = np.asarray(x)
+    if up == 1 and x.dtype == np.float32:
+        return decimate_poly(x, down)
+    from scipy.signal import resample_poly
+
+    return resample_poly(x, up, down, axis=-1).astype(np.float32, copy=False)
+
+
+def _lowpass_fir(numtaps: int, cutoff: float) -> np.ndarray:
+    """``scipy.signal.firwin(numtaps, cutoff, window=("kaiser", 5.0))`` (cutoff relative to
+    Nyquist), in float64: the windowed sinc, scaled to unit gain at DC."""
+    m = np.arange(numtaps) - 0.5 * (numtaps - 1)
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, 5.0)
+    return h / np.sum(h)
+
+
+def decimate_poly(x: np.ndarray, down: int) -> np.ndarray:
+    """``scipy.signal.resample_poly(x, 1, down, axis=-1)`` bit for bit for float32 ``x``
+    (scipy computes in x's dtype): the same filter (21 * ``down`` taps, designed in float64
+    and cast to float32, where it equals scipy's ``firwin`` exactly), the same padding and
+    alignment, and every output summed in the same order as scipy's ``upfirdn`` (from the
+    oldest input sample to the newest, one rounded multiply and add at a time), here as one
+    strided multiply-add per tap over all outputs at once."""
+    dtype = x.dtype
+    n_in = x.shape[-1]
+    n_out = -(-n_in // down)
+    half_len = 10 * down
+    h = _lowpass_fir(2 * half_len + 1, 1.0 / down).astype(dtype)
+    n_pre_pad = down - half_len % down
+    n_pre_remove = (half_len + n_pre_pad) // down  # outputs that belong to the filter delay
+    n_post_pad = 0
+    while (n_in + len(h) + n_pre_pad + n_post_pad - 2) // down + 1 < n_out + n_pre_remove:
+        n_post_pad += 1
+    h = np.concatenate([np.zeros(n_pre_pad, dtype), h, np.zeros(n_post_pad, dtype)])
+    lead = len(h) - 1  # zeros before the signal: the filter's reach into the past
+    start = n_pre_remove * down  # input index aligned with the first kept output
+    xpad = np.zeros(x.shape[:-1] + (lead + max(n_in, start + n_out * down) + 1,), dtype)
+    xpad[..., lead : lead + n_in] = x
+    acc = np.zeros(x.shape[:-1] + (n_out,), dtype)
+    term = np.empty_like(acc)
+    for k in range(len(h) - 1, -1, -1):  # y[j] = sum_k h[k] x[(j + n_pre_remove) down - k]
+        s = start - k + lead
+        np.multiply(xpad[..., s : s + n_out * down : down], h[k], out=term)
+        np.add(acc, term, out=acc)
+    return acc
 
 
 def mid_side(x: np.ndarray) -> np.ndarray:
