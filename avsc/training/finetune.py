@@ -307,205 +307,179 @@ def finetune_visual(
     out = Path(out)
     lock = out.with_name(f".{out.name}.lock")  # one fine-tuning per output file at a time
     with exclusive_lock(lock, f"fine-tuning output {out}"):
-        return _finetune_visual(
-            images,
+        from timm.data import resolve_data_config
+
+        from avsc.config import AugmentConfig
+        from avsc.features.datasets import eval_transform, train_transform
+        from avsc.models.visual import create_backbone
+
+        t0 = time.perf_counter()
+        seed_everything(seed)
+        dev = resolve_device(device)
+        train_base, val_base, classes, source = open_image_dataset(
+            images, val_fraction, seed, places_size
+        )
+        body = create_backbone(backbone, weights)
+        cfg = resolve_data_config({}, model=body)
+        size = image_size or int(cfg["input_size"][-1])
+        crop_pct = float(cfg.get("crop_pct", 0.875))
+        aug = AugmentConfig(crop_scale=(0.35, 1.0))
+        train_eval = _Images(train_base, eval_transform(size, crop_pct))
+        train_aug = _Images(train_base, train_transform(size, aug))
+        val = _Images(val_base, eval_transform(size, crop_pct))
+
+        def mk(ds, shuffle, g=None):
+            return DataLoader(
+                ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g
+            )
+
+        if ncm_images is not None and len(train_eval) > ncm_images:  # Places365: 1.8 M images
+            pick = np.random.default_rng(seed).choice(len(train_eval), ncm_images, replace=False)
+            train_eval = Subset(train_eval, np.sort(pick).tolist())
+        last = out.with_name(out.name + ".last.pt")
+        run_key = {
+            "images": str(images),
+            "backbone": backbone,
+            "weights": None if weights is None else str(weights),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "image_size": size,
+            "seed": seed,
+            "freeze_bn": freeze_bn,
+        }
+        st = load_checkpoint(last) if last.is_file() else None
+        if st is not None and st.get("run") != run_key:
+            raise ValueError(
+                f"{last}: an interrupted fine-tuning with other settings ({st.get('run')}); "
+                "remove it or use another output path"
+            )
+        norm_body = _Normalized(body, cfg["mean"], cfg["std"]).to(dev)
+        if st is None:
+            tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
+            va_f, va_y = _features(norm_body, mk(val, False), dev)
+            before = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
+            head = imprinted_head(tr_f, tr_y, len(classes))
+        else:  # resuming: "before" and the head come from the saved state
+            before = float(st["before"])
+            head = nn.Linear(int(body.num_features), len(classes))
+        log.info(
+            "fine-tuning %s on %s: %d classes, %d train / %d val images; top-1 before %.3f",
             backbone,
-            out,
-            weights,
-            epochs,
-            batch_size,
-            lr,
-            image_size,
-            val_fraction,
-            seed,
-            device,
-            num_workers,
-            freeze_bn,
-            ncm_images,
-            places_size,
+            source,
+            len(classes),
+            len(train_aug),
+            len(val),
+            before,
         )
-
-
-def _finetune_visual(
-    images,
-    backbone,
-    out,
-    weights,
-    epochs,
-    batch_size,
-    lr,
-    image_size,
-    val_fraction,
-    seed,
-    device,
-    num_workers,
-    freeze_bn,
-    ncm_images,
-    places_size,
-) -> FinetuneResult:
-    from timm.data import resolve_data_config
-
-    from avsc.config import AugmentConfig
-    from avsc.features.datasets import eval_transform, train_transform
-    from avsc.models.visual import create_backbone
-
-    t0 = time.perf_counter()
-    seed_everything(seed)
-    dev = resolve_device(device)
-    train_base, val_base, classes, source = open_image_dataset(
-        images, val_fraction, seed, places_size
-    )
-    body = create_backbone(backbone, weights)
-    cfg = resolve_data_config({}, model=body)
-    size = image_size or int(cfg["input_size"][-1])
-    crop_pct = float(cfg.get("crop_pct", 0.875))
-    aug = AugmentConfig(crop_scale=(0.35, 1.0))
-    train_eval = _Images(train_base, eval_transform(size, crop_pct))
-    train_aug = _Images(train_base, train_transform(size, aug))
-    val = _Images(val_base, eval_transform(size, crop_pct))
-
-    def mk(ds, shuffle, g=None):
-        return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g
-        )
-
-    if ncm_images is not None and len(train_eval) > ncm_images:  # Places365: 1.8 M images
-        pick = np.random.default_rng(seed).choice(len(train_eval), ncm_images, replace=False)
-        train_eval = Subset(train_eval, np.sort(pick).tolist())
-    out = Path(out)
-    last = out.with_name(out.name + ".last.pt")
-    run_key = {
-        "images": str(images),
-        "backbone": backbone,
-        "weights": None if weights is None else str(weights),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "image_size": size,
-        "seed": seed,
-        "freeze_bn": freeze_bn,
-    }
-    st = load_checkpoint(last) if last.is_file() else None
-    if st is not None and st.get("run") != run_key:
-        raise ValueError(
-            f"{last}: an interrupted fine-tuning with other settings ({st.get('run')}); "
-            "remove it or use another output path"
-        )
-    norm_body = _Normalized(body, cfg["mean"], cfg["std"]).to(dev)
-    if st is None:
+        model = _Normalized(nn.Sequential(body, head), cfg["mean"], cfg["std"]).to(dev)
+        params = [
+            {"params": body.parameters(), "lr": lr * 0.1},
+            {"params": head.parameters(), "lr": lr},
+        ]
+        opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
+        steps = max(1, epochs * math.ceil(len(train_aug) / batch_size))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
+        loss_fn = nn.CrossEntropyLoss()
+        history: list[dict[str, Any]] = []
+        start = 0
+        if st is not None:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            torch.set_rng_state(st["rng"])
+            history, start = list(st["history"]), int(st["epoch"]) + 1
+            log.info("fine-tuning %s: resuming after epoch %d from %s", backbone, start, last)
+        for epoch in range(start, epochs):
+            model.train()
+            if freeze_bn:  # small fine-tuning sets: keep the pretrained BatchNorm statistics
+                for m in body.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            total, n = 0.0, 0
+            for x, y in progress(
+                mk(train_aug, True, g), desc=f"fine-tune epoch {epoch + 1}", leave=False
+            ):
+                x, y = x.to(dev), y.to(dev)
+                loss = loss_fn(model(x), y)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(
+                        f"fine-tuning {backbone}: loss is {loss.item()} at epoch {epoch + 1}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(y)
+                n += len(y)
+            model.eval()
+            correct = 0
+            with torch.no_grad():
+                for x, y in mk(val, False):
+                    correct += int((model(x.to(dev)).argmax(1).cpu() == y).sum())
+            top1 = correct / len(val)
+            history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_top1": top1})
+            log.info(
+                "fine-tune %s epoch %d/%d train_loss %.4f val_top1 %.3f",
+                backbone,
+                epoch + 1,
+                epochs,
+                total / max(n, 1),
+                top1,
+            )
+            save_checkpoint(
+                last,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "before": before,
+                    "run": run_key,
+                },
+            )
+        after = history[-1]["val_top1"] if history else before
         tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
         va_f, va_y = _features(norm_body, mk(val, False), dev)
-        before = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
-        head = imprinted_head(tr_f, tr_y, len(classes))
-    else:  # resuming: "before" and the head come from the saved state
-        before = float(st["before"])
-        head = nn.Linear(int(body.num_features), len(classes))
-    log.info(
-        "fine-tuning %s on %s: %d classes, %d train / %d val images; top-1 before %.3f",
-        backbone,
-        source,
-        len(classes),
-        len(train_aug),
-        len(val),
-        before,
-    )
-    model = _Normalized(nn.Sequential(body, head), cfg["mean"], cfg["std"]).to(dev)
-    params = [
-        {"params": body.parameters(), "lr": lr * 0.1},
-        {"params": head.parameters(), "lr": lr},
-    ]
-    opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
-    steps = max(1, epochs * math.ceil(len(train_aug) / batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, Any]] = []
-    start = 0
-    if st is not None:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        torch.set_rng_state(st["rng"])
-        history, start = list(st["history"]), int(st["epoch"]) + 1
-        log.info("fine-tuning %s: resuming after epoch %d from %s", backbone, start, last)
-    for epoch in range(start, epochs):
-        model.train()
-        if freeze_bn:  # small fine-tuning sets: keep the pretrained BatchNorm statistics
-            for m in body.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        total, n = 0.0, 0
-        for x, y in progress(
-            mk(train_aug, True, g), desc=f"fine-tune epoch {epoch + 1}", leave=False
-        ):
-            x, y = x.to(dev), y.to(dev)
-            loss = loss_fn(model(x), y)
-            if not torch.isfinite(loss):
-                raise RuntimeError(
-                    f"fine-tuning {backbone}: loss is {loss.item()} at epoch {epoch + 1}"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(y)
-            n += len(y)
-        model.eval()
-        correct = 0
-        with torch.no_grad():
-            for x, y in mk(val, False):
-                correct += int((model(x.to(dev)).argmax(1).cpu() == y).sum())
-        top1 = correct / len(val)
-        history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_top1": top1})
-        log.info(
-            "fine-tune %s epoch %d/%d train_loss %.4f val_top1 %.3f",
+        after_ncm = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
+        sd = {f"backbone.{k}": v.cpu() for k, v in body.state_dict().items()}
+        sd.update({f"classifier.{k}": v.cpu() for k, v in head.state_dict().items()})
+        res = FinetuneResult(
             backbone,
-            epoch + 1,
-            epochs,
-            total / max(n, 1),
-            top1,
+            classes,
+            before,
+            after,
+            after_ncm,
+            out,
+            history,
+            time.perf_counter() - t0,
+            source,
         )
         save_checkpoint(
-            last,
+            out,
             {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": torch.get_rng_state(),
-                "epoch": epoch,
+                "model": sd,
+                "kind": "visual_backbone",
+                "backbone": backbone,
+                "classes": classes,
+                "metrics": {
+                    "top1_before": before,
+                    "top1_after": after,
+                    "top1_after_ncm": after_ncm,
+                },
                 "history": history,
-                "before": before,
-                "run": run_key,
+                "config": {**run_key, "source": source},
+                "versions": versions(),
             },
         )
-    after = history[-1]["val_top1"] if history else before
-    tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
-    va_f, va_y = _features(norm_body, mk(val, False), dev)
-    after_ncm = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
-    sd = {f"backbone.{k}": v.cpu() for k, v in body.state_dict().items()}
-    sd.update({f"classifier.{k}": v.cpu() for k, v in head.state_dict().items()})
-    res = FinetuneResult(
-        backbone, classes, before, after, after_ncm, out, history, time.perf_counter() - t0, source
-    )
-    save_checkpoint(
-        out,
-        {
-            "model": sd,
-            "kind": "visual_backbone",
-            "backbone": backbone,
-            "classes": classes,
-            "metrics": {"top1_before": before, "top1_after": after, "top1_after_ncm": after_ncm},
-            "history": history,
-            "config": {**run_key, "source": source},
-            "versions": versions(),
-        },
-    )
-    last.unlink(missing_ok=True)
-    return res
+        last.unlink(missing_ok=True)
+        return res
 
-
-# --------------------------------------------------------------------------------------
-# the demo's stand-in for Places365
+    # --------------------------------------------------------------------------------------
+    # the demo's stand-in for Places365
 
 
 def make_places_standin(
