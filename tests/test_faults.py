@@ -499,6 +499,21 @@ def test_predict_streams_a_long_clip_block_by_block(checkpoints, tmp_path):
     assert len(whole) == 7
 
 
+def test_predict_streams_a_video_only_system(checkpoints, synth_store, tmp_path):
+    from avsc.evaluation.predict import predict_clip
+    from avsc.training import strategies as S
+
+    ws, _, _ = checkpoints
+    video_ck = S.video_only(ws.config, ws.store, tmp_path / "video", workspace=ws).checkpoint
+    clip = ws.tables["evaluate"].clips[0]
+    video = synth_store[0] / "video" / f"{clip}.mp4"
+    whole = predict_clip(video, video_ck)
+    assert len(whole) == 3  # every segment of the 3-s clip
+    pd.testing.assert_frame_equal(
+        predict_clip(video, video_ck, block_segments=2), whole, check_exact=False, atol=1e-6
+    )
+
+
 def test_predict_says_when_the_video_outlasts_the_audio(checkpoints, synth_store, tmp_path):
     from avsc.evaluation.predict import PredictNote, predict_clip
 

@@ -111,6 +111,9 @@ def predict_clip(
         )
         tf = eval_transform(model.ve.input_size[-1], model.ve.crop_pct)
 
+    def to_images(imgs: list[np.ndarray]) -> torch.Tensor:
+        return torch.stack([tf(torch.from_numpy(f).permute(2, 0, 1).contiguous()) for f in imgs])
+
     def image_batch(n: int, done: int) -> torch.Tensor:
         imgs = list(islice(frames, n))
         if len(imgs) < n:
@@ -118,7 +121,7 @@ def predict_clip(
                 f"{clip}: video too short: it covers {done + len(imgs)} segment(s) of "
                 f"{seg_s:g} s, the audio more"
             )
-        return torch.stack([tf(torch.from_numpy(f).permute(2, 0, 1).contiguous()) for f in imgs])
+        return to_images(imgs)
 
     if model.ae is not None:
         source = Path(audio) if audio is not None else clip
@@ -133,17 +136,14 @@ def predict_clip(
     parts, done = [], 0
     with torch.no_grad():
         for block in blocks:
+            n = len(block)
             inputs: dict[str, torch.Tensor] = {}
             if model.ae is not None:
-                n = len(block)
                 inputs["audio"] = torch.from_numpy(((block - mean) / std).astype(np.float32))
                 if needs_video:
                     inputs["image"] = image_batch(n, done)
             else:
-                n = len(block)
-                inputs["image"] = torch.stack(
-                    [tf(torch.from_numpy(f).permute(2, 0, 1).contiguous()) for f in block]
-                )
+                inputs["image"] = to_images(block)
             out = model.segment_outputs(**{k: v.to(device) for k, v in inputs.items()})
             parts.append(out["proba"].float().cpu().numpy())
             done += n
