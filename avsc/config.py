@@ -19,6 +19,9 @@ from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="_Section")
 
+#: The acoustic feature kinds (method.md section 2): the one list every layer reads.
+FEATURE_KINDS: tuple[str, ...] = ("scalogram", "fbank")
+
 
 class ConfigError(ValueError):
     """A config value that cannot be used; the message names the key (``train.lr``)."""
@@ -252,12 +255,14 @@ class PreprocessConfig(_Section):
     audio: AudioConfig = field(default_factory=AudioConfig)
     frames: FrameConfig = field(default_factory=FrameConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    features: tuple[str, ...] = ("scalogram", "fbank")
+    features: tuple[str, ...] = FEATURE_KINDS
 
     def _validate(self) -> None:
-        bad = sorted(set(self.features) - {"scalogram", "fbank"})
+        bad = sorted(set(self.features) - set(FEATURE_KINDS))
         if bad or not self.features:
-            self._fail("features", f"must be a non-empty subset of scalogram, fbank; got {bad}")
+            self._fail(
+                "features", f"must be a non-empty subset of {', '.join(FEATURE_KINDS)}; got {bad}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PreprocessConfig:
@@ -271,7 +276,7 @@ class PreprocessConfig(_Section):
             audio=AudioConfig.from_dict(d.get("audio")),
             frames=FrameConfig.from_dict(d.get("frames")),
             data=DataConfig.from_dict(d.get("data")),
-            features=d.get("features", ("scalogram", "fbank")),
+            features=d.get("features", FEATURE_KINDS),
         )
 
 
@@ -417,6 +422,37 @@ class TrainConfig(_Section):
             self._fail("device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
 
 
+@dataclass(frozen=True)
+class FinetuneConfig(_Section):
+    """Visual-encoder fine-tuning on Places365 or an ImageFolder, method.md section 5
+    (``avsc finetune`` and notebook 02). Device and loader workers are ``train``'s."""
+
+    _name: ClassVar[str] = "finetune"
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-2  # the new head's; the backbone's is a tenth of it
+    image_size: int | None = None  # px; None: the backbone's own input size
+    val_fraction: float = 0.2  # held out per class of a single-folder ImageFolder
+    seed: int = 0
+    freeze_bn: bool = True  # keep the backbone's BatchNorm statistics
+    ncm_images: int | None = 20000  # training images of the nearest-class-mean probe
+    places_size: str = "auto"  # Places365 release: "256", "large" or "auto"
+    standin_images: int = 40  # images per class of the synthetic stand-in for Places365
+
+    def _validate(self) -> None:
+        for key in ("epochs", "batch_size", "standin_images"):
+            self._at_least(key, 1)
+        self._at_least("image_size", 16, allow_none=True)
+        self._at_least("ncm_images", 1, allow_none=True)
+        self._at_least("seed", 0)
+        if not self.lr > 0:
+            self._fail("lr", f"must be > 0, got {self.lr!r}")
+        if not 0 < self.val_fraction < 1:
+            self._fail("val_fraction", f"must be in (0, 1), got {self.val_fraction!r}")
+        self._one_of("places_size", ("auto", "256", "large"))
+
+
 SECTIONS = {
     "audio": AudioConfig,
     "frames": FrameConfig,
@@ -425,6 +461,7 @@ SECTIONS = {
     "visual": VisualConfig,
     "augment": AugmentConfig,
     "train": TrainConfig,
+    "finetune": FinetuneConfig,
 }
 
 
@@ -439,6 +476,7 @@ class ExperimentConfig(_Section):
     visual: VisualConfig = field(default_factory=VisualConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ExperimentConfig:
@@ -454,34 +492,70 @@ class ExperimentConfig(_Section):
 
     def override(self, overrides: dict[str, Any] | list[str] | None) -> ExperimentConfig:
         """Apply ``{"train.max_epochs": 3}`` or ``["train.max_epochs=3"]`` overrides (values
-        parsed as YAML); an unknown section or key is an error naming it."""
-        import yaml
-
+        parsed as YAML by :func:`parse_overrides`); an unknown section or key is an error
+        naming it."""
         if not overrides:
             return self
         if isinstance(overrides, list):
-            pairs = {}
-            for item in overrides:
-                if "=" not in item:
-                    raise ConfigError(f"override {item!r} is not section.key=value")
-                k, v = item.split("=", 1)
-                try:
-                    pairs[k.strip()] = yaml.safe_load(v)
-                except yaml.YAMLError as exc:
-                    why = " ".join(str(exc).split())
-                    raise ConfigError(f"override {item!r}: the value is not YAML ({why})") from exc
-            overrides = pairs
+            overrides = parse_overrides(overrides, "section.key=value")
         d = self.to_dict()
         for dotted, value in overrides.items():
             if "." not in dotted:
                 raise ConfigError(f"override {dotted!r} is not section.key")
             section, key = dotted.split(".", 1)
             if section not in d:
-                raise ConfigError(f"unknown config section {section!r} in {dotted!r}")
+                raise ConfigError(
+                    f"unknown config section {section!r} in {dotted!r}; known: {sorted(SECTIONS)}"
+                )
             if key not in d[section]:
-                raise ConfigError(f"unknown config key {key!r} in section {section!r}")
+                raise ConfigError(
+                    f"unknown config key {key!r} in section {section!r}; "
+                    f"known: {sorted(d[section])}"
+                )
             d[section][key] = value
         return ExperimentConfig.from_dict(d)
+
+    def preprocess_config(self, features: tuple[str, ...] | list[str] = FEATURE_KINDS):
+        """What ``avsc preprocess`` builds a feature store with: this config's ``audio``,
+        ``frames`` and ``data`` sections, every key of them, and the feature kinds."""
+        return PreprocessConfig(
+            audio=self.audio, frames=self.frames, data=self.data, features=tuple(features)
+        )
+
+
+def parse_overrides(
+    items: list[str] | tuple[str, ...] | None, form: str = "key=value"
+) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: value}`` with each value parsed as YAML (``3`` is an
+    integer, ``[0, 1]`` a list, ``null`` None): the one parser of ``-p`` options, for config
+    keys and notebook parameters alike. A malformed item is a :class:`ConfigError`."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not {form}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as exc:
+            why = " ".join(str(exc).split())
+            raise ConfigError(f"override {item!r}: the value is not YAML ({why})") from exc
+    return out
+
+
+def config_differences(asked: _Section, used: _Section, prefix: str = "") -> list[str]:
+    """``key: asked -> used`` for every key whose value differs between two configs of the
+    same kind (nested sections flattened as ``section.key``)."""
+    a, b = asked.to_dict(), used.to_dict()
+    out = []
+    for key in a:
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict) and key in SECTIONS:
+            sub_a, sub_b = getattr(asked, key), getattr(used, key)
+            out += config_differences(sub_a, sub_b, f"{prefix}{key}.")
+        elif a[key] != b.get(key):
+            out.append(f"{prefix}{key}: {a[key]!r} asked, {b.get(key)!r} used")
+    return out
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from avsc.config import SECTIONS
+from avsc.config import SECTIONS, ConfigError
+from avsc.config import parse_overrides as _parse
 from avsc.utils import atomic_path, atomic_write_json, versions
 
 log = logging.getLogger(__name__)
@@ -114,18 +115,12 @@ def check_parameter_type(name: str, value: Any, declared: str | None, notebook: 
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict, values parsed as YAML."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise RunError(f"parameter {item!r} is not key=value")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = yaml.safe_load(v)
-        except yaml.YAMLError as exc:
-            why = " ".join(str(exc).split())
-            raise RunError(f"parameter {item!r}: the value is not YAML ({why})") from exc
-    return out
+    """``["key=value", ...]`` -> dict, values parsed as YAML (:func:`avsc.config.parse_overrides`,
+    the one parser; a malformed item is a :class:`RunError` here)."""
+    try:
+        return _parse(items)
+    except ConfigError as exc:
+        raise RunError(str(exc).replace("override", "parameter", 1)) from exc
 
 
 @dataclass
@@ -133,7 +128,6 @@ class Manifest:
     profile: str
     run_dir: Path
     notebooks: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {

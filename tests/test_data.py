@@ -202,7 +202,16 @@ def test_validate_lists_every_problem_at_once(tmp_path, tiny):
 
     # the CLI prints the same report and exits non-zero
     assert (
-        main(["validate", str(root), "--clip-seconds", "2", "--report", str(tmp_path / "r.csv")])
+        main(
+            [
+                "validate",
+                str(root),
+                "-p",
+                "data.clip_seconds=2",
+                "--report",
+                str(tmp_path / "r.csv"),
+            ]
+        )
         == 1
     )
     assert len(pd.read_csv(tmp_path / "r.csv")) == len(report.problems)

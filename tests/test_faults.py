@@ -34,7 +34,15 @@ from tests.media import index_frame, make_tiny_dataset, write_indexed_video, wri
 CFG2 = PreprocessConfig(
     data=DataConfig(clip_seconds=2.0), frames=FrameConfig(short_side=48), features=("fbank",)
 )
-PRE2 = ["--clip-seconds", "2", "--short-side", "48", "--features", "fbank", "--no-progress"]
+PRE2 = [
+    "-p",
+    "data.clip_seconds=2",
+    "-p",
+    "frames.short_side=48",
+    "--features",
+    "fbank",
+    "--no-progress",
+]
 TRAIN = {
     "visual.backbone": "test_efficientnet",
     "visual.image_size": 32,
@@ -166,7 +174,7 @@ def test_store_cleanup_removes_only_its_own_temporary_files(tiny, tmp_path):
 def test_a_second_preprocess_on_one_store_is_refused_naming_the_first(long_clips, tmp_path, capsys):
     root, cache = long_clips, tmp_path / "cache"
     args = ["preprocess", "--data", str(root), "--cache", str(cache), "--workers", "1"]
-    args += ["--short-side", "48", "--features", "fbank", "--no-progress"]
+    args += ["-p", "frames.short_side=48", "--features", "fbank", "--no-progress"]
     first = subprocess.Popen(
         [sys.executable, "-m", "avsc", *args],
         stdout=subprocess.PIPE,
@@ -190,10 +198,10 @@ def test_a_second_preprocess_on_one_store_is_refused_naming_the_first(long_clips
 
 
 def test_a_second_training_into_one_output_is_refused(synth_store, tmp_path):
-    from avsc.training import strategies as S
+    import avsc.experiments as S
     from avsc.utils import LockedError
 
-    out = tmp_path / "run"
+    out = tmp_path / "results" / "audio_only_scalogram"
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -204,7 +212,7 @@ def test_a_second_training_into_one_output_is_refused(synth_store, tmp_path):
             "--cache",
             str(synth_store[1]),
             "--out",
-            str(out),
+            str(out.parent),
             "-p",
             "train.max_epochs=500",
             "-p",
@@ -218,9 +226,10 @@ def test_a_second_training_into_one_output_is_refused(synth_store, tmp_path):
         _wait_for(lambda: (out / ".avsc.lock.json").is_file(), what="the first training's lock")
         cfg = ExperimentConfig().override({**TRAIN, "train.max_epochs": 2})
         with pytest.raises(
-            LockedError, match=rf"training output .*run is in use .*pid {holder.pid}"
+            LockedError,
+            match=rf"training output .*audio_only_scalogram is in use .*pid {holder.pid}",
         ):
-            S.audio_only(cfg, synth_store[1], out)
+            S.train_system("audio_only", cfg, synth_store[1], out)
     finally:
         holder.kill()
         holder.wait()
@@ -295,8 +304,8 @@ def test_empty_fold_files_are_errors(copy):
 
 
 def test_clips_of_another_frame_size_train_together(tmp_path):
+    import avsc.experiments as S
     from avsc.features.datasets import FrameSource
-    from avsc.training import strategies as S
 
     root = make_tiny_dataset(tmp_path / "root", ("airport", "bus"), 3, 2, size=(64, 48))
     odd = sorted((root / "video").iterdir())[0]
@@ -314,7 +323,7 @@ def test_clips_of_another_frame_size_train_together(tmp_path):
         np.testing.assert_array_equal(
             frames.get(i, 1).permute(1, 2, 0).numpy(), store.load_frames(clip, [1])[0]
         )
-    result = S.video_only(exp, store, tmp_path / "video_only", workspace=ws)
+    result = S.train_system("video_only", exp, store, tmp_path / "video_only", workspace=ws)
     assert np.isfinite(result.metrics["logloss_classwise"])
 
 
@@ -322,25 +331,28 @@ def test_clips_of_another_frame_size_train_together(tmp_path):
 
 
 def test_a_run_resumes_only_with_the_same_settings(synth_store, tmp_path, capsys):
-    from avsc.training import strategies as S
+    import avsc.experiments as S
     from avsc.training.loop import RunMismatch
 
-    cache, out = synth_store[1], tmp_path / "run"
+    cache, results = synth_store[1], tmp_path / "results"
+    out = results / "audio_only_scalogram"  # where avsc train --out results puts it
     cfg = ExperimentConfig().override(TRAIN)
-    first = S.audio_only(cfg, cache, out)
+    first = S.train_system("audio_only", cfg, cache, out)
     assert len(first.history) == 1
     with pytest.raises(RunMismatch, match=r"train\.lr: 0\.01 stored, 0\.02 now"):
-        S.audio_only(cfg.override({"train.lr": 0.02}), cache, out)
+        S.train_system("audio_only", cfg.override({"train.lr": 0.02}), cache, out)
     with pytest.raises(RunMismatch, match=r"model\.ae_hidden: 2048 stored, 512 now") as info:
-        S.audio_only(cfg.override({"model.ae_hidden": 512}), cache, out)
+        S.train_system("audio_only", cfg.override({"model.ae_hidden": 512}), cache, out)
     assert "size mismatch" not in str(info.value) and "--restart" in str(info.value)
     # more epochs continue the same run; where it runs may change
-    more = S.audio_only(cfg.override({"train.max_epochs": 2, "train.num_workers": 0}), cache, out)
+    more = S.train_system(
+        "audio_only", cfg.override({"train.max_epochs": 2, "train.num_workers": 0}), cache, out
+    )
     assert len(more.history) == 2 and more.history["epoch"].tolist() == [1, 2]
     with pytest.raises(RunMismatch, match=r"1 now, but the run already has 2 epochs"):
-        S.audio_only(cfg, cache, out)  # fewer epochs than it has: no silent old result
+        S.train_system("audio_only", cfg, cache, out)  # fewer epochs than it has: no silent result
 
-    args = ["train", "audio_only", "--cache", str(cache), "--out", str(out)]
+    args = ["train", "audio_only", "--cache", str(cache), "--out", str(results)]
     args += [f"-p{k}={v}" for k, v in {**TRAIN, "train.max_epochs": 2}.items()]
     assert main([*args, "-p", "train.lr=0.02"]) == 2
     err = capsys.readouterr().err
@@ -409,8 +421,8 @@ def test_a_killed_preprocess_leaves_no_worker_behind(long_clips, tmp_path):
             "2",
             "--features",
             "fbank",
-            "--short-side",
-            "48",
+            "-p",
+            "frames.short_side=48",
             "--no-progress",
         ],
         stdout=subprocess.DEVNULL,
@@ -430,7 +442,7 @@ def test_a_killed_preprocess_leaves_no_worker_behind(long_clips, tmp_path):
 def test_a_dead_worker_is_blamed_on_its_clip_and_the_rest_goes_on(long_clips, tmp_path):
     root, cache = long_clips, tmp_path / "cache"
     args = ["preprocess", "--data", str(root), "--cache", str(cache), "--workers", "2"]
-    args += ["--features", "fbank", "--short-side", "48", "--no-progress"]
+    args += ["--features", "fbank", "-p", "frames.short_side=48", "--no-progress"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "avsc", *args],
         stdout=subprocess.PIPE,
@@ -459,10 +471,10 @@ def _square(task: dict) -> dict:  # module level: spawned workers import it
 @pytest.mark.timeout(180)
 def test_thousands_of_clips_pass_through_the_worker_pool():
     """The workers announce every clip they start: that channel must never fill up."""
-    from avsc.features.store import _bounded_map
+    from avsc.parallel import process_map
 
     tasks = [{"clip": f"c{i}", "i": i} for i in range(4000)]
-    out = {r["clip"]: r["value"] for r in _bounded_map(_square, tasks, 2)}
+    out = {r["clip"]: r["value"] for _, r in process_map(_square, tasks, 2)}
     assert out == {t["clip"]: t["i"] ** 2 for t in tasks}
 
 
@@ -470,13 +482,18 @@ def test_thousands_of_clips_pass_through_the_worker_pool():
 
 
 def _checkpoints(synth_store, runs):
-    from avsc.training import strategies as S
+    import avsc.experiments as S
 
     cfg = ExperimentConfig().override({**TRAIN, "visual.image_size": 32})
     ws = S.Workspace(synth_store[1], cfg)
-    audio = S.audio_only(cfg, ws.store, runs / "audio", workspace=ws)
-    joint = S.pipeline(
-        cfg, ws.store, runs / "pipeline", audio_checkpoint=audio.checkpoint, workspace=ws
+    audio = S.train_system("audio_only", cfg, ws.store, runs / "audio", workspace=ws)
+    joint = S.train_system(
+        "pipeline",
+        cfg,
+        ws.store,
+        runs / "pipeline",
+        audio_checkpoint=audio.checkpoint,
+        workspace=ws,
     )
     return ws, audio.checkpoint, joint.checkpoint
 
@@ -487,7 +504,7 @@ def checkpoints(synth_store, tmp_path_factory):
 
 
 def test_predict_streams_a_long_clip_block_by_block(checkpoints, tmp_path):
-    from avsc.evaluation.predict import predict_clip
+    from avsc.experiments.predict import predict_clip
 
     _, audio_ck, _ = checkpoints
     rng = np.random.default_rng(0)
@@ -500,11 +517,13 @@ def test_predict_streams_a_long_clip_block_by_block(checkpoints, tmp_path):
 
 
 def test_predict_streams_a_video_only_system(checkpoints, synth_store, tmp_path):
-    from avsc.evaluation.predict import predict_clip
-    from avsc.training import strategies as S
+    import avsc.experiments as S
+    from avsc.experiments.predict import predict_clip
 
     ws, _, _ = checkpoints
-    video_ck = S.video_only(ws.config, ws.store, tmp_path / "video", workspace=ws).checkpoint
+    video_ck = S.train_system(
+        "video_only", ws.config, ws.store, tmp_path / "video", workspace=ws
+    ).checkpoint
     clip = ws.tables["evaluate"].clips[0]
     video = synth_store[0] / "video" / f"{clip}.mp4"
     whole = predict_clip(video, video_ck)
@@ -515,7 +534,7 @@ def test_predict_streams_a_video_only_system(checkpoints, synth_store, tmp_path)
 
 
 def test_predict_says_when_the_video_outlasts_the_audio(checkpoints, synth_store, tmp_path):
-    from avsc.evaluation.predict import PredictNote, predict_clip
+    from avsc.experiments.predict import PredictNote, predict_clip
 
     ws, _, pipeline_ck = checkpoints
     root = synth_store[0]

@@ -83,7 +83,7 @@ def test_unknown_parameters_are_rejected(tmp_path):
 def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):
     with pytest.raises(
         RunError,
-        match=r"05_ablations failed: MissingArtifact.*made by notebook 03_unimodal_baselines",
+        match=r"05_ablations failed: MissingArtifact.*pipeline.*made by notebook 04_pipeline",
     ):
         run_profile(
             "smoke", only=["05"], runs_root=tmp_path / "runs", figures_root=tmp_path / "fig"
@@ -95,13 +95,22 @@ def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):
 @pytest.mark.slow
 def test_smoke_profile_end_to_end(tmp_path_factory):
     base = tmp_path_factory.mktemp("smoke")
-    manifest = run_profile("smoke", runs_root=base / "runs", figures_root=base / "figures")
+    # a config override reaches every step, preprocessing included (it used to be reset)
+    manifest = run_profile(
+        "smoke",
+        {"frames.jpeg_quality": 90},
+        runs_root=base / "runs",
+        figures_root=base / "figures",
+    )
     assert [n["notebook"] for n in manifest.notebooks] == EXPECTED
     assert all(n["status"] == "ok" for n in manifest.notebooks)
     run = base / "runs" / "smoke"
     saved = json.loads((run / "manifest.json").read_text())
     assert saved["versions"]["torch"] and "commit" in saved["git"]
     assert (run / "config.yaml").is_file()
+    store = json.loads((run / "cache" / "store.json").read_text())["config"]
+    assert store["frames"] == {"short_side": 64, "format": "jpeg", "jpeg_quality": 90}
+    assert store["data"]["clip_seconds"] == 3.0  # the profile's data.clip_seconds
     for nb in EXPECTED:
         assert (run / f"{nb}.ipynb").is_file()
         metrics = json.loads((run / "metrics" / f"{nb}.json").read_text())

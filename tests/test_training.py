@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
+import avsc.experiments as S
 from avsc.config import ExperimentConfig, TrainConfig
+from avsc.data.tau import LABELS
 from avsc.evaluation.inference import validation_metrics
-from avsc.evaluation.predict import predict_clip
+from avsc.experiments.predict import predict_clip
 from avsc.features import FeatureStore
 from avsc.features.datasets import (
     ClipTable,
@@ -26,7 +28,6 @@ from avsc.features.datasets import (
 )
 from avsc.models import AcousticEncoder, AVSystem, SceneClassifier
 from avsc.training import load_checkpoint
-from avsc.training import strategies as S
 from avsc.training.loop import GlobalBatchSampler, TrainingDiverged, fit
 
 from .conftest import REALDATA
@@ -61,14 +62,26 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def audio_result(ws, cfg, runs):
-    return S.audio_only(cfg, ws.store, runs / "audio_only_scalogram", "scalogram", workspace=ws)
+    return S.train_system(
+        "audio_only",
+        cfg,
+        ws.store,
+        runs / "audio_only_scalogram",
+        feature="scalogram",
+        workspace=ws,
+    )
 
 
 @pytest.fixture(scope="module")
 def joint_checkpoint(ws, cfg, runs, audio_result):
     """The online joint system's best checkpoint (trained once; reused when present)."""
-    r = S.joint(
-        cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    r = S.train_system(
+        "joint",
+        cfg,
+        ws.store,
+        runs / "joint",
+        audio_checkpoint=audio_result.checkpoint,
+        workspace=ws,
     )
     return r.checkpoint
 
@@ -82,7 +95,7 @@ def _check(result, n_eval):
     for k in ("logloss_classwise", "logloss_overall", "accuracy_classwise", "accuracy_overall"):
         assert math.isfinite(m[k])
     assert len(result.proba) == n_eval
-    p = result.proba[list(S.LABELS)].to_numpy()
+    p = result.proba[list(LABELS)].to_numpy()
     np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-5)
     assert result.checkpoint.is_file()
     assert len(result.history) >= 4
@@ -104,7 +117,9 @@ def test_video_only(ws, cfg, runs):
     # BatchNorm running statistics enough steps to settle (the random test backbone's
     # features are tiny, far from BatchNorm's initial unit variance).
     small = cfg.override({"train.batch_size": 4, "train.max_epochs": 6, "train.t0_epochs": 6})
-    r = S.video_only(small, ws.store, runs / "video_only", workspace=S.Workspace(ws.store, small))
+    r = S.train_system(
+        "video_only", small, ws.store, runs / "video_only", workspace=S.Workspace(ws.store, small)
+    )
     _check(r, len(ws.tables["evaluate"]) * ws.tables["evaluate"].segments)
     assert _val_accuracy(r) > CHANCE + 0.1
     assert "acoustic" not in r.embeddings and r.embeddings["audio_visual"].shape[1] == 1024
@@ -119,8 +134,13 @@ def test_joint_trains_the_ae_and_leaves_the_visual_encoder_bit_identical(
 ):
     ve = ws.visual_encoder()
     before = _snapshot(ve)
-    r = S.joint(
-        cfg, ws.store, runs / "joint", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    r = S.train_system(
+        "joint",
+        cfg,
+        ws.store,
+        runs / "joint",
+        audio_checkpoint=audio_result.checkpoint,
+        workspace=ws,
     )
     _check(r, len(ws.tables["evaluate"]) * ws.tables["evaluate"].segments)
     assert _val_accuracy(r) > CHANCE + 0.1
@@ -141,8 +161,13 @@ def test_joint_trains_the_ae_and_leaves_the_visual_encoder_bit_identical(
 
 
 def test_ablation_iii_keeps_the_pretrained_ae(ws, cfg, runs, audio_result):
-    r = S.ablation(
-        cfg, ws.store, runs / "iii", "III", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    r = S.train_system(
+        "ablation_III",
+        cfg,
+        ws.store,
+        runs / "iii",
+        audio_checkpoint=audio_result.checkpoint,
+        workspace=ws,
     )
     assert _val_accuracy(r) > CHANCE + 0.1
     ae_ref = load_checkpoint(audio_result.checkpoint)["model"]
@@ -153,10 +178,15 @@ def test_ablation_iii_keeps_the_pretrained_ae(ws, cfg, runs, audio_result):
 
 
 def test_pipeline_and_ablation_ii(ws, cfg, runs, audio_result):
-    r1 = S.pipeline(
-        cfg, ws.store, runs / "pipeline", audio_checkpoint=audio_result.checkpoint, workspace=ws
+    r1 = S.train_system(
+        "pipeline",
+        cfg,
+        ws.store,
+        runs / "pipeline",
+        audio_checkpoint=audio_result.checkpoint,
+        workspace=ws,
     )
-    r2 = S.ablation(cfg, ws.store, runs / "ii", "II", workspace=ws)
+    r2 = S.train_system("ablation_II", cfg, ws.store, runs / "ii", workspace=ws)
     for r in (r1, r2):
         assert _val_accuracy(r) > CHANCE + 0.1
     ae_ref = load_checkpoint(audio_result.checkpoint)["model"]
@@ -334,15 +364,16 @@ def test_two_gloo_processes_match_one_process(synth_store, tmp_path):
         _torchrun2(*args, "--out", str(tmp_path / "two")), capture_output=True, text=True, env=env
     )
     assert two.returncode == 0, two.stderr[-3000:]
-    h1 = pd.read_csv(tmp_path / "one" / "history.csv")
-    h2 = pd.read_csv(tmp_path / "two" / "history.csv")
+    one_dir, two_dir = (tmp_path / d / "audio_only_fbank" for d in ("one", "two"))
+    h1 = pd.read_csv(one_dir / "history.csv")
+    h2 = pd.read_csv(two_dir / "history.csv")
     assert len(h1) == len(h2) == 3
     # Same global batches and gradients averaged over the ranks: the validation losses agree
     # closely. Training losses are measured with per-rank (half-batch) BatchNorm statistics.
     np.testing.assert_allclose(h2.val_logloss, h1.val_logloss, rtol=0.02)
     np.testing.assert_allclose(h2.train_loss, h1.train_loss, atol=0.1)
-    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    m1 = json.loads((one_dir / "metrics.json").read_text())
+    m2 = json.loads((two_dir / "metrics.json").read_text())
     assert abs(m1["accuracy_overall"] - m2["accuracy_overall"]) <= 0.15
 
 
@@ -404,13 +435,11 @@ def test_predict_a_synthetic_wav_mp4_pair(synth_store, ws, audio_result, joint_c
     ck = joint_checkpoint
     df = predict_clip(root / "video" / f"{clip}.mp4", ck, audio=root / "audio" / f"{clip}.wav")
     assert list(df.segment) == [0, 1, 2] and list(df.start_s) == [0.0, 1.0, 2.0]
-    np.testing.assert_allclose(df[list(S.LABELS)].sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(df[list(LABELS)].sum(axis=1), 1, atol=1e-5)
     # the same clip through the training-time path gives the same probabilities (up to JPEG)
     ref = audio_result.proba[audio_result.proba["clip"] == clip]
     a = predict_clip(root / "audio" / f"{clip}.wav", audio_result.checkpoint)
-    np.testing.assert_allclose(
-        a[list(S.LABELS)].to_numpy(), ref[list(S.LABELS)].to_numpy(), atol=1e-4
-    )
+    np.testing.assert_allclose(a[list(LABELS)].to_numpy(), ref[list(LABELS)].to_numpy(), atol=1e-4)
 
 
 @pytest.mark.realdata
@@ -421,13 +450,15 @@ def test_predict_a_real_tau_mp4_with_its_own_audio(joint_checkpoint):
     ck = joint_checkpoint
     with pytest.warns(UserWarning, match="44100 Hz"):
         df = predict_clip(path, ck)
-    assert len(df) == 10 and set(df.scene_label) <= set(S.LABELS)
-    np.testing.assert_allclose(df[list(S.LABELS)].sum(axis=1), 1, atol=1e-5)
+    assert len(df) == 10 and set(df.scene_label) <= set(LABELS)
+    np.testing.assert_allclose(df[list(LABELS)].sum(axis=1), 1, atol=1e-5)
 
 
 def test_visual_fine_tuning_writes_a_checkpoint_the_encoder_loads(tmp_path):
+    from avsc.config import FinetuneConfig
+    from avsc.data.standin import make_places_standin
     from avsc.models import VisualEncoder
-    from avsc.training.finetune import finetune_visual, make_places_standin
+    from avsc.training.finetune import finetune_visual
 
     root = make_places_standin(
         tmp_path / "standin",
@@ -436,9 +467,8 @@ def test_visual_fine_tuning_writes_a_checkpoint_the_encoder_loads(tmp_path):
         classes=("beach", "corridor", "forest_path", "harbor"),
     )
     assert "NOT Places365" in (root / "README.md").read_text()
-    r = finetune_visual(
-        root, "test_resnet", tmp_path / "ft.pt", epochs=2, batch_size=8, image_size=48
-    )
+    fc = FinetuneConfig(epochs=2, batch_size=8, image_size=48)
+    r = finetune_visual(root, "test_resnet", tmp_path / "ft.pt", config=fc)
     assert 0 <= r.top1_before <= 1 and 0 <= r.top1_after <= 1 and len(r.history) == 2
     assert r.classes == ["beach", "corridor", "forest_path", "harbor"]
     ve = VisualEncoder("test_resnet", weights=r.checkpoint)
@@ -448,12 +478,14 @@ def test_visual_fine_tuning_writes_a_checkpoint_the_encoder_loads(tmp_path):
 
 
 def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from avsc.config import FinetuneConfig
+    from avsc.data.standin import make_places_standin
     from avsc.training import finetune as FT
 
-    root = FT.make_places_standin(
+    root = make_places_standin(
         tmp_path / "standin", images_per_class=6, size=48, classes=("beach", "harbor", "tunnel")
     )
-    kw = dict(epochs=3, batch_size=8, image_size=48)
+    kw = dict(config=FinetuneConfig(epochs=3, batch_size=8, image_size=48))
     full = FT.finetune_visual(root, "test_resnet", tmp_path / "full.pt", **kw)
 
     real = FT.progress
@@ -478,7 +510,9 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypat
     assert resumed.top1_after == full.top1_after
     # a leftover from other settings is not silently mixed in
     FT.save_checkpoint(tmp_path / "x.pt.last.pt", {"run": {"epochs": 99}})
-    with pytest.raises(ValueError, match=r"x.pt.last.pt: an interrupted fine-tuning"):
+    with pytest.raises(
+        FT.RunMismatch, match=r"x.pt.last.pt: an interrupted fine-tuning .*epochs: 99 stored, 3 now"
+    ):
         FT.finetune_visual(root, "test_resnet", tmp_path / "x.pt", **kw)
 
 
@@ -510,7 +544,7 @@ def _places_layout(root, classes=("airfield", "bakery/shop", "canyon"), per_clas
 
 
 def test_places365_root_in_the_csail_layout(tmp_path):
-    from avsc.training.finetune import open_image_dataset
+    from avsc.data.places import open_image_dataset
 
     root = _places_layout(tmp_path / "places")
     train, val, classes, desc = open_image_dataset(root)
@@ -585,8 +619,8 @@ def test_bank_and_image_major_train_the_same_joint_system(ws, cfg, runs, mode, j
     w = S.Workspace(ws.store, c)
     ve = w.visual_encoder()
     before = _snapshot(ve)
-    r1 = S.joint(c, w.store, runs / f"joint_{mode}", workspace=w)
-    r2 = S.joint(c, w.store, runs / f"joint_{mode}_again", workspace=w)
+    r1 = S.train_system("joint", c, w.store, runs / f"joint_{mode}", workspace=w)
+    r2 = S.train_system("joint", c, w.store, runs / f"joint_{mode}_again", workspace=w)
     assert r1.metrics == pytest.approx({k: r2.metrics[k] for k in r1.metrics})  # deterministic
     assert _val_accuracy(r1) > CHANCE + 0.1
     for k, v in _snapshot(ve).items():
@@ -631,6 +665,6 @@ def test_streamed_audio_and_bank_match_in_memory_and_train_identically(synth_sto
     b_mem, b_disk = mem.augmentation_bank("train", 2), disk.augmentation_bank("train", 2)
     assert isinstance(b_disk, NpyRows) and b_disk.shape == tuple(b_mem.shape)
     assert torch.equal(b_disk[1, 2, 1], b_mem[1, 2, 1].float())
-    r_mem = S.joint(mem.config, mem.store, tmp_path / "mem", workspace=mem)
-    r_disk = S.joint(disk.config, disk.store, tmp_path / "disk", workspace=disk)
+    r_mem = S.train_system("joint", mem.config, mem.store, tmp_path / "mem", workspace=mem)
+    r_disk = S.train_system("joint", disk.config, disk.store, tmp_path / "disk", workspace=disk)
     assert r_disk.metrics == pytest.approx(r_mem.metrics)

@@ -30,10 +30,8 @@ runs single-threaded).
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from avsc.data.tau import LABELS, ClipName, write_metadata
+from avsc.parallel import WorkerDied, process_map
 from avsc.utils import atomic_path, atomic_write_bytes, atomic_write_json, progress
 
 __all__ = [
@@ -436,20 +435,10 @@ def make_synthetic_dataset(
         )
         for c in plan
     ]
-    if workers == 1:
-        for job in progress(jobs, total=len(jobs), desc="synth", enabled=show_progress):
-            _render_job(job)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_render_job, job) for job in jobs]
-            try:
-                done = as_completed(futures)
-                for fut in progress(done, total=len(jobs), desc="synth", enabled=show_progress):
-                    fut.result()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    done = process_map(_render_job, jobs, workers, name=lambda job: job.name)
+    for _, result in progress(done, total=len(jobs), desc="synth", enabled=show_progress):
+        if isinstance(result, WorkerDied):
+            raise RuntimeError(f"{root}: synthesizing clip {result}") from result
 
     import pandas as pd
 

@@ -118,7 +118,7 @@ def _check_files(
 ) -> list[Problem]:
     import soundfile as sf
 
-    from avsc.features.video import VideoError, video_info
+    from avsc.data.media import VideoError, video_info
 
     found: list[Problem] = []
     if not audio.is_file():

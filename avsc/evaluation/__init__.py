@@ -1,4 +1,4 @@
-"""Evaluation: segment-level inference, DCASE metrics, tables, submission files, prediction."""
+"""Evaluation: segment-level inference, DCASE metrics, results tables, submission files."""
 
 from avsc.evaluation.metrics import (
     confusion,
@@ -7,5 +7,23 @@ from avsc.evaluation.metrics import (
     submission_frame,
     write_submission,
 )
+from avsc.evaluation.tables import (
+    PAPER,
+    PRIOR_WORK,
+    confusion_of,
+    per_class_of,
+    results_table,
+)
 
-__all__ = ["confusion", "dcase_metrics", "per_class_table", "submission_frame", "write_submission"]
+__all__ = [
+    "PAPER",
+    "PRIOR_WORK",
+    "confusion",
+    "confusion_of",
+    "dcase_metrics",
+    "per_class_of",
+    "per_class_table",
+    "results_table",
+    "submission_frame",
+    "write_submission",
+]

@@ -1,8 +1,8 @@
 """Features: long-term scalogram and FBank (method.md section 2), 1-fps frames (section 3),
 and the on-disk feature store written by ``avsc preprocess``."""
 
+from avsc.config import FEATURE_KINDS
 from avsc.features.audio import (
-    FEATURE_KINDS,
     AudioError,
     AudioFormatWarning,
     extract_audio_features,

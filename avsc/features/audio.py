@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avsc.config import AudioConfig
+from avsc.config import FEATURE_KINDS, AudioConfig
 from avsc.features.filterbanks import mel_filterbank, scalogram_filterbank
 
-FEATURE_KINDS = ("scalogram", "fbank")
 TAU_SAMPLE_RATE = 48000
 TAU_CHANNELS = 2
 

@@ -19,17 +19,14 @@ back only a small record, so memory does not grow with the number of clips.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
-import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from avsc.config import PreprocessConfig
+from avsc.parallel import PoolError, WorkerDied, process_map
 from avsc.utils import (
     LOCK_NAME,
     atomic_path,
@@ -442,6 +440,14 @@ class FeatureStore:
             raise StoreError(f"{path}: no split in this store (the dataset has no fold1_train?)")
         return pd.read_csv(path, dtype=str)
 
+    def split_summary(self) -> pd.DataFrame:
+        """Clips and locations per class in each subset of the store's split."""
+        split = self.subsets().merge(self.index[["clip", "scene_label", "identifier"]], on="clip")
+        out = split.groupby(["scene_label", "subset"]).agg(
+            clips=("clip", "size"), locations=("identifier", "nunique")
+        )
+        return out.unstack("subset").fillna(0).astype(int).reset_index()
+
     def normalization(self, kind: str = "scalogram") -> NormStats:
         """The training-split statistics of ``kind``."""
         path = self.path / "stats" / f"{kind}.npz"
@@ -607,156 +613,6 @@ class PreprocessReport:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------
-# worker processes
-
-_STARTED = None  # in a worker: the queue on which it says which clip it starts
-
-
-def _worker_init(started) -> None:
-    """Worker start-up: exit at once when the parent process dies (a killed ``avsc
-    preprocess`` leaves no orphaned workers), and remember the queue on which the worker
-    says which clip it starts (so that a worker's death can be blamed on its clip)."""
-    import threading
-    from multiprocessing import connection, parent_process
-
-    global _STARTED
-    _STARTED = started
-    parent = parent_process()
-    if parent is not None:
-
-        def watch() -> None:
-            connection.wait([parent.sentinel])
-            os._exit(1)
-
-        threading.Thread(target=watch, name="avsc-parent-watch", daemon=True).start()
-
-
-def _announced(fn, task: dict[str, Any]) -> Any:
-    """In a worker: say which clip this worker starts, then run ``fn(task)``."""
-    if _STARTED is not None:
-        _STARTED.put((os.getpid(), task.get("clip")))
-    return fn(task)
-
-
-def _death(exitcode: int | None) -> str:
-    import signal
-
-    if exitcode is None:
-        return "died"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        why = " (often the out-of-memory killer)" if name == "SIGKILL" else ""
-        return f"was killed by {name}{why}"
-    return f"exited with status {exitcode}"
-
-
-def _bounded_map(fn, tasks: list[dict[str, Any]], workers: int) -> Iterator[dict[str, Any]]:
-    """``fn`` over ``tasks`` in ``workers`` spawned processes (in-process for 1), yielding
-    results as they finish with at most ``2 * workers`` tasks in flight.
-
-    A worker that dies (killed, out of memory, a crash in a decoder) is blamed on the clip it
-    was featurizing: that clip's record says so (``ok`` False), a fresh pool takes the other
-    clips, and the run goes on. Workers exit with the parent process."""
-    import signal
-    from collections import deque
-    from concurrent.futures.process import BrokenProcessPool
-
-    if workers <= 1:
-        for t in tasks:
-            yield fn(t)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    todo = deque(tasks)
-    suspect: dict[str, int] = {}  # clip -> pool breaks it was in flight for, unexplained
-    fruitless = 0  # pools in a row that broke before finishing or blaming anything
-    while todo:
-        progressed = False
-        started = ctx.SimpleQueue()  # written synchronously: no message lost to a kill
-        ex = cf.ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(started,)
-        )
-        pending: dict[cf.Future, dict[str, Any]] = {}
-        procs: dict[int, Any] = {}
-        clip_of: dict[int, str] = {}  # worker pid -> the clip it last started
-        broken: list[dict[str, Any]] = []
-        try:
-            while todo or pending:
-                while todo and len(pending) < 2 * workers and not broken:
-                    task = todo.popleft()
-                    pending[ex.submit(_announced, fn, task)] = task
-                    procs.update(getattr(ex, "_processes", None) or {})
-                if not pending:
-                    break
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                _drain(started, clip_of)  # keep the pipe empty: a full one blocks the workers
-                for fut in done:
-                    task = pending.pop(fut)
-                    try:
-                        rec = fut.result()
-                    except BrokenProcessPool:
-                        broken.append(task)
-                        continue
-                    progressed = True
-                    yield rec
-                if broken:
-                    cf.wait(pending)  # every other future fails the same way
-                    broken += list(pending.values())
-                    pending.clear()
-                    break
-        finally:
-            ex.shutdown(wait=True, cancel_futures=True)
-        if not broken:
-            continue
-        _drain(started, clip_of)
-        dead = {
-            pid: p.exitcode
-            for pid, p in procs.items()
-            if p.exitcode not in (None, 0, -signal.SIGTERM) and pid in clip_of
-        }
-        in_flight = {t["clip"]: t for t in broken}
-        blamed = {clip_of[pid]: code for pid, code in dead.items() if clip_of[pid] in in_flight}
-        if not blamed:  # no clip to blame (a worker died between clips?): retry them once
-            running = {c for c in clip_of.values() if c in in_flight}
-            for c in running:
-                suspect[c] = suspect.get(c, 0) + 1
-            blamed = {c: None for c in running if suspect[c] >= 2}
-        fruitless = 0 if (progressed or blamed) else fruitless + 1
-        if fruitless >= 3:
-            codes = sorted({str(p.exitcode) for p in procs.values()})
-            raise PreprocessError(
-                f"worker processes keep dying before they finish any clip (exit codes "
-                f"{', '.join(codes)}); run with --workers 1 to see the error"
-            )
-        for clip, code in blamed.items():
-            t = in_flight.pop(clip)
-            others = sorted(set(in_flight) | (set(blamed) - {clip}))
-            with_ = f"; in flight at the same time: {', '.join(others)}" if code is None else ""
-            yield {
-                "clip": clip,
-                "ok": False,
-                "file": t["audio_path"],
-                "problem": f"the worker process featurizing this clip {_death(code)}{with_}",
-            }
-        todo.extendleft(reversed(list(in_flight.values())))  # the innocent ones go again
-        log.warning(
-            "a worker process died; %s clip(s) go to a fresh pool of workers", len(in_flight)
-        )
-        with contextlib.suppress(Exception):
-            started.close()
-
-
-def _drain(started, clip_of: dict[int, str]) -> None:
-    """Read every (pid, clip) message waiting on the workers' start queue."""
-    with contextlib.suppress(Exception):
-        while not started.empty():
-            pid, clip = started.get()
-            clip_of[pid] = clip
-
-
 def preprocess(
     data_root: str | os.PathLike,
     cache: str | os.PathLike,
@@ -877,7 +733,14 @@ def _featurize_all(
     warned = 0
     try:
         with open(index_path, "a") as index_fh:
-            for i, rec in enumerate(_bounded_map(_process_clip, tasks, workers), 1):
+            for i, (task, rec) in enumerate(process_map(_process_clip, tasks, workers), 1):
+                if isinstance(rec, WorkerDied):  # blamed on the clip it was featurizing
+                    rec = {
+                        "clip": task["clip"],
+                        "ok": False,
+                        "file": task["audio_path"],
+                        "problem": f"the worker process featurizing this clip {rec.why}",
+                    }
                 if rec.pop("ok"):
                     try:
                         index_fh.write(json.dumps(rec, sort_keys=True) + "\n")
@@ -909,6 +772,8 @@ def _featurize_all(
                     bar.update(1)
                 elif i % step == 0 or i == len(tasks):
                     log.info("preprocess: %d/%d clips", i, len(tasks))
+    except PoolError as exc:
+        raise PreprocessError(str(exc)) from exc
     finally:
         if bar is not None and hasattr(bar, "close"):
             bar.close()

@@ -12,72 +12,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-
-class VideoError(ValueError):
-    """A video file that cannot be read as needed; the message names the file and the problem."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Header facts of a video file (no decoding)."""
-
-    width: int
-    height: int
-    fps: float
-    frames: int
-    duration: float
-    codec: str
-    pix_fmt: str | None
-    has_audio: bool
-
-
-def video_info(path: str | os.PathLike) -> VideoInfo:
-    """Read a video's header with PyAV; :class:`VideoError` naming the file if unreadable."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: video file not found")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path}: no video stream")
-            s = container.streams.video[0]
-            duration = _stream_duration(container, s)
-            return VideoInfo(
-                width=s.codec_context.width,
-                height=s.codec_context.height,
-                fps=float(s.average_rate or s.guessed_rate or 0),
-                frames=int(s.frames or 0),
-                duration=duration,
-                codec=s.codec_context.name,
-                pix_fmt=s.codec_context.pix_fmt,
-                has_audio=bool(container.streams.audio),
-            )
-    except VideoError:
-        raise
-    except Exception as exc:
-        raise VideoError(f"{path}: unreadable video ({_describe(exc, path)})") from exc
-
-
-def _describe(exc: Exception, path: Path) -> str:
-    """``TypeName: message`` without FFmpeg's trailing repetition of the file name."""
-    msg = str(exc).replace(f": '{path}'", "").replace(f"'{path}'", "")
-    return f"{type(exc).__name__}: {msg}"
-
-
-def _stream_duration(container, stream) -> float:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return float("nan")
+from avsc.data.media import VideoError, describe_av_error, stream_duration
+from avsc.data.media import VideoInfo as VideoInfo  # re-exported
+from avsc.data.media import video_info as video_info  # re-exported
 
 
 def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -110,14 +52,6 @@ def extract_frames(
     return np.stack(frames)
 
 
-def segment_count(path: str | os.PathLike, segment_seconds: float = 1.0) -> int:
-    """Whole segments in a video stream's duration (from its header, no decoding)."""
-    duration = video_info(path).duration
-    if not math.isfinite(duration):
-        raise VideoError(f"{path}: unknown duration; pass segments explicitly")
-    return int(math.floor(duration / segment_seconds + 0.01))
-
-
 def iter_frames(
     path: str | os.PathLike,
     short_side: int | None = 320,
@@ -141,7 +75,7 @@ def iter_frames(
     try:
         container = av.open(str(path))
     except Exception as exc:
-        raise VideoError(f"{path}: unreadable video ({_describe(exc, path)})") from exc
+        raise VideoError(f"{path}: unreadable video ({describe_av_error(exc, path)})") from exc
     with container:
         if not container.streams.video:
             raise VideoError(f"{path}: no video stream")
@@ -152,7 +86,7 @@ def iter_frames(
         if until_end:
             segments = None
         elif segments is None:
-            duration = _stream_duration(container, stream)
+            duration = stream_duration(container, stream)
             if not math.isfinite(duration):
                 raise VideoError(f"{path}: unknown duration; pass segments explicitly")
             segments = int(math.floor(duration / float(seg) + 0.01))
@@ -212,7 +146,7 @@ def iter_frames(
         except Exception as exc:
             of = "" if segments is None else f" of {segments}"
             raise VideoError(
-                f"{path}: decoding failed after {ti}{of} frames ({_describe(exc, path)})"
+                f"{path}: decoding failed after {ti}{of} frames ({describe_av_error(exc, path)})"
             ) from exc
         while ti < limit:  # targets after the last decoded frame
             target = target_of(ti)

@@ -37,7 +37,8 @@ def freeze(module: nn.Module) -> nn.Module:
 class AVSystem(nn.Module):
     """Scene classifier over the concatenation of the acoustic embedding (if ``ae``) and the
     visual features (if ``visual_input``): ``image`` runs the frozen ``ve`` on raw images,
-    ``embedding`` takes precomputed VE features of dimension ``visual_dim``."""
+    ``embedding`` takes precomputed features of ``ve`` (and still encodes raw images with it,
+    so such a system also classifies raw clips)."""
 
     def __init__(
         self,
@@ -45,14 +46,13 @@ class AVSystem(nn.Module):
         sc: SceneClassifier,
         ve: VisualEncoder | None = None,
         visual_input: str | None = None,
-        visual_dim: int | None = None,
         ae_trainable: bool = True,
     ):
         super().__init__()
         if visual_input not in VISUAL_INPUTS:
             raise ValueError(f"visual_input must be one of {VISUAL_INPUTS}, got {visual_input!r}")
-        if visual_input == "image" and ve is None:
-            raise ValueError("visual_input='image' needs a VisualEncoder")
+        if visual_input is not None and ve is None:
+            raise ValueError(f"visual_input={visual_input!r} needs a VisualEncoder")
         if ae is None and visual_input is None:
             raise ValueError("a system needs an acoustic or a visual branch")
         self.ae = ae
@@ -60,8 +60,8 @@ class AVSystem(nn.Module):
         self.sc = sc
         self.visual_input = visual_input
         self.ae_trainable = ae_trainable
-        self.visual_dim = (ve.num_features if ve is not None else visual_dim) if visual_input else 0
-        expected = (ae.embedding_dim if ae is not None else 0) + (self.visual_dim or 0)
+        self.visual_dim = ve.num_features if visual_input else 0
+        expected = (ae.embedding_dim if ae is not None else 0) + self.visual_dim
         if sc.in_features != expected:
             raise ValueError(
                 f"SceneClassifier takes {sc.in_features} inputs, the branches give {expected}"
@@ -99,15 +99,21 @@ class AVSystem(nn.Module):
         with torch.no_grad():
             return self.ae(audio)
 
+    def fuse(self, acoustic: torch.Tensor | None, visual: torch.Tensor | None) -> torch.Tensor:
+        """The SC's input from the branches' outputs (one row per acoustic frame): their
+        concatenation. A system with another fusion overrides this one method."""
+        parts = [x for x in (acoustic, visual) if x is not None]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
     def sc_input(self, audio=None, image=None, vemb=None, visual=None) -> torch.Tensor:
-        parts = []
+        acoustic = None
         if self.ae is not None:
             if audio is None:
                 raise ValueError("this system needs 'audio'")
-            parts.append(self.acoustic(audio))
-        if self.visual_input is not None:
-            parts.append(visual if visual is not None else self.visual(image, vemb))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            acoustic = self.acoustic(audio)
+        if self.visual_input is not None and visual is None:
+            visual = self.visual(image, vemb)
+        return self.fuse(acoustic, visual if self.visual_input is not None else None)
 
     def forward(self, audio=None, image=None, vemb=None, visual=None) -> torch.Tensor:
         """Logits ``(B, n_classes)``.
@@ -135,13 +141,13 @@ class AVSystem(nn.Module):
         if self.visual_input is not None:
             visual = self.visual(image, vemb)  # (B, D)
         if self.ae is None:
-            x = visual
+            x = self.fuse(None, visual)
             t = 1
             ac = None
         else:
             b, t = audio.shape[:2]
             ac = self.ae(audio.reshape(b * t, *audio.shape[2:]))
-            x = ac if visual is None else torch.cat([ac, visual.repeat_interleave(t, dim=0)], dim=1)
+            x = self.fuse(ac, None if visual is None else visual.repeat_interleave(t, dim=0))
         hidden = self.sc.embed(x)
         proba = self.sc.out(hidden).softmax(dim=1)
         b = proba.shape[0] // t

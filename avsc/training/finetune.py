@@ -8,8 +8,8 @@ after. "Before" is the starting backbone's features under a nearest-class-mean c
 (no training); "after" is the fine-tuned network itself, and, for a like-for-like view, the
 same nearest-class-mean classifier on the fine-tuned features.
 
-:func:`make_places_standin` writes a small procedurally drawn ImageFolder of place-like
-classes that stands in for Places365 in the demo (it is not Places365, and says so).
+The images are read by :mod:`avsc.data.places`; the demo's synthetic stand-in for Places365
+is :func:`avsc.data.standin.make_places_standin`.
 """
 
 from __future__ import annotations
@@ -27,26 +27,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from avsc.config import AugmentConfig, FinetuneConfig
+from avsc.data.places import open_image_dataset
+from avsc.features.datasets import eval_transform, train_transform
+from avsc.models.visual import create_backbone
 from avsc.training.checkpoint import load_checkpoint, save_checkpoint
-from avsc.training.loop import resolve_device, seed_everything
-from avsc.utils import progress, versions
+from avsc.training.loop import (
+    RunMismatch,
+    epoch_seed,
+    resolve_device,
+    run_differences,
+    seed_everything,
+)
+from avsc.utils import exclusive_lock, progress, versions
 
 log = logging.getLogger(__name__)
-
-STANDIN_CLASSES = (
-    "beach",
-    "corridor",
-    "desert_road",
-    "forest_path",
-    "harbor",
-    "library",
-    "parking_lot",
-    "platform",
-    "skyline",
-    "stadium",
-    "tunnel",
-    "wheat_field",
-)
 
 
 @dataclass
@@ -79,140 +74,6 @@ class _Images(Dataset):
 
         x = F.pil_to_tensor(img.convert("RGB"))
         return self.transform(x), label
-
-
-PLACES_LISTS = {"train": "places365_train_standard.txt", "val": "places365_val.txt"}
-PLACES_DIRS = {  # torchvision's folder names first, then the CSAIL archives' own
-    ("train", "256"): ("data_256_standard", "data_256"),
-    ("train", "large"): ("data_large_standard", "data_large"),
-    ("val", "256"): ("val_256",),
-    ("val", "large"): ("val_large",),
-}
-
-
-class Places365Folder(Dataset):
-    """One split of a Places365-Standard root, read from its own file lists: ``(PIL image,
-    label)`` like torchvision's ``Places365``, without its checksums of the full lists (so a
-    root holding a subset of the lists and images works) and with either image size.
-
-    The layout is CSAIL's (and torchvision's): ``categories_places365.txt``
-    (``/a/airfield 0``), ``places365_train_standard.txt`` / ``places365_val.txt`` (``image
-    label`` lines) and the images under ``data_256[_standard]/`` / ``val_256/`` (``size``
-    "256", the 256x256 release) or ``data_large[_standard]/`` / ``val_large/`` ("large");
-    ``size`` "auto" takes the 256 release when present.
-    """
-
-    def __init__(self, root: str | os.PathLike, split: str = "train", size: str = "auto"):
-        if split not in PLACES_LISTS:
-            raise ValueError(f"Places365 split must be 'train' or 'val', got {split!r}")
-        if size not in ("auto", "256", "large"):
-            raise ValueError(f"Places365 size must be 'auto', '256' or 'large', got {size!r}")
-        root = Path(root)
-        self.classes = places365_categories(root)
-        listing = root / PLACES_LISTS[split]
-        if not listing.is_file():
-            raise FileNotFoundError(
-                f"{listing}: Places365 file list missing (it comes with the devkit, "
-                "filelist_places365-standard.tar)"
-            )
-        sizes = ("256", "large") if size == "auto" else (size,)
-        found = [root / d for z in sizes for d in PLACES_DIRS[(split, z)] if (root / d).is_dir()]
-        if not found:
-            names = [d for z in sizes for d in PLACES_DIRS[(split, z)]]
-            raise FileNotFoundError(
-                f"{root}: no Places365 {split} image folder (looked for {names})"
-            )
-        self.images_dir = found[0]
-        self.samples: list[tuple[Path, int]] = []
-        for n, line in enumerate(listing.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= len(self.classes):
-                raise ValueError(f"{listing}, line {n}: expected 'image label', got {line!r}")
-            self.samples.append((self.images_dir / parts[0].lstrip("/"), int(parts[1])))
-        if not self.samples:
-            raise ValueError(f"{listing}: no images listed")
-        missing = [p for p, _ in self.samples[:50] if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{missing[0]}: listed in {listing.name} but absent "
-                f"({len(missing)} of the first {min(50, len(self.samples))} listed images)"
-            )
-        self.targets = [label for _, label in self.samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        path, label = self.samples[i]
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB"), label
-        except OSError as exc:
-            raise OSError(f"{path}: unreadable image ({exc})") from exc
-
-
-def places365_categories(root: str | os.PathLike) -> list[str]:
-    """The 365 class names of ``categories_places365.txt`` in label order (``/a/airfield
-    0`` -> ``airfield``; ``/b/bakery/shop 12`` -> ``bakery/shop``)."""
-    path = Path(root) / "categories_places365.txt"
-    names: dict[int, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{path}, line {n}: expected '/x/name index', got {line!r}")
-        names[int(parts[1])] = parts[0].lstrip("/").split("/", 1)[-1]
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{path}: class indices are not 0..{len(names) - 1}")
-    return [names[i] for i in range(len(names))]
-
-
-def open_image_dataset(
-    root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0, places_size: str = "auto"
-):
-    """``(train, val, classes, description)`` for a Places365 root or an ImageFolder.
-
-    Places365: ``categories_places365.txt`` at the root (:class:`Places365Folder`), split
-    ``train-standard`` / ``val``. ImageFolder: ``root/train`` and ``root/val`` when both
-    exist, else one folder split ``val_fraction`` per class, seeded.
-    """
-    from torchvision import datasets
-
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: image folder not found")
-    if (root / "categories_places365.txt").is_file():
-        train = Places365Folder(root, "train", places_size)
-        val = Places365Folder(root, "val", places_size)
-        desc = f"Places365 at {root} ({train.images_dir.name}, {val.images_dir.name})"
-        return train, val, list(train.classes), desc
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train = datasets.ImageFolder(str(root / "train"))
-        val = datasets.ImageFolder(str(root / "val"))
-        if train.classes != val.classes:
-            raise ValueError(f"{root}: train/ and val/ hold different classes")
-        return train, val, list(train.classes), f"ImageFolder {root} (train/ and val/)"
-    full = datasets.ImageFolder(str(root))
-    targets = np.asarray(full.targets)
-    rng = np.random.default_rng(seed)
-    val_idx = []
-    for k in range(len(full.classes)):
-        idx = np.flatnonzero(targets == k)
-        rng.shuffle(idx)
-        val_idx += idx[: max(1, int(round(val_fraction * len(idx))))].tolist()
-    val_set = set(val_idx)
-    train_idx = [i for i in range(len(full)) if i not in val_set]
-    return (
-        Subset(full, train_idx),
-        Subset(full, sorted(val_set)),
-        list(full.classes),
-        (f"ImageFolder {root} ({val_fraction:.0%} held out per class, seed {seed})"),
-    )
 
 
 @torch.no_grad()
@@ -278,50 +139,41 @@ def finetune_visual(
     backbone: str,
     out: str | os.PathLike,
     weights: str | os.PathLike | None = None,
-    epochs: int = 5,
-    batch_size: int = 64,
-    lr: float = 1e-2,
-    image_size: int | None = None,
-    val_fraction: float = 0.2,
-    seed: int = 0,
+    config: FinetuneConfig | None = None,
     device: str = "auto",
     num_workers: int = 0,
-    freeze_bn: bool = True,
-    ncm_images: int | None = 20000,
-    places_size: str = "auto",
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (starting from ``weights``, see
-    :func:`avsc.models.visual.create_backbone`) on the images at ``images``; write ``out``
-    (a ``.pt`` file) holding ``model`` (the backbone and its new head), ``classes``,
-    ``metrics``, ``config`` and ``versions``. SGD with momentum and a cosine schedule;
-    RandomResizedCrop + flip for training, resize + centre crop for evaluation. The new head
-    starts from the class means (:func:`imprinted_head`); ``freeze_bn`` keeps the backbone's
-    BatchNorm statistics, which a few small batches would otherwise pull off.
+    :func:`avsc.models.visual.create_backbone`) on the images at ``images`` (a Places365 root
+    or an ImageFolder, :func:`avsc.data.places.open_image_dataset`) with the settings of
+    ``config`` (the ``finetune`` section); write ``out`` (a ``.pt`` file) holding ``model``
+    (the backbone and its new head), ``classes``, ``metrics``, ``config`` and ``versions``.
+    SGD with momentum and a cosine schedule; RandomResizedCrop + flip for training, resize +
+    centre crop for evaluation. The new head starts from the class means
+    (:func:`imprinted_head`); ``freeze_bn`` keeps the backbone's BatchNorm statistics, which a
+    few small batches would otherwise pull off.
 
     The nearest-class-mean figures use at most ``ncm_images`` training images (a seeded
     random subset; None: all). Each finished epoch is saved to ``<out>.last.pt`` (weights,
-    optimiser, schedule, random state), from which an interrupted run resumes; the file is
-    removed once ``out`` is written."""
-    from avsc.utils import exclusive_lock
-
+    optimiser, schedule, random state), from which an interrupted run resumes, with the fit
+    loop's seeding and only with the same settings (a :class:`RunMismatch` names the ones that
+    differ); the file is removed once ``out`` is written."""
+    fc = config or FinetuneConfig()
     out = Path(out)
     lock = out.with_name(f".{out.name}.lock")  # one fine-tuning per output file at a time
     with exclusive_lock(lock, f"fine-tuning output {out}"):
         from timm.data import resolve_data_config
 
-        from avsc.config import AugmentConfig
-        from avsc.features.datasets import eval_transform, train_transform
-        from avsc.models.visual import create_backbone
-
         t0 = time.perf_counter()
+        epochs, batch_size, lr, seed = fc.epochs, fc.batch_size, fc.lr, fc.seed
         seed_everything(seed)
         dev = resolve_device(device)
         train_base, val_base, classes, source = open_image_dataset(
-            images, val_fraction, seed, places_size
+            images, fc.val_fraction, seed, fc.places_size
         )
         body = create_backbone(backbone, weights)
         cfg = resolve_data_config({}, model=body)
-        size = image_size or int(cfg["input_size"][-1])
+        size = fc.image_size or int(cfg["input_size"][-1])
         crop_pct = float(cfg.get("crop_pct", 0.875))
         aug = AugmentConfig(crop_scale=(0.35, 1.0))
         train_eval = _Images(train_base, eval_transform(size, crop_pct))
@@ -333,8 +185,8 @@ def finetune_visual(
                 ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g
             )
 
-        if ncm_images is not None and len(train_eval) > ncm_images:  # Places365: 1.8 M images
-            pick = np.random.default_rng(seed).choice(len(train_eval), ncm_images, replace=False)
+        if fc.ncm_images is not None and len(train_eval) > fc.ncm_images:  # Places365: 1.8 M
+            pick = np.random.default_rng(seed).choice(len(train_eval), fc.ncm_images, replace=False)
             train_eval = Subset(train_eval, np.sort(pick).tolist())
         last = out.with_name(out.name + ".last.pt")
         run_key = {
@@ -346,14 +198,17 @@ def finetune_visual(
             "lr": lr,
             "image_size": size,
             "seed": seed,
-            "freeze_bn": freeze_bn,
+            "freeze_bn": fc.freeze_bn,
         }
         st = load_checkpoint(last) if last.is_file() else None
-        if st is not None and st.get("run") != run_key:
-            raise ValueError(
-                f"{last}: an interrupted fine-tuning with other settings ({st.get('run')}); "
-                "remove it or use another output path"
-            )
+        if st is not None:
+            diffs = run_differences({"finetune": st.get("run")}, {"finetune": run_key}, frozenset())
+            if diffs:
+                raise RunMismatch(
+                    f"{last}: an interrupted fine-tuning with other settings "
+                    f"({'; '.join(diffs)}); it resumes only with the same settings: remove it "
+                    "or choose another output path"
+                )
         norm_body = _Normalized(body, cfg["mean"], cfg["std"]).to(dev)
         if st is None:
             tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
@@ -392,11 +247,11 @@ def finetune_visual(
             log.info("fine-tuning %s: resuming after epoch %d from %s", backbone, start, last)
         for epoch in range(start, epochs):
             model.train()
-            if freeze_bn:  # small fine-tuning sets: keep the pretrained BatchNorm statistics
+            if fc.freeze_bn:  # small fine-tuning sets: keep the pretrained BatchNorm statistics
                 for m in body.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()
-            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             total, n = 0.0, 0
             for x, y in progress(
                 mk(train_aug, True, g), desc=f"fine-tune epoch {epoch + 1}", leave=False
@@ -477,69 +332,3 @@ def finetune_visual(
         )
         last.unlink(missing_ok=True)
         return res
-
-    # --------------------------------------------------------------------------------------
-    # the demo's stand-in for Places365
-
-
-def make_places_standin(
-    out: str | os.PathLike,
-    images_per_class: int = 40,
-    size: int = 128,
-    classes: tuple[str, ...] = STANDIN_CLASSES,
-    seed: int = 0,
-) -> Path:
-    """Write a small ImageFolder (``out/<class>/<i>.png``) of procedurally drawn place-like
-    scenes: per class a horizon, sky and ground colours, an oriented texture and a number of
-    structures, each image with random variation. A stand-in for Places365 so the demo can
-    run its fine-tuning step offline; it is not Places365 and carries a README saying so."""
-    from PIL import Image
-
-    out = Path(out)
-    rng0 = np.random.default_rng(np.random.SeedSequence([seed, 365]))
-    protos = []
-    for _ in classes:
-        protos.append(
-            {
-                "horizon": rng0.uniform(0.2, 0.8),
-                "sky": rng0.uniform(0, 1, 3),
-                "ground": rng0.uniform(0, 1, 3),
-                "freq": rng0.uniform(2, 14),
-                "angle": rng0.uniform(0, math.pi),
-                "blocks": int(rng0.integers(0, 7)),
-                "block_col": rng0.uniform(0, 1, 3),
-            }
-        )
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for ci, name in enumerate(classes):
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        p = protos[ci]
-        for i in range(images_per_class):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 366, ci, i]))
-            h = np.clip(p["horizon"] + rng.normal(0, 0.08), 0.05, 0.95)
-            sky = np.clip(p["sky"] + rng.normal(0, 0.12, 3), 0, 1)
-            ground = np.clip(p["ground"] + rng.normal(0, 0.12, 3), 0, 1)
-            img = np.where(
-                (yy < h)[..., None], sky * (0.7 + 0.3 * yy[..., None] / max(h, 1e-3)), ground
-            )
-            ang = p["angle"] + rng.normal(0, 0.3)
-            tex = np.sin(
-                2 * math.pi * p["freq"] * (xx * math.cos(ang) + yy * math.sin(ang))
-                + rng.uniform(0, 6.3)
-            )
-            img = img * (1 + 0.15 * tex[..., None] * (yy >= h)[..., None])
-            for _ in range(max(0, p["blocks"] + int(rng.integers(-1, 2)))):
-                w, hh = rng.uniform(0.05, 0.25), rng.uniform(0.1, 0.5)
-                x0 = rng.uniform(0, 1 - w)
-                m = (xx >= x0) & (xx < x0 + w) & (yy < h) & (yy > h - hh)
-                img[m] = np.clip(p["block_col"] + rng.normal(0, 0.1, 3), 0, 1)
-            img = np.clip(img * rng.uniform(0.7, 1.2) + rng.normal(0, 0.04, img.shape), 0, 1)
-            Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
-    (out / "README.md").write_text(
-        "# Synthetic stand-in for Places365\n\nProcedurally drawn place-like images written by "
-        f"avsc.training.finetune.make_places_standin (seed {seed}, {images_per_class} per class, "
-        f"{size} px). NOT Places365: it lets the demo run its visual-encoder fine-tuning step "
-        "offline. Results on it say nothing about Places365.\n"
-    )
-    return out

@@ -1,6 +1,7 @@
 """Figures: one style, saving as PDF and PNG with stable bytes, the paper's plots, t-SNE, and
 the interactive explorer (``avsc.viz.explorer``)."""
 
+from avsc.viz.figures import clip_feature_figure, silhouette, tsne_panels
 from avsc.viz.plots import (
     plot_clip_features,
     plot_confusion,
@@ -14,6 +15,9 @@ from avsc.viz.plots import (
 )
 
 __all__ = [
+    "clip_feature_figure",
+    "silhouette",
+    "tsne_panels",
     "plot_clip_features",
     "plot_confusion",
     "plot_frame_strip",

@@ -19,13 +19,18 @@ class Explorer:
     """ipywidgets explorer over the evaluate-fold segments of a run.
 
     ``dataset`` is the :class:`avsc.data.TAUDataset`, ``store`` the feature store, ``results``
-    the :class:`avsc.training.strategies.StrategyResult` objects to compare; ``source`` is
-    printed under every view.
+    the :class:`avsc.experiments.StrategyResult` objects to compare; ``source`` is printed
+    under every view. ``feature`` is the acoustic feature shown (default: the first the
+    results use, else the store's first).
     """
 
-    def __init__(self, dataset, store, results: Sequence, source: str = ""):
+    def __init__(
+        self, dataset, store, results: Sequence, source: str = "", feature: str | None = None
+    ):
         self.dataset = dataset
         self.store = store
+        used = [r.feature for r in results if getattr(r, "feature", None)]
+        self.feature = feature or (used[0] if used else store.config.features[0])
         self.results = list(results)
         self.source = source
         if not self.results:
@@ -46,7 +51,7 @@ class Explorer:
         return out, label
 
     def figure(self, clip: str, segment: int):
-        """Frame, scalogram and per-system probability bars of one segment."""
+        """Frame, acoustic feature and per-system probability bars of one segment."""
         probs, label = self.probabilities(clip, segment)
         fig, axes = plt.subplots(
             1, 3, figsize=(14, 3.4), gridspec_kw={"width_ratios": [1.2, 1, 1.6]}
@@ -54,10 +59,15 @@ class Explorer:
         axes[0].imshow(self.store.load_frames(clip, [segment])[0])
         axes[0].set_title(f"{clip}, {segment}-{segment + 1} s")
         axes[0].axis("off")
-        scal = self.store.load_audio(clip, "scalogram")[segment, :, 0]  # (frames, F), mid
-        axes[1].imshow(scal[:, ::-1].T, aspect="auto", origin="lower", cmap="magma")
+        feat = self.store.load_audio(clip, self.feature)[segment, :, 0]  # (frames, F), mid
+        high_first = self.feature == "scalogram"  # its filters run from high to low
+        axes[1].imshow(
+            (feat[:, ::-1] if high_first else feat).T, aspect="auto", origin="lower", cmap="magma"
+        )
         axes[1].set(
-            title="scalogram (mid), 6 frames", xlabel="frame", ylabel="filter (high -> low)"
+            title=f"{self.feature} (mid), {feat.shape[0]} frames",
+            xlabel="frame",
+            ylabel="filter (high -> low)" if high_first else "filter (low -> high)",
         )
         axes[1].grid(False)
         names = list(probs)

@@ -17,8 +17,7 @@ import torch
 
 from avsc.config import ExperimentConfig
 from avsc.data.tau import LABELS
-from avsc.models.acoustic import AcousticEncoder
-from avsc.models.classifier import SceneClassifier
+from avsc.experiments.registry import Parts, UnknownSystem, get_system
 from avsc.models.systems import AVSystem
 from avsc.models.visual import VisualEncoder
 from avsc.training.checkpoint import CheckpointError, load_checkpoint
@@ -27,7 +26,9 @@ from avsc.training.checkpoint import CheckpointError, load_checkpoint
 def system_from_checkpoint(
     checkpoint: str | os.PathLike | dict,
 ) -> tuple[AVSystem, dict, ExperimentConfig]:
-    """Rebuild the trained system of a checkpoint written by the strategies (eval mode)."""
+    """Rebuild the trained system of a checkpoint written by
+    :func:`avsc.experiments.strategies.train_system` (eval mode): its registry entry's
+    factory builds the model, the checkpoint supplies every weight."""
     ck = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     where = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
     extra = ck.get("extra") or {}
@@ -35,32 +36,27 @@ def system_from_checkpoint(
         raise CheckpointError(
             f"{where}: not a scene-classification system checkpoint (no 'extra.system')"
         )
+    try:
+        spec = get_system(extra["system"])
+    except UnknownSystem as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
     cfg = ExperimentConfig.from_dict(ck.get("config") or {})
-    m = cfg.model
-    ae = None
-    if extra.get("feature"):
-        n_bins = int(extra["norm_mean"].shape[-1])
-        ae = AcousticEncoder(
-            n_bins, 2, m.ae_channels, m.ae_hidden, m.embedding_dim, m.ae_dropout, m.multiscale
-        )
     ve = None
     if extra.get("visual"):
         v = extra["visual"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ve = VisualEncoder(v["name"], weights=None, image_size=int(v["image_size"]))
-    in_dim = (ae.embedding_dim if ae else 0) + (
-        ve.num_features if (ve and extra.get("visual_input")) else 0
-    )
-    sc = SceneClassifier(in_dim, len(extra.get("labels", LABELS)), m.sc_hidden, m.sc_dropout)
-    model = AVSystem(
-        ae,
-        sc,
-        ve=ve,
-        visual_input=extra.get("visual_input"),
-        ae_trainable=bool(extra.get("ae_trainable", True)),
-    )
-    model.load_state_dict(ck["model"])
+    n_bins = int(extra["norm_mean"].shape[-1]) if extra.get("feature") else None
+    labels = extra.get("labels", LABELS)
+    model = spec.build(Parts(cfg, len(labels), n_bins=n_bins, visual=ve, pretrained=None))
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{where}: its weights do not fit the {spec.name} system registered now ({first})"
+        ) from exc
     return model.eval(), extra, cfg
 
 

@@ -1,0 +1,99 @@
+"""A trained system on disk: :class:`StrategyResult` (one trained, evaluated system: its
+saving, loading and naming). A folder of them is :class:`avsc.experiments.Results`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from avsc.experiments.registry import get_system
+from avsc.utils import atomic_path, atomic_write_json
+
+METRIC_KEYS = (
+    "logloss_classwise",
+    "logloss_overall",
+    "accuracy_classwise",
+    "accuracy_overall",
+    "best_epoch",
+    "best_val_logloss",
+)
+
+
+class MissingArtifact(FileNotFoundError):
+    """An artifact a step needs is absent; names what makes it (a notebook or a command)."""
+
+
+@dataclass
+class StrategyResult:
+    """One trained system, evaluated on the evaluate subset at segment level."""
+
+    name: str
+    system: str
+    feature: str | None
+    backbone: str | None
+    metrics: dict[str, float]
+    checkpoint: Path
+    proba: pd.DataFrame  # one row per segment: filename, clip, segment, label, <class>...
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seconds: float = 0.0
+
+    @staticmethod
+    def name_for(system: str, feature: str | None = None, backbone: str | None = None) -> str:
+        """The name (and folder name) of ``system`` trained on ``feature`` / ``backbone``."""
+        return get_system(system).result_name(feature, backbone)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "system": self.system,
+            "feature": self.feature,
+            "backbone": self.backbone,
+            **self.metrics,
+            "seconds": round(self.seconds, 1),
+            "checkpoint": str(self.checkpoint),
+        }
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """``metrics.json``, ``proba.csv`` and ``embeddings.npz`` in ``folder`` (the
+        checkpoints and ``history.csv`` are the fit loop's), each written atomically."""
+        out = Path(folder)
+        atomic_write_json(out / "metrics.json", self.summary())
+        with atomic_path(out / "proba.csv") as tmp:
+            self.proba.to_csv(tmp, index=False, float_format="%.6g")
+        if self.embeddings:
+            with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    **{k: v.astype(np.float32) for k, v in self.embeddings.items()},
+                    label=self.proba["label"].to_numpy(),
+                )
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> StrategyResult:
+        """The result saved in ``folder`` (by :meth:`save` and the fit loop)."""
+        d = Path(folder)
+        meta = json.loads((d / "metrics.json").read_text())
+        emb = {}
+        if (d / "embeddings.npz").is_file():
+            with np.load(d / "embeddings.npz", allow_pickle=False) as z:
+                emb = {k: z[k] for k in z.files if k != "label"}
+        history = d / "history.csv"
+        return cls(
+            name=meta["name"],
+            system=meta["system"],
+            feature=meta["feature"],
+            backbone=meta["backbone"],
+            metrics={k: meta[k] for k in METRIC_KEYS if k in meta},
+            checkpoint=Path(meta["checkpoint"]),
+            proba=pd.read_csv(d / "proba.csv"),
+            embeddings=emb,
+            history=pd.read_csv(history) if history.is_file() else pd.DataFrame(),
+            seconds=float(meta.get("seconds", 0.0)),
+        )

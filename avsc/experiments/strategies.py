@@ -1,0 +1,380 @@
+"""Training a registered system, method.md section 6, and :class:`Results`, a folder of
+trained systems.
+
+:func:`train_system` builds the system's model with its registry factory, feeds it the
+inputs its branches need (acoustic frames; frozen-VE embeddings, augmented images or views
+of the augmentation bank), trains it with the one loop (:func:`avsc.training.loop.fit`),
+evaluates the best-validation checkpoint on the ``evaluate`` subset (fold1_evaluate, the
+paper's test set) and returns a :class:`StrategyResult`: metrics, checkpoint path,
+per-segment probabilities and the embeddings needed for t-SNE (acoustic 1024-d,
+audio-visual 1024-d).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from avsc.config import FEATURE_KINDS, ExperimentConfig
+from avsc.data.tau import LABELS
+from avsc.evaluation.inference import predict_segments, validation_metrics
+from avsc.evaluation.metrics import dcase_metrics
+from avsc.experiments.registry import Parts, SystemSpec, get_system, systems
+from avsc.experiments.results import MissingArtifact, StrategyResult
+from avsc.experiments.workspace import Workspace
+from avsc.features.datasets import FrameSamples, SegmentSamples, eval_transform, train_transform
+from avsc.features.store import FeatureStore
+from avsc.models.acoustic import AcousticEncoder
+from avsc.models.systems import AVSystem
+from avsc.training.checkpoint import CheckpointError, load_checkpoint
+from avsc.training.loop import fit, is_main_process
+from avsc.utils import LOCK_NAME, exclusive_lock
+
+log = logging.getLogger(__name__)
+
+AudioCheckpoint = str | os.PathLike | Callable[[], Path] | None
+
+
+def train_system(
+    system: str,
+    config: ExperimentConfig | dict | None,
+    store: FeatureStore | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    feature: str | None = None,
+    backbone: str | None = None,
+    audio_checkpoint: AudioCheckpoint = None,
+    workspace: Workspace | None = None,
+    resume: bool = True,
+) -> StrategyResult:
+    """Train the registered ``system`` into ``out_dir`` and evaluate it.
+
+    ``feature`` (default scalogram) and ``backbone`` (default ``visual.backbone``) are used
+    by the systems that take them. ``audio_checkpoint`` (a path, or a function returning one)
+    is the trained audio-only system whose acoustic encoder the system starts from when its
+    factory asks for it; asking without one is an error, never a silent extra training. A
+    finished run in ``out_dir`` is reloaded, an interrupted one resumes (same settings only)."""
+    spec = get_system(system)
+    ws = workspace or Workspace(store, _config(config))
+    cfg = ws.config
+    for what, value in (("feature", feature), ("backbone", backbone)):
+        if value is not None and not spec.takes(what):
+            raise ValueError(f"system {spec.name} takes no {what} (got {value!r})")
+    if audio_checkpoint is not None and not spec.takes("audio_checkpoint"):
+        raise ValueError(f"system {spec.name} takes no audio checkpoint")
+    if spec.takes("feature"):
+        feature = feature or FEATURE_KINDS[0]
+    torch.manual_seed(cfg.train.seed)
+    ve = ws.visual_encoder(backbone) if spec.takes("backbone") else None
+    n_bins = _n_bins(ws, feature) if feature else None
+
+    def pretrained() -> AcousticEncoder:
+        ck = audio_checkpoint() if callable(audio_checkpoint) else audio_checkpoint
+        if ck is None:
+            raise ValueError(
+                f"system {spec.name} starts from a trained audio-only {feature} system's "
+                "acoustic encoder: pass its checkpoint (audio_checkpoint, avsc train "
+                "--audio-checkpoint) or train through a results folder that holds it"
+            )
+        return load_acoustic_encoder(ck, cfg, n_bins)
+
+    parts = Parts(cfg, len(LABELS), n_bins=n_bins, visual=ve, pretrained=pretrained)
+    model = spec.build(parts)
+    train, evals = training_inputs(ws, model, feature, backbone)
+    name = spec.result_name(feature, ve.name if ve else None)
+    backbone_name = ve.name if ve is not None else None
+    return _run(
+        ws, Path(out_dir), name, spec.name, model, train, evals, feature, backbone_name, resume
+    )
+
+
+def training_inputs(
+    ws: Workspace, model: AVSystem, feature: str | None, backbone: str | None
+) -> tuple[Any, dict[str, Any]]:
+    """The training set and the ``val`` / ``evaluate`` sets a model's branches need.
+
+    Audio: one acoustic frame per sample (image-major: the frames of one segment). Visual,
+    ``embedding``: precomputed features of un-augmented frames; ``image``: with
+    ``train.aug_bank`` K > 0 one of K precomputed augmented views per sample, else online
+    augmentation through the frozen VE (method.md section 7). Evaluation runs on precomputed
+    centre-crop embeddings where training did not see raw images, else on raw frames."""
+    cfg = ws.config
+    tables = ws.tables
+    audio = {s: ws.audio(s, feature) for s in ("train", "val", "evaluate")} if model.ae else {}
+    tr: dict[str, Any] = {"audio": audio["train"]} if model.ae is not None else {}
+    bank = cfg.train.aug_bank
+    vi = model.visual_input
+    if vi == "embedding":
+        tr["vemb"] = ws.visual_embeddings("train", backbone)
+    elif vi == "image" and bank > 0:
+        tr["vemb_bank"] = ws.augmentation_bank("train", bank, backbone)
+    elif vi == "image":
+        tr["frames"] = ws.frames("train")
+        tr["transform"] = train_transform(model.ve.input_size[-1], cfg.augment)
+    if vi == "image" and model.ae is None:
+        tr["unit"] = "segment"
+    elif vi == "image" and bank == 0 and cfg.train.image_major:
+        tr["unit"] = "segment_frames"
+    train = FrameSamples(tables["train"], **tr)
+    evals = {}
+    for s in ("val", "evaluate"):
+        ev: dict[str, Any] = {"audio": audio[s]} if model.ae is not None else {}
+        if vi == "embedding" or (vi == "image" and bank > 0):
+            ev["vemb"] = ws.visual_embeddings(s, backbone)
+        elif vi == "image":
+            ev["frames"] = ws.frames(s)
+            ev["transform"] = eval_transform(model.ve.input_size[-1], model.ve.crop_pct)
+        evals[s] = SegmentSamples(tables[s], **ev)
+    return train, evals
+
+
+def _n_bins(ws: Workspace, kind: str) -> int:
+    return int(ws.store.normalization(kind).mean.shape[-1])
+
+
+def _config(config: ExperimentConfig | dict | None) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    return ExperimentConfig.from_dict(config)
+
+
+def load_acoustic_encoder(
+    checkpoint: str | os.PathLike, cfg: ExperimentConfig, n_bins: int
+) -> AcousticEncoder:
+    """The AE of a trained audio-only (or any) system checkpoint."""
+    ck = load_checkpoint(checkpoint)
+    ae = Parts(cfg, len(LABELS), n_bins=n_bins).acoustic_encoder()
+    sd = {k[3:]: v for k, v in ck["model"].items() if k.startswith("ae.")}
+    if not sd:
+        raise CheckpointError(f"{checkpoint}: holds no acoustic encoder (no 'ae.' tensors)")
+    try:
+        ae.load_state_dict(sd)
+    except RuntimeError as exc:
+        stored = (ck.get("config") or {}).get("model", {})
+        diffs = [
+            f"model.{k}: {stored[k]!r} stored, {v!r} now"
+            for k, v in cfg.model.to_dict().items()
+            if k in stored and list(np.atleast_1d(stored[k])) != list(np.atleast_1d(v))
+        ]
+        why = "; ".join(diffs) or f"{n_bins} feature bins now"
+        raise CheckpointError(
+            f"{checkpoint}: its acoustic encoder does not fit the one asked for ({why}); "
+            "retrain the audio-only system with these settings or pass a matching checkpoint"
+        ) from exc
+    return ae
+
+
+def _run(
+    ws: Workspace,
+    out: Path,
+    name: str,
+    system: str,
+    model: AVSystem,
+    train_set,
+    eval_sets: dict[str, Any],
+    feature: str | None,
+    backbone: str | None,
+    resume: bool = True,
+) -> StrategyResult:
+    cfg = ws.config
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    # one training per output folder at a time (the fit loop takes the same lock again)
+    lock = exclusive_lock(out / LOCK_NAME, f"training output {out}")
+    with lock if is_main_process() else contextlib.nullcontext():
+        extra: dict[str, Any] = {
+            "system": system,
+            "name": name,
+            "feature": feature,
+            "backbone": backbone,
+            "visual_input": model.visual_input,
+            "ae_trainable": model.ae_trainable,
+            "labels": list(LABELS),
+        }
+        if feature is not None:
+            stats = ws.store.normalization(feature)
+            extra["norm_mean"] = torch.from_numpy(stats.mean)
+            extra["norm_std"] = torch.from_numpy(stats.std)
+        if model.ve is not None:
+            extra["visual"] = {
+                "name": model.ve.name,
+                "image_size": model.ve.input_size[-1],
+                "crop_pct": model.ve.crop_pct,
+            }
+        dev = ws.device
+        result = fit(
+            model,
+            train_set,
+            lambda m: validation_metrics(m, eval_sets["val"], cfg.train.eval_batch_size, dev),
+            cfg.train,
+            out,
+            config_dict=cfg.to_dict(),
+            extra=extra,
+            resume=resume,
+            name=name,
+        )
+        ck = load_checkpoint(result.best_checkpoint)
+        model.load_state_dict(ck["model"])
+        model.to(dev)
+        pred = predict_segments(
+            model, eval_sets["evaluate"], cfg.train.eval_batch_size, dev, embeddings=True
+        )
+        seg = ws.tables["evaluate"].segment_frame().iloc[pred["index"]].reset_index(drop=True)
+        proba = seg.copy()
+        for k, label in enumerate(LABELS):
+            proba[label] = pred["proba"][:, k]
+        metrics = dcase_metrics(pred["label"], pred["proba"], n_classes=len(LABELS))
+        metrics["best_epoch"] = result.best_epoch + 1
+        metrics["best_val_logloss"] = result.best_val_loss
+        emb = {k: pred[k] for k in ("acoustic", "audio_visual") if k in pred}
+        res = StrategyResult(
+            name=name,
+            system=system,
+            feature=feature,
+            backbone=backbone,
+            metrics=metrics,
+            checkpoint=result.best_checkpoint,
+            proba=proba,
+            embeddings=emb,
+            history=pd.DataFrame(result.history),
+            # wall time of the training epochs (with validation), summed over the history so a
+            # resumed or reloaded run reports its whole training, not this call's few seconds;
+            # one-off precomputation (bank, embeddings) is logged by the workspace, not counted
+            seconds=sum(row["seconds"] for row in result.history) or time.perf_counter() - t0,
+        )
+        if is_main_process():
+            res.save(out)
+        log.info(
+            "%s: evaluate logloss %.4f accuracy %.2f %% (%.0f s)",
+            name,
+            metrics["logloss_classwise"],
+            100 * metrics["accuracy_classwise"],
+            res.seconds,
+        )
+        return res
+
+
+def command_hint(spec: SystemSpec, feature: str | None, backbone: str | None, root: Path) -> str:
+    """How to make a missing result from the command line."""
+    args = [f"avsc train {spec.name}"]
+    if feature:
+        args.append(f"--feature {feature}")
+    if backbone:
+        args.append(f"--backbone {backbone}")
+    return f"train it first: {' '.join(args)} --cache STORE --out {root}"
+
+
+class Results:
+    """A folder of trained systems, ``<root>/<name>`` each (names from the registry): what
+    ``avsc train --out ROOT`` writes and the notebooks read (``runs/<profile>/results``).
+    ``hint(spec, feature, backbone, root)`` says how to make a missing one."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        hint: Callable[[SystemSpec, str | None, str | None, Path], str] = command_hint,
+    ):
+        self.root = Path(root)
+        self.hint = hint
+
+    def folder(self, system: str, feature: str | None = None, backbone: str | None = None) -> Path:
+        return self.root / StrategyResult.name_for(system, feature, backbone)
+
+    def exists(self, system: str, feature: str | None = None, backbone: str | None = None) -> bool:
+        """Whether that system finished training here (its ``metrics.json`` is written last)."""
+        return (self.folder(system, feature, backbone) / "metrics.json").is_file()
+
+    def load(
+        self, system: str, feature: str | None = None, backbone: str | None = None
+    ) -> StrategyResult:
+        """A finished result, or a :class:`MissingArtifact` saying what makes it."""
+        spec = get_system(system)
+        folder = self.folder(system, feature, backbone)
+        if not self.exists(system, feature, backbone):
+            raise MissingArtifact(
+                f"{folder / 'metrics.json'} is missing: {spec.name} "
+                f"({', '.join(v for v in (feature, backbone) if v) or 'no inputs'}) has not "
+                f"finished training here; {self.hint(spec, feature, backbone, self.root)}"
+            )
+        return StrategyResult.load(folder)
+
+    def audio_checkpoint(self, feature: str) -> Path:
+        """The best checkpoint of the finished audio-only system for ``feature``: the
+        pre-trained acoustic encoder of pipeline, joint and the ablations."""
+        return self.load("audio_only", feature=feature).checkpoint
+
+    @staticmethod
+    def inputs(
+        system: str, feature: str | None, backbone: str | None, config
+    ) -> tuple[str | None, str | None]:
+        """``(feature, backbone)`` with the defaults filled in (scalogram, the config's
+        ``visual.backbone``) where ``system`` takes them, None where it does not."""
+        spec = get_system(system)
+        feature = (feature or FEATURE_KINDS[0]) if spec.takes("feature") else None
+        backbone = (backbone or config.visual.backbone) if spec.takes("backbone") else None
+        return feature, backbone
+
+    def train(
+        self,
+        system: str,
+        workspace,
+        feature: str | None = None,
+        backbone: str | None = None,
+        audio_checkpoint: str | os.PathLike | None = None,
+        resume: bool = True,
+    ) -> StrategyResult:
+        """Train ``system`` into its folder here (a finished run is reloaded; an interrupted
+        one resumes). A pre-trained acoustic encoder, when the system needs one and
+        ``audio_checkpoint`` is not given, is this folder's audio-only system for ``feature``
+        (never trained behind the user's back: a missing one is a :class:`MissingArtifact`)."""
+        spec = get_system(system)
+        feature, backbone = self.inputs(system, feature, backbone, workspace.config)
+        if audio_checkpoint is None and spec.takes("audio_checkpoint"):
+            feat = feature
+
+            def audio_checkpoint() -> Path:  # looked up only if the factory asks for it
+                return self.audio_checkpoint(feat)
+
+        return train_system(
+            system,
+            workspace.config,
+            workspace.store,
+            self.folder(system, feature, backbone),
+            feature=feature,
+            backbone=backbone,
+            audio_checkpoint=audio_checkpoint,
+            workspace=workspace,
+            resume=resume,
+        )
+
+    def collect(
+        self, features: Iterable[str], backbones: Iterable[str], everything: bool = False
+    ) -> list[StrategyResult]:
+        """The results of a results table, in its order: the registered systems (only those
+        ``in_results`` unless ``everything``) over ``features`` and ``backbones``, grouped by
+        the inputs they take (audio-only, then video-only, then audio-visual systems), each
+        group feature-major. A system the series makes (it names a notebook) must be there;
+        one registered by user code appears when it has been trained."""
+        features, backbones = list(features), list(backbones)
+        groups: dict[tuple[bool, bool], list[SystemSpec]] = {}
+        for spec in systems():
+            if spec.in_results or everything:
+                key = (spec.takes("feature"), spec.takes("backbone"))
+                groups.setdefault(key, []).append(spec)
+        out = []
+        for (by_feature, by_backbone), specs in groups.items():
+            for f in features if by_feature else [None]:
+                for b in backbones if by_backbone else [None]:
+                    for spec in specs:
+                        required = spec.notebook is not None and spec.in_results
+                        if required or self.exists(spec.name, f, b):
+                            out.append(self.load(spec.name, f, b))
+        return out

@@ -1,0 +1,183 @@
+"""One process pool for avsc's parallel jobs (``avsc preprocess``, ``avsc synth``).
+
+:func:`process_map` runs a function over tasks in spawned worker processes with a bounded
+number in flight, so memory does not grow with the number of tasks. Workers exit with the
+parent process (a killed command leaves no orphans), and a worker that dies (killed, out of
+memory, a crash inside a decoder) is blamed on the task it was running: that task comes back
+as a :class:`WorkerDied`, a fresh pool takes the others, and the job goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_STARTED = None  # in a worker: the queue on which it says which task it starts
+
+
+class PoolError(RuntimeError):
+    """Worker processes keep dying before they finish anything."""
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running a task died; ``why`` says how (``was killed by SIGKILL
+    (often the out-of-memory killer)``)."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"{name}: the worker process running it {why}")
+        self.name = name
+        self.why = why
+
+
+def _worker_init(started) -> None:
+    """Worker start-up: exit at once when the parent process dies, and remember the queue on
+    which the worker says which task it starts (so that its death can be blamed on it)."""
+    import threading
+    from multiprocessing import connection, parent_process
+
+    global _STARTED
+    _STARTED = started
+    parent = parent_process()
+    if parent is not None:
+
+        def watch() -> None:
+            connection.wait([parent.sentinel])
+            os._exit(1)
+
+        threading.Thread(target=watch, name="avsc-parent-watch", daemon=True).start()
+
+
+def _announced(fn, key: int, task: Any) -> Any:
+    """In a worker: say which task this worker starts, then run ``fn(task)``."""
+    if _STARTED is not None:
+        _STARTED.put((os.getpid(), key))
+    return fn(task)
+
+
+def death(exitcode: int | None) -> str:
+    """How a process with ``exitcode`` ended, in words."""
+    import signal
+
+    if exitcode is None:
+        return "died"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = " (often the out-of-memory killer)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{why}"
+    return f"exited with status {exitcode}"
+
+
+def process_map(
+    fn: Callable[[T], Any],
+    tasks: Sequence[T],
+    workers: int,
+    name: Callable[[T], str] = lambda t: t["clip"],  # type: ignore[index]
+) -> Iterator[tuple[T, Any]]:
+    """``(task, fn(task))`` for every task, in ``workers`` spawned processes (in-process for
+    1), yielded as they finish with at most ``2 * workers`` tasks in flight. ``fn`` must be
+    importable by the workers (a module-level function).
+
+    A worker that dies is blamed on the task it was running: that task is yielded with a
+    :class:`WorkerDied` in place of its result (``name(task)`` names it), and a fresh pool
+    takes the other tasks. A worker that dies between tasks gets its in-flight tasks retried
+    once. Pools that keep breaking before finishing anything raise :class:`PoolError`. An
+    exception raised by ``fn`` itself propagates."""
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    if workers <= 1:
+        for t in tasks:
+            yield t, fn(t)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    todo = deque(enumerate(tasks))
+    suspect: dict[int, int] = {}  # task -> pool breaks it was in flight for, unexplained
+    fruitless = 0  # pools in a row that broke before finishing or blaming anything
+    while todo:
+        progressed = False
+        started = ctx.SimpleQueue()  # written synchronously: no message lost to a kill
+        ex = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(started,)
+        )
+        pending: dict[cf.Future, tuple[int, T]] = {}
+        procs: dict[int, Any] = {}
+        key_of: dict[int, int] = {}  # worker pid -> the task it last started
+        broken: list[tuple[int, T]] = []
+        try:
+            while todo or pending:
+                while todo and len(pending) < 2 * workers and not broken:
+                    key, task = todo.popleft()
+                    pending[ex.submit(_announced, fn, key, task)] = (key, task)
+                    procs.update(getattr(ex, "_processes", None) or {})
+                if not pending:
+                    break
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                _drain(started, key_of)  # keep the pipe empty: a full one blocks the workers
+                for fut in done:
+                    item = pending.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        broken.append(item)
+                        continue
+                    progressed = True
+                    yield item[1], result
+                if broken:
+                    cf.wait(pending)  # every other future fails the same way
+                    broken += list(pending.values())
+                    pending.clear()
+                    break
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+        if not broken:
+            continue
+        _drain(started, key_of)
+        dead = {
+            pid: p.exitcode
+            for pid, p in procs.items()
+            if p.exitcode not in (None, 0, -signal.SIGTERM) and pid in key_of
+        }
+        in_flight, names = dict(broken), {k: name(t) for k, t in broken}
+        blamed = {key_of[pid]: code for pid, code in dead.items() if key_of[pid] in in_flight}
+        if not blamed:  # no task to blame (a worker died between tasks?): retry them once
+            running = {k for k in key_of.values() if k in in_flight}
+            for k in running:
+                suspect[k] = suspect.get(k, 0) + 1
+            blamed = {k: None for k in running if suspect[k] >= 2}
+        fruitless = 0 if (progressed or blamed) else fruitless + 1
+        if fruitless >= 3:
+            codes = sorted({str(p.exitcode) for p in procs.values()})
+            raise PoolError(
+                f"worker processes keep dying before they finish anything (exit codes "
+                f"{', '.join(codes)}); run with --workers 1 to see the error"
+            )
+        for key, code in blamed.items():
+            task = in_flight.pop(key)
+            others = sorted({names[k] for k in in_flight} | {names[k] for k in blamed if k != key})
+            with_ = f"; in flight at the same time: {', '.join(others)}" if code is None else ""
+            yield task, WorkerDied(name(task), f"{death(code)}{with_}")
+        todo.extendleft(reversed(list(in_flight.items())))  # the innocent ones go again
+        log.warning("a worker process died; %s task(s) go to a fresh pool", len(in_flight))
+        with contextlib.suppress(Exception):
+            started.close()
+
+
+def _drain(started, key_of: dict[int, int]) -> None:
+    """Read every (pid, task) message waiting on the workers' start queue."""
+    with contextlib.suppress(Exception):
+        while not started.empty():
+            pid, key = started.get()
+            key_of[pid] = key

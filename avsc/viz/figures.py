@@ -1,0 +1,62 @@
+"""Figures of the notebooks that need a little computing first: one clip's audio features,
+the t-SNE panels of the paper's Figure 2 and their silhouette scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def clip_feature_figure(dataset, clip: str, config, source: str):
+    """Waveform, STFT, scalogram and FBank of one clip (mid channel) as one figure."""
+    from avsc.features.audio import (
+        features_from_waveform,
+        prepare_waveform,
+        read_audio,
+        segment,
+        stft_magnitude,
+    )
+    from avsc.features.filterbanks import scalogram_centre_frequencies
+    from avsc.viz.plots import plot_clip_features
+
+    row = dataset.meta.set_index("clip").loc[clip]
+    x, sr = read_audio(dataset.audio_path(row["filename_audio"]))
+    ac = config.audio
+    feats = features_from_waveform(x, sr, ("scalogram", "fbank"), ac)
+    ms = prepare_waveform(x, sr, ac)
+    mag = stft_magnitude(segment(ms, ac), ac.n_fft, ac.hop_length)[:, 0]  # (S, T, bins) mid
+    stft_db = 20 * np.log10(mag.reshape(-1, mag.shape[-1]) + 1e-6)
+    scal = feats["scalogram"][:, :, 0].reshape(-1, feats["scalogram"].shape[-1])
+    fb = feats["fbank"][:, :, 0].reshape(-1, feats["fbank"].shape[-1])
+    centres = scalogram_centre_frequencies(ac.sample_rate, ac.scalogram_q, ac.scalogram_j)
+    return plot_clip_features(
+        ms[0], ac.sample_rate, stft_db, scal, fb, centres, title=clip, source=source
+    )
+
+
+def tsne_panels(
+    pipeline_result, joint_result, perplexity: float = 30.0, max_points: int = 2000, seed: int = 0
+):
+    """The four panels of the paper's Figure 2 (t-SNE of evaluate-fold segment embeddings):
+    audio-visual and acoustic embeddings of the pipeline and the joint system."""
+    from avsc.viz.plots import tsne_embed
+
+    rng = np.random.default_rng(seed)
+    n = len(pipeline_result.proba)
+    idx = np.sort(rng.choice(n, size=min(n, max_points), replace=False))
+    y = pipeline_result.proba["label"].to_numpy()[idx]
+    panels = {}
+    for title, res, key in (
+        ("(a) audio-visual embeddings, pipeline", pipeline_result, "audio_visual"),
+        ("(b) audio-visual embeddings, joint", joint_result, "audio_visual"),
+        ("(c) acoustic embeddings, pipeline", pipeline_result, "acoustic"),
+        ("(d) acoustic embeddings, joint", joint_result, "acoustic"),
+    ):
+        panels[title] = (tsne_embed(res.embeddings[key][idx], perplexity, seed), y)
+    return panels
+
+
+def silhouette(panels) -> dict[str, float]:
+    """Silhouette score of each t-SNE panel by class (sklearn): how well classes separate."""
+    from sklearn.metrics import silhouette_score
+
+    return {title: float(silhouette_score(pts, y)) for title, (pts, y) in panels.items()}
