@@ -313,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=cmd_preprocess)
 
     t = sub.add_parser("train", help="train a registered system on a feature store")
-    t.add_argument("system", help="a registered system: audio_only, video_only, pipeline, ...")
+    t.add_argument(
+        "system", help="a registered system, e.g. joint (an unknown name lists the registered ones)"
+    )
     t.add_argument("--cache", required=True, help="feature store (from avsc preprocess)")
     t.add_argument(
         "--out",
