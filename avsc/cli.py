@@ -126,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import warnings
 
     from avsc.experiments import Results, Workspace, get_system
+    from avsc.experiments.registry import SystemUsageError
 
     _import_modules(args)
     spec = get_system(args.system)
@@ -134,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for what in ("feature", "backbone", "audio_checkpoint"):
         value = getattr(args, what)
         if value is not None and not spec.takes(what):
-            raise ValueError(f"system {spec.name} takes no --{what.replace('_', '-')}")
+            raise SystemUsageError(f"system {spec.name} takes no --{what.replace('_', '-')}")
         if value is not None:
             inputs[what] = value
     with warnings.catch_warnings(record=True) as caught:  # the store's settings win

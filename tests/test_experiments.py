@@ -54,6 +54,12 @@ def test_avsc_train_refuses_a_name_that_is_not_a_system(synth_store, tmp_path, c
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "unknown system 'Workspace'; registered: audio_only" in lines[0]
     assert not any(tmp_path.iterdir())
+    code = main(
+        ["train", "video_only", "--feature", "fbank", "--cache", str(synth_store[1])]
+        + ["--out", str(tmp_path)]
+    )
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 2 and lines == ["avsc train: error: system video_only takes no --feature"]
 
 
 def test_a_name_is_registered_once_unless_replaced():

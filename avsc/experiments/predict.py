@@ -17,7 +17,7 @@ import torch
 
 from avsc.config import ExperimentConfig
 from avsc.data.tau import LABELS
-from avsc.experiments.registry import Parts, UnknownSystem, get_system
+from avsc.experiments.registry import Parts, SystemUsageError, UnknownSystem, get_system
 from avsc.models.systems import AVSystem
 from avsc.models.visual import VisualEncoder
 from avsc.training.checkpoint import CheckpointError, load_checkpoint
@@ -95,7 +95,7 @@ def predict_clip(
     seg_s = cfg.audio.segment_seconds
     needs_video = model.visual_input is not None
     if needs_video and not is_video:
-        raise ValueError(f"{clip}: this checkpoint's system needs video; pass the MP4")
+        raise SystemUsageError(f"{clip}: this checkpoint's system needs video; pass the MP4")
 
     frames = tf = None
     if needs_video:

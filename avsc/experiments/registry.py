@@ -34,7 +34,11 @@ from avsc.models.visual import VisualEncoder
 INPUTS = ("feature", "backbone", "audio_checkpoint")
 
 
-class UnknownSystem(ValueError):
+class SystemUsageError(ValueError):
+    """A system asked for something it cannot do (an input it does not take, a name taken)."""
+
+
+class UnknownSystem(SystemUsageError):
     """A system name that is not registered; the message lists the registered ones."""
 
 
@@ -57,7 +61,9 @@ class Parts:
     def acoustic_encoder(self) -> AcousticEncoder:
         """A new acoustic encoder (method.md section 5), randomly initialised."""
         if self.n_bins is None:
-            raise ValueError("this system takes no acoustic feature; declare inputs=('feature',)")
+            raise SystemUsageError(
+                "this system takes no acoustic feature; declare inputs=('feature',)"
+            )
         m = self.config.model
         return AcousticEncoder(
             self.n_bins, 2, m.ae_channels, m.ae_hidden, m.embedding_dim, m.ae_dropout, m.multiscale
@@ -120,9 +126,9 @@ def register_system(
     error unless ``replace``; running the same notebook cell again simply re-registers."""
     bad = sorted(set(inputs) - set(INPUTS))
     if bad:
-        raise ValueError(f"system {name!r}: unknown input(s) {bad}; known: {list(INPUTS)}")
+        raise SystemUsageError(f"system {name!r}: unknown input(s) {bad}; known: {list(INPUTS)}")
     if not _NAME.match(name or ""):
-        raise ValueError(f"system name {name!r}: use letters, digits and single underscores")
+        raise SystemUsageError(f"system name {name!r}: use letters, digits and single underscores")
 
     def deco(fn: Callable[[Parts], AVSystem]) -> Callable[[Parts], AVSystem]:
         old = _REGISTRY.get(name)
@@ -130,7 +136,7 @@ def register_system(
             (old.build.__module__, old.build.__qualname__) == (fn.__module__, fn.__qualname__)
         )
         if old is not None and not (replace or same_code):
-            raise ValueError(
+            raise SystemUsageError(
                 f"system {name!r} is already registered (by {old.build.__module__}."
                 f"{old.build.__qualname__}); choose another name or pass replace=True"
             )

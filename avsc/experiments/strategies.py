@@ -28,7 +28,7 @@ from avsc.config import FEATURE_KINDS, ExperimentConfig
 from avsc.data.tau import LABELS
 from avsc.evaluation.inference import predict_segments, validation_metrics
 from avsc.evaluation.metrics import dcase_metrics
-from avsc.experiments.registry import Parts, SystemSpec, get_system, systems
+from avsc.experiments.registry import Parts, SystemSpec, SystemUsageError, get_system, systems
 from avsc.experiments.results import MissingArtifact, StrategyResult
 from avsc.experiments.workspace import Workspace
 from avsc.features.datasets import FrameSamples, SegmentSamples, eval_transform, train_transform
@@ -67,9 +67,9 @@ def train_system(
     cfg = ws.config
     for what, value in (("feature", feature), ("backbone", backbone)):
         if value is not None and not spec.takes(what):
-            raise ValueError(f"system {spec.name} takes no {what} (got {value!r})")
+            raise SystemUsageError(f"system {spec.name} takes no {what} (got {value!r})")
     if audio_checkpoint is not None and not spec.takes("audio_checkpoint"):
-        raise ValueError(f"system {spec.name} takes no audio checkpoint")
+        raise SystemUsageError(f"system {spec.name} takes no audio checkpoint")
     if spec.takes("feature"):
         feature = feature or FEATURE_KINDS[0]
     torch.manual_seed(cfg.train.seed)
@@ -79,7 +79,7 @@ def train_system(
     def pretrained() -> AcousticEncoder:
         ck = audio_checkpoint() if callable(audio_checkpoint) else audio_checkpoint
         if ck is None:
-            raise ValueError(
+            raise SystemUsageError(
                 f"system {spec.name} starts from a trained audio-only {feature} system's "
                 "acoustic encoder: pass its checkpoint (audio_checkpoint, avsc train "
                 "--audio-checkpoint) or train through a results folder that holds it"
