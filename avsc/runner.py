@@ -25,7 +25,7 @@ import yaml
 
 from avsc.config import SECTIONS, ConfigError
 from avsc.config import parse_overrides as _parse
-from avsc.utils import atomic_path, atomic_write_json, versions
+from avsc.utils import BATCH_ENV, atomic_path, atomic_write_json, versions
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,12 @@ class Manifest:
     profile: str
     run_dir: Path
     notebooks: list[dict[str, Any]] = field(default_factory=list)
+    git: dict[str, Any] = field(default_factory=dict)  # the code's state when the run began
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
-            "git": git_commit(),
+            "git": self.git,
             "versions": versions(),
             "python": sys.executable,
             "notebooks": self.notebooks,
@@ -143,13 +144,27 @@ class Manifest:
         atomic_write_json(self.run_dir / "manifest.json", self.to_dict())
 
 
-def git_commit() -> dict[str, Any]:
+def git_commit(outputs: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The repository's commit and whether its files differ from it (``dirty``), leaving out
+    ``outputs``: the folders a run writes (committed demo figures a run rewrites are not a
+    change to the code that produced them)."""
+    exclude = []
+    for folder in outputs:
+        try:
+            rel = Path(folder).resolve().relative_to(REPO)
+        except ValueError:
+            continue  # outside the repository
+        exclude.append(f":(exclude){rel.as_posix()}")
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--", ".", *exclude],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if sha.returncode == 0:
             return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
@@ -250,15 +265,18 @@ def run_profile(
     if not selected:
         raise RunError(f"no notebook matches --from {start} / --only {only}")
 
-    manifest = Manifest(profile, run_dir)
+    outputs = (Path(runs_root), Path(figures_root))
+    manifest = Manifest(profile, run_dir, git=git_commit(outputs))
     old = run_dir / "manifest.json"
     if old.is_file():  # keep the record of notebooks this call does not run (--from, --only)
         prev = json.loads(old.read_text()).get("notebooks", [])
         rerun = {p.stem for p in selected}
         manifest.notebooks = [n for n in prev if n["notebook"] not in rerun]
-    env_before = {k: os.environ.get(k) for k in ("AVSC_PROGRESS", "MPLBACKEND", "PATH")}
+    env_before = {k: os.environ.get(k) for k in ("AVSC_PROGRESS", "MPLBACKEND", "PATH", BATCH_ENV)}
     os.environ["AVSC_PROGRESS"] = "0"  # tqdm widgets saved by papermill read "0 %" forever
-    os.environ["MPLBACKEND"] = "Agg"
+    # figures go into the executed notebooks as PNG outputs (Agg would save only their repr)
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ[BATCH_ENV] = "1"
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     try:
         for nb in selected:

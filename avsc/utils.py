@@ -171,6 +171,20 @@ def _lock_owner(owner_file: Path) -> str:
         return "a process that has not said who it is yet"
 
 
+#: set by ``avsc run`` for the notebooks it executes (papermill saves no widget state)
+BATCH_ENV = "AVSC_BATCH"
+
+
+def in_batch_run() -> bool:
+    """Whether this is a notebook executed by ``avsc run`` (papermill), not a live session."""
+    return os.environ.get(BATCH_ENV, "").strip() not in ("", "0")
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (JupyterLab, or papermill's batch run)."""
+    return "ipykernel" in sys.modules
+
+
 def progress_enabled(enabled: bool | None = None) -> bool:
     """Whether to show progress bars.
 

@@ -43,10 +43,44 @@ def _log_to_output() -> None:
     if not any(getattr(h, "_avsc", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.addFilter(_NoEpochLines())
         handler._avsc = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+class _NoEpochLines(logging.Filter):
+    """Notebooks show a progress bar per training, not one log line per epoch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "avsc_epoch", False)
+
+
+def _short_errors() -> None:
+    """In a notebook, a missing artifact is its one-line message, not a long traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+
+    def handler(shell, etype, value, tb, tb_offset=None):
+        stb = [f"{etype.__name__}: {value}"]
+        shell._showtraceback(etype, value, stb)
+        return stb
+
+    ip.set_custom_exc((MissingArtifact,), handler)
+
+
+def _short(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
 
 
 def repo_root() -> Path:
@@ -83,6 +117,7 @@ class Context:
         self.results = Results(self.run / "results", hint=self._made_by_notebook)
         self._workspace: Workspace | None = None
         _log_to_output()
+        _short_errors()
         from avsc.viz import set_style
 
         set_style()
@@ -91,11 +126,17 @@ class Context:
     @property
     def source(self) -> str:
         """What data produced this run's numbers and figures, in words."""
+        from avsc.data.tau import DatasetError, find_meta_dir
+
         card = self.data / "synthetic.json"
         if card.is_file():
             info = json.loads(card.read_text())
             seed = info.get("seed", "?")
             return f"SYNTHETIC data (avsc synth, seed {seed}); profile {self.profile}"
+        try:
+            find_meta_dir(self.data)
+        except DatasetError:
+            return f"no dataset at {_short(self.data)} yet; profile {self.profile}"
         return (
             f"{self.data.name} (TAU Urban Audio-Visual Scenes 2021, fold 1); profile {self.profile}"
         )
@@ -106,10 +147,28 @@ class Context:
 
     # ------------------------------------------------------------------ artifacts
     def _hint(self, notebook: str) -> str:
+        """Which notebook makes an artifact, and a command that makes it: ``--from`` the
+        first notebook up to that one which has not run to the end in this run folder."""
         return (
-            f"it is made by notebook {notebook} (run it first, e.g. "
-            f"avsc run --profile {self.profile} --from {notebook[:2]})"
+            f"it is made by notebook {notebook}; make it with: "
+            f"avsc run --profile {self.profile} --from {self.first_to_run(notebook)[:2]}"
         )
+
+    def first_to_run(self, notebook: str) -> str:
+        """The first notebook of the series, up to ``notebook``, not recorded as finished
+        in this run's ``manifest.json``."""
+        done = set()
+        manifest = self.run / "manifest.json"
+        if manifest.is_file():
+            done = {
+                n["notebook"]
+                for n in json.loads(manifest.read_text()).get("notebooks", [])
+                if n.get("status") == "ok"
+            }
+        for nb in sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+            if nb.stem not in done or nb.stem == notebook:
+                return nb.stem
+        return notebook
 
     def _made_by_notebook(
         self, spec: SystemSpec, feature: str | None, backbone: str | None, root: Path
@@ -179,30 +238,37 @@ class Context:
             )
         return self._workspace
 
-    def figure(self, fig, name: str):
-        """Save ``fig`` as ``figures/<profile>/<name>.pdf|png``; return it for display."""
-        from avsc.viz import save_figure
+    def figure(self, fig, name: str) -> None:
+        """Save ``fig`` as ``figures/<profile>/<name>.pdf|png`` and show that PNG once in the
+        notebook (then close the figure, so it is not shown twice)."""
+        import matplotlib.pyplot as plt
 
-        save_figure(fig, self.figures / name)
-        return fig
+        from avsc.viz.plots import display_png, save_figure
 
-    def table(self, df: pd.DataFrame, name: str, floatfmt: str = ".4f") -> pd.DataFrame:
-        """Save ``df`` as CSV and Markdown under ``figures/<profile>/``; return it."""
+        _, png = save_figure(fig, self.figures / name)
+        plt.close(fig)
+        display_png(png.read_bytes())
+
+    def table(self, df: pd.DataFrame, name: str) -> pd.DataFrame:
+        """Save ``df`` as CSV (every digit) and Markdown (readable) under
+        ``figures/<profile>/``; return the readable view (:func:`avsc.evaluation.readable`:
+        rounded, absent values blank, the official metrics named, the paper beside them)."""
+        from avsc.evaluation.tables import readable
+
         with atomic_path(self.figures / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
-        shown = df.astype(object).where(df.notna(), "")  # blanks, not "nan", for absent values
-        md = (
-            f"<!-- {self.source} -->\n\n" + shown.to_markdown(index=False, floatfmt=floatfmt) + "\n"
-        )
+        view = readable(df)
+        md = view.to_markdown(index=False, disable_numparse=True)  # the digits as rounded
+        md = f"<!-- {self.source} -->\n\n{md}\n"
         with atomic_path(self.figures / f"{name}.md") as tmp:
             tmp.write_text(md)
-        return df
+        return view
 
-    def save_metrics(self, name: str, metrics: dict[str, Any]) -> Path:
+    def save_metrics(self, name: str, metrics: dict[str, Any]) -> None:
         """``runs/<profile>/metrics/<name>.json`` (the runner checks these are finite)."""
         path = self.run / "metrics" / f"{name}.json"
         atomic_write_json(path, {"source": self.source, **_plain(metrics)})
-        return path
+        print(f"metrics saved: {_short(path)}")
 
     # ------------------------------------------------------------------ systems
     def train(self, system: str, **inputs: Any) -> StrategyResult:

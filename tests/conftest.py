@@ -35,3 +35,26 @@ def synth_store(tmp_path_factory):
     report = preprocess(root, base / "cache", cfg, workers=1, show_progress=False)
     assert report.ok, report.format()
     return root, base / "cache"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke profile run end to end once (``avsc run --profile smoke``) into a temporary
+    folder, with a config override that must reach preprocessing: ``(base, manifest)``, the
+    run in ``base/runs/smoke``, its figures in ``base/figures/smoke``."""
+    import json
+
+    from avsc.runner import Manifest, run_profile
+
+    reuse = os.environ.get("AVSC_REUSE_SMOKE")  # a finished run, for iterating on one test
+    if reuse and (Path(reuse) / "runs" / "smoke" / "manifest.json").is_file():
+        saved = json.loads((Path(reuse) / "runs" / "smoke" / "manifest.json").read_text())
+        return Path(reuse), Manifest("smoke", Path(reuse) / "runs" / "smoke", saved["notebooks"])
+    base = tmp_path_factory.mktemp("smoke")
+    manifest = run_profile(
+        "smoke",
+        {"frames.jpeg_quality": 90},
+        runs_root=base / "runs",
+        figures_root=base / "figures",
+    )
+    return base, manifest

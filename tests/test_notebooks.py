@@ -84,24 +84,24 @@ def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):
     with pytest.raises(
         RunError,
         match=r"05_ablations failed: MissingArtifact.*pipeline.*made by notebook 04_pipeline",
-    ):
+    ) as info:
         run_profile(
             "smoke", only=["05"], runs_root=tmp_path / "runs", figures_root=tmp_path / "fig"
         )
+    # the hint is a command that works: nothing has run in this folder, so from 01 on
+    assert "make it with: avsc run --profile smoke --from 01" in str(info.value)
     manifest = json.loads((tmp_path / "runs" / "smoke" / "manifest.json").read_text())
     assert manifest["notebooks"][-1]["status"] == "failed"
+    # in the notebook the error is its message, not a long traceback
+    nb = nbformat.read(tmp_path / "runs" / "smoke" / "05_ablations.ipynb", as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "MissingArtifact"
+    assert len("\n".join(errors[0].traceback).splitlines()) <= 2
 
 
 @pytest.mark.slow
-def test_smoke_profile_end_to_end(tmp_path_factory):
-    base = tmp_path_factory.mktemp("smoke")
-    # a config override reaches every step, preprocessing included (it used to be reset)
-    manifest = run_profile(
-        "smoke",
-        {"frames.jpeg_quality": 90},
-        runs_root=base / "runs",
-        figures_root=base / "figures",
-    )
+def test_smoke_profile_end_to_end(smoke_run):
+    base, manifest = smoke_run
     assert [n["notebook"] for n in manifest.notebooks] == EXPECTED
     assert all(n["status"] == "ok" for n in manifest.notebooks)
     run = base / "runs" / "smoke"
@@ -124,9 +124,47 @@ def test_smoke_profile_end_to_end(tmp_path_factory):
         ).stat().st_size > 1000
     for name in TABLES:
         assert (fig / f"{name}.csv").is_file() and "SYNTHETIC" in (fig / f"{name}.md").read_text()
-    # executed notebooks hold outputs and no error
-    nb = nbformat.read(run / "07_results.ipynb", as_version=4)
-    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    # executed notebooks hold their figures: one PNG per figure-making cell, no repr text
+    for name in EXPECTED:
+        nb = nbformat.read(run / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            pngs = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            texts = [str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs]
+            texts += ["".join(o.get("text", "")) for o in cell.outputs]
+            assert not any("<Figure size" in t for t in texts), (name, cell.source[:60])
+            if "ctx.figure(" in cell.source or "explorer.show()" in cell.source:
+                assert len(pngs) == 1, (name, cell.source[:60], len(pngs))
+            else:
+                assert not pngs, (name, cell.source[:60])
+    # the same in a live kernel (no avsc run: the inline backend, no batch flag)
+    import os
+
+    import papermill as pm
+
+    live = dict(os.environ)
+    for key in ("MPLBACKEND", "AVSC_BATCH"):
+        os.environ.pop(key, None)
+    try:
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / "06_tsne.ipynb"),
+            str(base / "06_live.ipynb"),
+            parameters={
+                "run_dir": str(run),
+                "figures_dir": str(base / "live_figures"),
+                "data_dir": str(run / "data"),
+                "cache_dir": str(run / "cache"),
+            },
+            progress_bar=False,
+            cwd=str(ROOT),
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(live)
+    nb = nbformat.read(base / "06_live.ipynb", as_version=4)
+    pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1
 
     # a failing notebook stops the run, naming it and its error; --only reruns one notebook
     with pytest.raises(

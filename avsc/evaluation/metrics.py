@@ -112,11 +112,16 @@ def submission_frame(
 
 def write_submission(
     path, filenames: Sequence[str], proba: np.ndarray, labels: Sequence[str] = LABELS
-) -> None:
-    """Write the DCASE submission TSV atomically."""
+) -> str:
+    """Write the DCASE submission TSV atomically; returns a short preview to print: where it
+    is, how many rows, and its header and first rows, whole."""
+    from pathlib import Path
+
     from avsc.utils import atomic_path
 
     with atomic_path(path) as tmp:
         submission_frame(filenames, proba, labels).to_csv(
             tmp, sep="\t", index=False, float_format="%.6f"
         )
+    lines = Path(path).read_text().splitlines()
+    return "\n".join([f"{path}: {len(lines) - 1} rows; the first 3:", *lines[:4]])

@@ -58,9 +58,9 @@ def finetune_backbones(
                 "images": r.source if places_root else "SYNTHETIC stand-in for Places365",
                 "classes": len(r.classes),
                 "start_weights": start_weights.get(b) or "random init",
-                "top1_before_ncm": r.top1_before,
-                "top1_after": r.top1_after,
-                "top1_after_ncm": r.top1_after_ncm,
+                "top1_before_ncm": 100 * r.top1_before,  # %, like every table
+                "top1_after": 100 * r.top1_after,
+                "top1_after_ncm": 100 * r.top1_after_ncm,
                 "seconds": round(r.seconds, 1),
             }
         )

@@ -253,8 +253,12 @@ def _run(
         if is_main_process():
             res.save(out)
         log.info(
-            "%s: evaluate logloss %.4f accuracy %.2f %% (%.0f s)",
+            "%s: %d epochs, best %d (val log loss %.3f); evaluate: log loss %.3f, accuracy %.1f %% "
+            "(class-wise, DCASE's official figures); %.0f s",
             name,
+            len(res.history),
+            metrics["best_epoch"],
+            metrics["best_val_logloss"],
             metrics["logloss_classwise"],
             100 * metrics["accuracy_classwise"],
             res.seconds,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from avsc.data.tau import LABELS
 from avsc.viz.plots import SHORT
@@ -53,9 +53,10 @@ class Explorer:
     def figure(self, clip: str, segment: int):
         """Frame, acoustic feature and per-system probability bars of one segment."""
         probs, label = self.probabilities(clip, segment)
-        fig, axes = plt.subplots(
-            1, 3, figsize=(14, 3.4), gridspec_kw={"width_ratios": [1.2, 1, 1.6]}
-        )
+        # a figure of its own, outside pyplot: it is drawn from widget callbacks, where
+        # pyplot's global state (the inline backend's list of figures to show) does not belong
+        fig = Figure(figsize=(14, 3.4))
+        axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.2, 1, 1.6]})
         axes[0].imshow(self.store.load_frames(clip, [segment])[0])
         axes[0].set_title(f"{clip}, {segment}-{segment + 1} s")
         axes[0].axis("off")
@@ -95,10 +96,14 @@ class Explorer:
         seg = x[:, segment * sr : (segment + 1) * sr]
         return Audio(seg, rate=sr)
 
-    def show(self):
-        """Build and display the widget; returns it."""
+    def show(self) -> None:
+        """Display the widget (once). Widget state is not saved in an executed notebook, so a
+        batch run (papermill under ``avsc run``) also keeps a static picture of the first view."""
         import ipywidgets as w
         from IPython.display import display
+
+        from avsc.utils import in_batch_run
+        from avsc.viz.plots import show_figure
 
         clip = w.Dropdown(options=self.clips, description="clip", layout=w.Layout(width="420px"))
         seg = w.IntSlider(0, 0, self.segments - 1, description="segment")
@@ -108,12 +113,12 @@ class Explorer:
             out.clear_output(wait=True)
             with out:
                 display(self.audio(clip.value, seg.value))
-                fig = self.figure(clip.value, seg.value)
-                plt.show(fig)
+                show_figure(self.figure(clip.value, seg.value))
 
         clip.observe(update, "value")
         seg.observe(update, "value")
-        box = w.VBox([w.HBox([clip, seg]), out])
-        display(box)
+        display(w.VBox([w.HBox([clip, seg]), out]))
         update()
-        return box
+        if in_batch_run():
+            print(f"(a static picture of the explorer's first view: {self.clips[0]}, segment 0)")
+            show_figure(self.figure(self.clips[0], 0))

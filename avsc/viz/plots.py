@@ -4,13 +4,16 @@ that is printed on it, so a figure always says what data produced it."""
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
+if "MPLBACKEND" not in os.environ and "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")  # scripts, tests, the command line: no window (a notebook keeps its own)
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -43,6 +46,29 @@ def set_style() -> None:
 def _stamp(fig, source: str | None) -> None:
     if source:
         fig.text(0.995, 0.005, source, ha="right", va="bottom", fontsize=7, color="0.35")
+
+
+def display_png(data: bytes) -> None:
+    """Show PNG bytes once in a notebook: a bare ``image/png`` output (no ``<Figure size``
+    text beside it); nothing outside a Jupyter kernel or IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    from IPython.display import display
+
+    display({"image/png": data}, raw=True)
+
+
+def show_figure(fig) -> None:
+    """Display ``fig`` once as a PNG and close it, so that the inline backend does not show it
+    a second time at the end of the cell (live and papermill runs alike)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+    display_png(buf.getvalue())
 
 
 def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
@@ -178,9 +204,7 @@ def plot_per_class_accuracy(table: pd.DataFrame, source: str | None = None):
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(10, 3.4))
-    df = table.assign(
-        accuracy=100 * table["accuracy"], scene=table["scene_label"].map(lambda s: SHORT.get(s, s))
-    )
+    df = table.assign(scene=table["scene_label"].map(lambda s: SHORT.get(s, s)))
     sns.barplot(df, x="scene", y="accuracy", hue="system", ax=ax)
     ax.set(xlabel="", ylabel="accuracy (%)", ylim=(0, 100))
     ax.legend(fontsize=7, ncols=3)
