@@ -38,6 +38,7 @@ TABLES = [
     "table4_ablations",
     "table5_prior_work",
     "results_all",
+    "claims",
 ]
 
 

@@ -46,17 +46,27 @@ PRIOR_WORK = pd.DataFrame(
 
 
 def results_table(results, paper: bool = True) -> pd.DataFrame:
-    """One row per result: system, feature, backbone, class-wise log loss and accuracy (%),
-    training wall time, and the paper's figures beside them where the paper has that row."""
+    """One row per result: system, feature, backbone, class-wise log loss and accuracy (%)
+    with their 95 % intervals (bootstrap over evaluation clips, stratified by class:
+    :mod:`avsc.evaluation.uncertainty`), training wall time, and the paper's figures beside
+    them where the paper has that row."""
+    from avsc.evaluation.uncertainty import interval
+
     rows = []
     for r in results:
+        ll_low, ll_high = interval(r.proba, "logloss")
+        acc_low, acc_high = interval(r.proba, "accuracy")
         rows.append(
             {
                 "system": r.system,
                 "feature": r.feature,
                 "backbone": r.backbone,
                 "logloss": r.metrics["logloss_classwise"],
+                "logloss_low": ll_low,
+                "logloss_high": ll_high,
                 "accuracy": 100 * r.metrics["accuracy_classwise"],
+                "accuracy_low": 100 * acc_low,
+                "accuracy_high": 100 * acc_high,
                 "logloss_overall": r.metrics["logloss_overall"],
                 "accuracy_overall": 100 * r.metrics["accuracy_overall"],
                 "train_seconds": round(r.seconds, 1),
@@ -68,6 +78,75 @@ def results_table(results, paper: bool = True) -> pd.DataFrame:
             *[_paper_row(r.system, r.feature, r.backbone) for r in df.itertuples()], strict=True
         )
     return df
+
+
+#: The comparisons the paper makes: (what, system A, system B, vary). ``vary`` says which
+#: input differs between A and B ("feature": A on scalogram, B on fbank; None: same inputs).
+CLAIMS = (
+    ("scalogram vs FBank", "audio_only", "audio_only", "feature"),
+    ("scalogram vs FBank", "pipeline", "pipeline", "feature"),
+    ("scalogram vs FBank", "joint", "joint", "feature"),
+    ("joint vs pipeline", "joint", "pipeline", None),
+    ("ablation II vs I", "ablation_II", "pipeline", None),
+    ("ablation III vs II", "ablation_III", "ablation_II", None),
+    ("ablation IV vs III", "joint", "ablation_III", None),
+)
+
+
+def claims_table(results) -> pd.DataFrame:
+    """The paper's comparisons on this run: per pair of results (same evaluation clips), the
+    difference A - B in class-wise log loss with its 95 % interval from resampling the same
+    clips for both (:func:`avsc.evaluation.uncertainty.paired_interval`), the paper's
+    difference, and a verdict: ``holds`` (same sign as the paper, interval excludes zero),
+    ``reversed`` (opposite sign, interval excludes zero) or ``undecided`` (it includes zero)."""
+    from avsc.evaluation.uncertainty import paired_interval
+
+    by = {(r.system, r.feature, r.backbone): r for r in results}
+    alias = {"pipeline": "ablation_I", "joint": "ablation_IV"}
+    rows = []
+    for what, sa, sb, vary in CLAIMS:
+        for (system, feature, backbone), a in by.items():
+            if system != sa:
+                continue
+            if vary == "feature":
+                if feature != "scalogram":
+                    continue
+                b = by.get((sb, "fbank", backbone))
+            else:
+                b = by.get((sb, feature, backbone))
+            if b is None:
+                continue
+            diff, low, high = paired_interval(a.proba, b.proba, "logloss")
+            if vary == "feature":
+                pa = _paper_row(sa, "scalogram", backbone)[1]
+                pb = _paper_row(sb, "fbank", backbone)[1]
+            else:
+                pa = _paper_row(
+                    alias.get(sa, sa) if what.startswith("ablation") else sa, feature, backbone
+                )[1]
+                pb = _paper_row(
+                    alias.get(sb, sb) if what.startswith("ablation") else sb, feature, backbone
+                )[1]
+            paper = pa - pb
+            if low <= 0 <= high:
+                verdict = "undecided"
+            elif np.sign(diff) == np.sign(paper):
+                verdict = "holds"
+            else:
+                verdict = "reversed"
+            rows.append(
+                {
+                    "claim": what,
+                    "A": a.name,
+                    "B": b.name,
+                    "logloss_diff": diff,
+                    "diff_low": low,
+                    "diff_high": high,
+                    "paper_diff": paper,
+                    "verdict": verdict,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _paper_row(system: str, feature: str | None, backbone: str | None):
@@ -94,11 +173,19 @@ def confusion_of(result) -> np.ndarray:
 
 
 def per_class_of(results) -> pd.DataFrame:
-    """Per-class log loss and accuracy (%) of each result, one block of rows per system."""
+    """Per-class log loss and accuracy (%) of each result with their 95 % intervals (bootstrap
+    over the class's evaluation clips), one block of rows per system."""
+    from avsc.evaluation.uncertainty import per_class_intervals
+
     frames = []
     for r in results:
         t = per_class_table(r.proba["label"].to_numpy(), r.proba[list(LABELS)].to_numpy())
+        ci = per_class_intervals(r.proba).set_index("label")
+        t.insert(t.columns.get_loc("logloss") + 1, "logloss_low", t.index.map(ci["logloss_low"]))
+        t.insert(t.columns.get_loc("logloss") + 2, "logloss_high", t.index.map(ci["logloss_high"]))
         t["accuracy"] *= 100  # %, like every table
+        t["accuracy_low"] = 100 * t.index.map(ci["accuracy_low"])
+        t["accuracy_high"] = 100 * t.index.map(ci["accuracy_high"])
         t.insert(0, "system", r.name)
         frames.append(t)
     return pd.concat(frames, ignore_index=True)
@@ -116,6 +203,8 @@ _NAMES = {
     "top1_before_ncm": "top-1 % before (nearest class mean)",
     "top1_after": "top-1 % after",
     "top1_after_ncm": "top-1 % after (nearest class mean)",
+    "logloss_diff": "Δ log loss (A - B)",
+    "paper_diff": "paper Δ log loss",
 }
 OFFICIAL_LOGLOSS = "log loss (class-wise, official)"
 OFFICIAL_ACCURACY = "accuracy % (class-wise, official)"
@@ -136,6 +225,14 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
     names = dict(_NAMES)
     names["logloss"] = OFFICIAL_LOGLOSS if results else "log loss"
     names["accuracy"] = OFFICIAL_ACCURACY if results else "accuracy %"
+    for metric, fmt in (("logloss", "{:.3f}"), ("accuracy", "{:.1f}"), ("diff", "{:+.3f}")):
+        lo, hi = f"{metric}_low", f"{metric}_high"
+        if {lo, hi} <= set(out.columns):
+            name = {"logloss": "log loss", "accuracy": "accuracy", "diff": "Δ"}[metric]
+            out[f"{name} 95 % CI"] = [
+                f"{fmt.format(a)} to {fmt.format(b)}" for a, b in zip(out[lo], out[hi], strict=True)
+            ]
+            out = out.drop(columns=[lo, hi])
     if {"logloss", "paper_logloss"} <= set(out.columns):
         out["Δ log loss"] = out["logloss"] - out["paper_logloss"]
     if {"accuracy", "paper_accuracy"} <= set(out.columns):
@@ -143,9 +240,11 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
     out = out.rename(columns=names)
     first = [
         OFFICIAL_LOGLOSS,
+        "log loss 95 % CI",
         "paper log loss",
         "Δ log loss",
         OFFICIAL_ACCURACY,
+        "accuracy 95 % CI",
         "paper accuracy %",
         "Δ accuracy (points)",
     ]
@@ -156,11 +255,16 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
         ident = [c for c in ident if c != "paper backbone"]
         rest = [c for c in out.columns if c not in ident and c not in first]
         out = out[ident + [c for c in first if c in out.columns] + rest]
+    if "verdict" in out.columns and "Δ 95 % CI" in out.columns:  # a claims table
+        order = ["claim", "A", "B", "Δ log loss (A - B)", "Δ 95 % CI", "paper Δ log loss"]
+        out = out[
+            [c for c in order if c in out.columns] + [c for c in out.columns if c not in order]
+        ]
     shown = out.astype(object)
     for col in out.columns:
         if not pd.api.types.is_float_dtype(out[col]):
             continue
-        signed = col.startswith("Δ")
+        signed = "Δ" in col
         if "log loss" in col:
             fmt = "{:+.3f}" if signed else "{:.3f}"
         elif "%" in col or "accuracy" in col or col == "training s" or col == "s":
@@ -173,8 +277,9 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
 
 def compare(results, a: str, b: str) -> list[str]:
     """One line per pair of results of systems ``a`` and ``b`` trained on the same feature and
-    backbone: both official figures and the difference, as measured on this run (a single
-    training each: the difference carries no confidence interval)."""
+    backbone: both official figures and the difference in log loss with its 95 % interval
+    (the same clips resampled for both); a difference is called one only when the interval
+    excludes zero."""
     by_key: dict[tuple, dict[str, object]] = {}
     for r in results:
         by_key.setdefault((r.feature, r.backbone), {})[r.system] = r
@@ -186,17 +291,16 @@ def compare(results, a: str, b: str) -> list[str]:
         la, lb = ra.metrics["logloss_classwise"], rb.metrics["logloss_classwise"]
         aa, ab = 100 * ra.metrics["accuracy_classwise"], 100 * rb.metrics["accuracy_classwise"]
         what = " + ".join(v for v in (feature, backbone) if v)
-        lower = a if la < lb else b
         lines.append(
-            f"{a} vs {b} ({what}): log loss {la:.3f} vs {lb:.3f} ({lower} lower by "
-            f"{abs(la - lb):.3f}), accuracy {aa:.1f} % vs {ab:.1f} %"
+            f"{a} vs {b} ({what}): log loss {la:.3f} vs {lb:.3f}, "
+            f"{_verdict(a, b, ra.proba, rb.proba)}; accuracy {aa:.1f} % vs {ab:.1f} %"
         )
     return lines
 
 
 def compare_features(results, a: str = "scalogram", b: str = "fbank") -> list[str]:
     """One line per system trained on both acoustic features ``a`` and ``b`` (same backbone):
-    both official figures and which feature has the lower log loss on this run."""
+    both official figures and the difference in log loss with its 95 % interval."""
     groups: dict[tuple, dict[str, object]] = {}
     for r in results:
         groups.setdefault((r.system, r.backbone), {})[r.feature] = r
@@ -209,9 +313,21 @@ def compare_features(results, a: str = "scalogram", b: str = "fbank") -> list[st
         aa = 100 * pair[a].metrics["accuracy_classwise"]
         ab = 100 * pair[b].metrics["accuracy_classwise"]
         where = f"{system}" + (f" ({backbone})" if backbone else "")
-        lower = a if la < lb else b
         lines.append(
-            f"{where}: {a} log loss {la:.3f} vs {b} {lb:.3f} ({lower} lower by "
-            f"{abs(la - lb):.3f}), accuracy {aa:.1f} % vs {ab:.1f} %"
+            f"{where}: {a} log loss {la:.3f} vs {b} {lb:.3f}, "
+            f"{_verdict(a, b, pair[a].proba, pair[b].proba)}; accuracy {aa:.1f} % vs {ab:.1f} %"
         )
     return lines
+
+
+def _verdict(a: str, b: str, proba_a, proba_b) -> str:
+    """``difference -0.065 (95 % CI -0.090 to -0.041): joint lower`` or ``...: no clear
+    difference`` when the interval includes zero."""
+    from avsc.evaluation.uncertainty import paired_interval
+
+    diff, low, high = paired_interval(proba_a, proba_b, "logloss")
+    if low <= 0 <= high:
+        call = "no clear difference"
+    else:
+        call = f"{a if diff < 0 else b} lower"
+    return f"difference {diff:+.3f} (95 % CI {low:+.3f} to {high:+.3f}): {call}"
