@@ -28,14 +28,22 @@ def _workers(text: str) -> int:
     return n
 
 
-def _config(args: argparse.Namespace, base: dict | None = None):
-    """The command's config: defaults < ``base`` < ``--config FILE`` < ``-p`` overrides."""
-    from avsc.config import ExperimentConfig, load_config_file
+def _overrides(args: argparse.Namespace) -> dict:
+    """The ``section.key`` values the user set: ``--config FILE`` first, then ``-p``."""
+    from avsc.config import load_config_file, parse_overrides
 
-    cfg = ExperimentConfig.from_dict(base)
+    out = {}
     if getattr(args, "config", None):
-        cfg = cfg.override(_flat(load_config_file(args.config), args.config))
-    return cfg.override(list(getattr(args, "param", None) or []))
+        out.update(_flat(load_config_file(args.config), args.config))
+    out.update(parse_overrides(list(getattr(args, "param", None) or [])))
+    return out
+
+
+def _config(args: argparse.Namespace):
+    """The command's config: defaults < ``--config FILE`` < ``-p`` overrides."""
+    from avsc.config import ExperimentConfig
+
+    return ExperimentConfig().override(_overrides(args))
 
 
 def _flat(sections: dict, where) -> dict:
@@ -125,12 +133,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json
     import warnings
 
+    from avsc.config import ExperimentConfig
     from avsc.experiments import Results, Workspace, get_system
     from avsc.experiments.registry import SystemUsageError
 
     _import_modules(args)
     spec = get_system(args.system)
-    cfg = _config(args)
+    asked = _overrides(args)
+    cfg = ExperimentConfig().override(asked)
     inputs = {}
     for what in ("feature", "backbone", "audio_checkpoint"):
         value = getattr(args, what)
@@ -140,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             inputs[what] = value
     with warnings.catch_warnings(record=True) as caught:  # the store's settings win
         warnings.simplefilter("always")
-        ws = Workspace(args.cache, cfg, asked=_asked_keys(args))
+        ws = Workspace(args.cache, cfg, asked=set(asked))
     for w in caught:
         print(f"avsc train: warning: {w.message}", file=sys.stderr)
     results = Results(args.out)
@@ -155,16 +165,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = results.train(spec.name, ws, **inputs)
     print(json.dumps(result.summary(), indent=2))
     return 0
-
-
-def _asked_keys(args: argparse.Namespace) -> set[str]:
-    """The ``section.key`` names the user set (in --config or -p)."""
-    from avsc.config import load_config_file, parse_overrides
-
-    keys = set(parse_overrides(list(args.param or [])))
-    if args.config:
-        keys |= set(_flat(load_config_file(args.config), args.config))
-    return keys
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -254,6 +254,15 @@ def _config_options(parser: argparse.ArgumentParser, what: str = "config overrid
         action="append",
         metavar="SECTION.KEY=VALUE",
         help=f"{what}, e.g. -p train.max_epochs=5 (repeatable; applied after --config)",
+    )
+
+
+def _module_option(parser: argparse.ArgumentParser, why: str) -> None:
+    parser.add_argument(
+        "--module",
+        action="append",
+        metavar="NAME",
+        help=f"import this Python module first ({why}; repeatable)",
     )
 
 
@@ -390,12 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start over: remove the checkpoints and results of an earlier run of this system "
         "in OUT (without it, a run resumes, and only with the same settings)",
     )
-    t.add_argument(
-        "--module",
-        action="append",
-        metavar="NAME",
-        help="import this Python module first (it registers systems of its own; repeatable)",
-    )
+    _module_option(t, "it registers systems of its own")
     _config_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -410,12 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True, help="a system's best.pt (from avsc train)")
     pr.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     pr.add_argument("--csv", help="also write the table to this CSV file")
-    pr.add_argument(
-        "--module",
-        action="append",
-        metavar="NAME",
-        help="import this Python module first (the checkpoint's system is registered there)",
-    )
+    _module_option(pr, "the checkpoint's system is registered there")
     pr.set_defaults(func=cmd_predict)
 
     f = _sub(

@@ -103,22 +103,22 @@ class Explorer:
         from IPython.display import display
 
         from avsc.utils import in_batch_run
-        from avsc.viz.plots import show_figure
+        from avsc.viz.plots import display_png, show_figure
 
         clip = w.Dropdown(options=self.clips, description="clip", layout=w.Layout(width="420px"))
         seg = w.IntSlider(0, 0, self.segments - 1, description="segment")
         out = w.Output()
 
-        def update(*_):
+        def update(*_) -> bytes:
             out.clear_output(wait=True)
             with out:
                 display(self.audio(clip.value, seg.value))
-                show_figure(self.figure(clip.value, seg.value))
+                return show_figure(self.figure(clip.value, seg.value))
 
         clip.observe(update, "value")
         seg.observe(update, "value")
         display(w.VBox([w.HBox([clip, seg]), out]))
-        update()
-        if in_batch_run():
+        first = update()
+        if in_batch_run():  # the same picture, drawn once
             print(f"(a static picture of the explorer's first view: {self.clips[0]}, segment 0)")
-            show_figure(self.figure(self.clips[0], 0))
+            display_png(first)

@@ -62,13 +62,14 @@ def display_png(data: bytes) -> None:
     display({"image/png": data}, raw=True)
 
 
-def show_figure(fig) -> None:
+def show_figure(fig) -> bytes:
     """Display ``fig`` once as a PNG and close it, so that the inline backend does not show it
-    a second time at the end of the cell (live and papermill runs alike)."""
+    a second time at the end of the cell (live and papermill runs alike); returns the PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     display_png(buf.getvalue())
+    return buf.getvalue()
 
 
 def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
