@@ -153,16 +153,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         ws = Workspace(args.cache, cfg, asked=set(asked))
     for w in caught:
         print(f"avsc train: warning: {w.message}", file=sys.stderr)
-    results = Results(args.out)
+    results = Results(args.out, primary_seed=ws.config.train.seed, seeds=ws.config.seeds)
     if args.restart:
         from avsc.training.loop import clear_run
 
         feature, backbone = results.inputs(
             spec.name, inputs.get("feature"), inputs.get("backbone"), ws.config
         )
-        for path in clear_run(results.folder(spec.name, feature, backbone)):
-            print(f"removed {path} (--restart)")
-    result = results.train(spec.name, ws, **inputs)
+        for seed in results.seeds:
+            for path in clear_run(results.folder(spec.name, feature, backbone, seed)):
+                print(f"removed {path} (--restart)")
+    result = results.train_seeds(spec.name, ws, **inputs)
     print(json.dumps(result.summary(), indent=2))
     return 0
 

@@ -378,6 +378,10 @@ class TrainConfig(_Section):
     t_mult: int = 2
     patience: int | None = None  # early stopping on validation loss; None: off
     seed: int = 0
+    # more trainings of every system, one per seed, each in its own results folder (the
+    # first, ``seed``, in results/<name>, seed s in results/seed<s>/<name>); tables give the
+    # mean and standard deviation over them. ``-p seeds=[0,1,2]`` is short for this key.
+    seeds: tuple[int, ...] | None = None
     num_workers: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
@@ -410,6 +414,10 @@ class TrainConfig(_Section):
             self._at_least(key, 1, allow_none=True)
         for key in ("num_workers", "seed", "weight_decay", "lr_min"):
             self._at_least(key, 0)
+        if self.seeds is not None and (
+            not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds)
+        ):
+            self._fail("seeds", f"must be distinct seeds >= 0, got {list(self.seeds)!r}")
         if not self.lr > 0:
             self._fail("lr", f"must be > 0, got {self.lr!r}")
         if self.lr_min > self.lr:
@@ -453,6 +461,37 @@ class FinetuneConfig(_Section):
         self._one_of("places_size", ("auto", "256", "large"))
 
 
+@dataclass(frozen=True)
+class RobustnessConfig(_Section):
+    """Missing and asynchronous modalities (method.md section 10, the paper's section 5):
+    the evaluation protocol and the robust systems ``joint_dropout`` and ``joint_kd``."""
+
+    _name: ClassVar[str] = "robustness"
+
+    # modality dropout: per training sample, the audio is dropped with probability
+    # drop_audio, else the video with probability drop_video (never both)
+    drop_audio: float = 0.25
+    drop_video: float = 0.25
+    kd_temperature: float = 2.0  # distillation: softening of teacher and student outputs
+    kd_weight: float = 0.5  # distillation: weight of the KD term (1 - it: cross-entropy)
+    missing_rates: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)  # fractions of evaluation clips
+    seed: int = 0  # which clips miss a modality, and the asynchrony's shifts
+
+    def _validate(self) -> None:
+        for key in ("drop_audio", "drop_video", "kd_weight"):
+            self._within(key, 0, 1)
+        if self.drop_audio + self.drop_video > 1:
+            self._fail(
+                "drop_video",
+                f"drop_audio + drop_video must be <= 1, got {self.drop_audio + self.drop_video:g}",
+            )
+        if not self.kd_temperature > 0:
+            self._fail("kd_temperature", f"must be > 0, got {self.kd_temperature!r}")
+        if not self.missing_rates or not all(0 <= r <= 1 for r in self.missing_rates):
+            self._fail("missing_rates", f"must be fractions in [0, 1], got {self.missing_rates!r}")
+        self._at_least("seed", 0)
+
+
 SECTIONS = {
     "audio": AudioConfig,
     "frames": FrameConfig,
@@ -462,7 +501,11 @@ SECTIONS = {
     "augment": AugmentConfig,
     "train": TrainConfig,
     "finetune": FinetuneConfig,
+    "robustness": RobustnessConfig,
 }
+
+#: short names accepted by ``-p`` and profiles for config keys
+ALIASES = {"seeds": "train.seeds"}
 
 
 @dataclass(frozen=True)
@@ -477,6 +520,12 @@ class ExperimentConfig(_Section):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds: ``train.seed`` first, then the other ``train.seeds``."""
+        return [self.train.seed] + [s for s in self.train.seeds or () if s != self.train.seed]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ExperimentConfig:
@@ -500,6 +549,7 @@ class ExperimentConfig(_Section):
             overrides = parse_overrides(overrides, "section.key=value")
         d = self.to_dict()
         for dotted, value in overrides.items():
+            dotted = ALIASES.get(dotted, dotted)
             if "." not in dotted:
                 raise ConfigError(f"override {dotted!r} is not section.key")
             section, key = dotted.split(".", 1)

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from avsc.config import SECTIONS, ConfigError
+from avsc.config import ALIASES, SECTIONS, ConfigError
 from avsc.config import parse_overrides as _parse
 from avsc.utils import BATCH_ENV, atomic_path, atomic_write_json, versions
 
@@ -195,6 +195,7 @@ def resolve(
     params = dict(prof["parameters"])
     experiment = dict(prof["experiment"])
     for key, value in overrides.items():
+        key = ALIASES.get(key, key)
         section = key.split(".", 1)[0]
         if "." in key and section in SECTIONS:
             experiment[key] = value

@@ -114,7 +114,12 @@ class Context:
         self.run.mkdir(parents=True, exist_ok=True)
         self.figures.mkdir(parents=True, exist_ok=True)
         self.config = ExperimentConfig().override(dict(self.experiment or {}))
-        self.results = Results(self.run / "results", hint=self._made_by_notebook)
+        self.results = Results(
+            self.run / "results",
+            hint=self._made_by_notebook,
+            primary_seed=self.config.train.seed,
+            seeds=self.config.seeds,
+        )
         self._workspace: Workspace | None = None
         _log_to_output()
         _short_errors()
@@ -272,10 +277,11 @@ class Context:
 
     # ------------------------------------------------------------------ systems
     def train(self, system: str, **inputs: Any) -> StrategyResult:
-        """Train the registered ``system`` into ``results/<name>`` of this run (a finished
+        """Train the registered ``system`` into ``results/<name>`` of this run, and once
+        more per other seed of ``train.seeds`` into ``results/seed<s>/<name>`` (a finished
         run is reloaded; its checkpoints make an interrupted one resume). ``inputs``:
         ``feature``, ``backbone``, ``audio_checkpoint`` as the system takes them."""
-        return self.results.train(system, self.workspace(), **inputs)
+        return self.results.train_seeds(system, self.workspace(), **inputs)
 
     def load(
         self, system: str, feature: str | None = None, backbone: str | None = None

@@ -138,7 +138,7 @@ def test_a_user_system_trains_evaluates_predicts_and_joins_the_tables(synth_stor
     # the tables: built-ins first, the user's system where its inputs put it
     with pytest.raises(X.MissingArtifact, match=r"pipeline.*notebook 04_pipeline_vs_joint"):
         ctx.collect(["scalogram"], ["test_efficientnet"])  # the series' systems are required
-    for system in ("pipeline", "joint"):
+    for system in ("pipeline", "joint", "late_fusion"):
         ctx.train(system, feature="scalogram", backbone="test_efficientnet")
     table = results_table(ctx.collect(["scalogram"], ["test_efficientnet"]))
     assert table["system"].tolist() == [
@@ -146,6 +146,7 @@ def test_a_user_system_trains_evaluates_predicts_and_joins_the_tables(synth_stor
         "video_only",
         "pipeline",
         "joint",
+        "late_fusion",  # built in, beside pipeline and joint
         "gated_fusion",
     ]
     row = table.set_index("system").loc["gated_fusion"]

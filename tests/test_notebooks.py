@@ -20,6 +20,7 @@ EXPECTED = [
     "05_ablations",
     "06_tsne",
     "07_results",
+    "08_robustness",
 ]
 FIGURES = [
     "01_clip_features",
@@ -28,6 +29,8 @@ FIGURES = [
     "confusion_matrices",
     "per_class_accuracy",
     "learning_curves",
+    "results",
+    "robustness",
 ]
 TABLES = [
     "01_clips_per_fold_and_class",
@@ -39,6 +42,8 @@ TABLES = [
     "table5_prior_work",
     "results_all",
     "claims",
+    "robustness",
+    "robustness_vs_joint",
 ]
 
 

@@ -3,6 +3,8 @@ outputs of its acoustic frames, all paired with that segment's image (method.md 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -57,3 +59,76 @@ def validation_metrics(
         "val_accuracy": m["accuracy_overall"],
         "val_accuracy_classwise": m["accuracy_classwise"],
     }
+
+
+@dataclass
+class Encoded:
+    """The branch outputs of every segment of a set (:meth:`AVSystem.encode`), kept in the
+    evaluation batches they were computed in, so that :func:`decide_segments` without masks
+    repeats :func:`predict_segments` operation for operation."""
+
+    batches: list[dict[str, torch.Tensor | None]]
+    label: np.ndarray
+    index: np.ndarray
+
+    def modality(self, key: str) -> torch.Tensor | None:
+        """One branch's outputs of all segments, concatenated (None: the system has none)."""
+        parts = [b[key] for b in self.batches]
+        return None if parts[0] is None else torch.cat(parts)
+
+
+@torch.no_grad()
+def encode_segments(
+    model: nn.Module, segments: Dataset, batch_size: int = 64, device="cpu", num_workers: int = 0
+) -> Encoded:
+    """``model.encode`` over every segment of ``segments`` (branch outputs, on the CPU)."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    loader = DataLoader(segments, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    batches, labels, index = [], [], []
+    for batch in loader:
+        labels.append(batch.pop("label").numpy())
+        index.append(batch.pop("index").numpy())
+        enc = model.encode(**{k: v.to(device) for k, v in batch.items()})
+        batches.append({k: None if v is None else v.cpu() for k, v in enc.items()})
+    model.train(was_training)
+    return Encoded(batches, np.concatenate(labels), np.concatenate(index))
+
+
+@torch.no_grad()
+def decide_segments(
+    model: nn.Module,
+    encoded: Encoded,
+    audio_missing: np.ndarray | None = None,
+    video_missing: np.ndarray | None = None,
+    video_order: np.ndarray | None = None,
+    device="cpu",
+) -> np.ndarray:
+    """Segment probabilities ``(N, C)`` from :func:`encode_segments`' outputs, with the
+    segments marked in ``audio_missing`` / ``video_missing`` (bool ``(N,)``) lacking that
+    modality and, with ``video_order``, segment ``i``'s acoustic frames paired with the video
+    of segment ``video_order[i]`` (asynchrony). Without any of these it gives exactly what
+    :func:`predict_segments` gives."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    video = None
+    if video_order is not None and encoded.batches[0].get("video") is not None:
+        video = encoded.modality("video")[torch.as_tensor(video_order)]
+    out, start = [], 0
+    for batch in encoded.batches:
+        n = next(v for v in batch.values() if v is not None).shape[0]
+        rows = slice(start, start + n)
+        enc = dict(batch)
+        if video is not None:
+            enc["video"] = video[rows].clone()
+        enc = {k: None if v is None else v.to(device) for k, v in enc.items()}
+        masks = {}
+        for key, m in (("audio_missing", audio_missing), ("video_missing", video_missing)):
+            if m is not None:
+                masks[key] = torch.as_tensor(np.asarray(m[rows], dtype=bool), device=device)
+        out.append(model.decide(enc, **masks)["proba"].float().cpu().numpy())
+        start += n
+    model.train(was_training)
+    return np.concatenate(out)

@@ -49,7 +49,10 @@ def results_table(results, paper: bool = True) -> pd.DataFrame:
     """One row per result: system, feature, backbone, class-wise log loss and accuracy (%)
     with their 95 % intervals (bootstrap over evaluation clips, stratified by class:
     :mod:`avsc.evaluation.uncertainty`), training wall time, and the paper's figures beside
-    them where the paper has that row."""
+    them where the paper has that row. A result trained with several seeds
+    (``train.seeds``) adds ``seeds`` and the mean and standard deviation (ddof 1) over them
+    of both figures: the interval says how much the evaluation clips move a number, the
+    standard deviation how much the training's randomness does."""
     from avsc.evaluation.uncertainty import interval
 
     rows = []
@@ -70,6 +73,7 @@ def results_table(results, paper: bool = True) -> pd.DataFrame:
                 "logloss_overall": r.metrics["logloss_overall"],
                 "accuracy_overall": 100 * r.metrics["accuracy_overall"],
                 "train_seconds": round(r.seconds, 1),
+                **_over_seeds(getattr(r, "seed_metrics", None) or {}),
             }
         )
     df = pd.DataFrame(rows)
@@ -78,6 +82,21 @@ def results_table(results, paper: bool = True) -> pd.DataFrame:
             *[_paper_row(r.system, r.feature, r.backbone) for r in df.itertuples()], strict=True
         )
     return df
+
+
+def _over_seeds(seed_metrics: dict) -> dict[str, float]:
+    """Mean and standard deviation over seeds of the official figures (none for one seed)."""
+    if len(seed_metrics) < 2:
+        return {}
+    ll = np.array([m["logloss_classwise"] for m in seed_metrics.values()])
+    acc = 100 * np.array([m["accuracy_classwise"] for m in seed_metrics.values()])
+    return {
+        "seeds": len(ll),
+        "logloss_seed_mean": ll.mean(),
+        "logloss_seed_std": ll.std(ddof=1),
+        "accuracy_seed_mean": acc.mean(),
+        "accuracy_seed_std": acc.std(ddof=1),
+    }
 
 
 #: The comparisons the paper makes: (what, system A, system B, vary). ``vary`` says which
@@ -233,6 +252,15 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
                 f"{fmt.format(a)} to {fmt.format(b)}" for a, b in zip(out[lo], out[hi], strict=True)
             ]
             out = out.drop(columns=[lo, hi])
+    for metric, fmt in (("logloss", "{:.3f}"), ("accuracy", "{:.1f}")):
+        mean, std = f"{metric}_seed_mean", f"{metric}_seed_std"
+        if {mean, std} <= set(out.columns):
+            name = {"logloss": "log loss", "accuracy": "accuracy %"}[metric]
+            out[f"{name} over seeds (mean ± std)"] = [
+                f"{fmt.format(m)} ± {fmt.format(d)}" if pd.notna(m) else ""
+                for m, d in zip(out[mean], out[std], strict=True)
+            ]
+            out = out.drop(columns=[mean, std])
     if {"logloss", "paper_logloss"} <= set(out.columns):
         out["Δ log loss"] = out["logloss"] - out["paper_logloss"]
     if {"accuracy", "paper_accuracy"} <= set(out.columns):
@@ -243,8 +271,10 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
         "log loss 95 % CI",
         "paper log loss",
         "Δ log loss",
+        "log loss over seeds (mean ± std)",
         OFFICIAL_ACCURACY,
         "accuracy 95 % CI",
+        "accuracy % over seeds (mean ± std)",
         "paper accuracy %",
         "Δ accuracy (points)",
     ]
@@ -256,7 +286,15 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
         rest = [c for c in out.columns if c not in ident and c not in first]
         out = out[ident + [c for c in first if c in out.columns] + rest]
     if "verdict" in out.columns and "Δ 95 % CI" in out.columns:  # a claims table
-        order = ["claim", "A", "B", "Δ log loss (A - B)", "Δ 95 % CI", "paper Δ log loss"]
+        order = [
+            "claim",
+            "A",
+            "B",
+            "condition",
+            "Δ log loss (A - B)",
+            "Δ 95 % CI",
+            "paper Δ log loss",
+        ]
         out = out[
             [c for c in order if c in out.columns] + [c for c in out.columns if c not in order]
         ]
@@ -331,3 +369,21 @@ def _verdict(a: str, b: str, proba_a, proba_b) -> str:
     else:
         call = f"{a if diff < 0 else b} lower"
     return f"difference {diff:+.3f} (95 % CI {low:+.3f} to {high:+.3f}): {call}"
+
+
+def robustness_view(table: pd.DataFrame, metric: str = "logloss") -> pd.DataFrame:
+    """The robustness table (long form, :func:`avsc.experiments.robustness.robustness_table`)
+    as a person reads it: one row per system, one column per condition, each cell the
+    class-wise ``metric`` with its 95 % interval."""
+    fmt = "{:.3f}" if metric == "logloss" else "{:.1f}"
+    cell = [
+        f"{fmt.format(v)} ({fmt.format(lo)} to {fmt.format(hi)})"
+        for v, lo, hi in zip(
+            table[metric], table[f"{metric}_low"], table[f"{metric}_high"], strict=True
+        )
+    ]
+    wide = table.assign(cell=cell).pivot(index="name", columns="condition", values="cell")
+    order = list(dict.fromkeys(table["condition"]))
+    wide = wide.reindex(index=list(dict.fromkeys(table["name"])), columns=order)
+    wide.columns.name = None
+    return wide.reset_index().rename(columns={"name": "system"})

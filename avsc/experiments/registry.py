@@ -16,6 +16,12 @@ code (a notebook cell, a module passed to ``avsc train --module``)::
         ae = p.acoustic_encoder()
         return AVSystem(ae, p.scene_classifier(ae.embedding_dim + p.visual.num_features),
                         ve=p.visual, visual_input="image")
+
+A system built on other trained systems names them in ``needs`` and gets each with
+:meth:`Parts.trained_system` (late fusion: the audio-only and video-only systems; the
+distilled student: its joint teacher). A system that is not trained by the one fit loop
+gives its own ``train`` procedure, which receives a :class:`TrainJob` (late fusion chooses
+its weight on the validation split).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
 
 from avsc.config import ExperimentConfig
 from avsc.models.acoustic import AcousticEncoder
@@ -57,6 +67,14 @@ class Parts:
     n_bins: int | None = None
     visual: VisualEncoder | None = None
     pretrained: Callable[[], AcousticEncoder] | None = field(default=None, repr=False)
+    #: ``trained(name)``: the best checkpoint of the finished system ``name`` with these
+    #: inputs (None when the weights will come from this system's own checkpoint)
+    trained: Callable[[str], Path] | None = field(default=None, repr=False)
+
+    @property
+    def for_training(self) -> bool:
+        """True when the model is built to be trained (False: to load a checkpoint into)."""
+        return self.trained is not None
 
     def acoustic_encoder(self) -> AcousticEncoder:
         """A new acoustic encoder (method.md section 5), randomly initialised."""
@@ -76,10 +94,41 @@ class Parts:
             return self.acoustic_encoder()
         return self.pretrained()
 
+    def trained_system(self, name: str) -> nn.Module:
+        """The registered system ``name`` built with these parts and, when training, loaded
+        with the weights of its finished training (``needs`` must name it). For a
+        checkpoint's rebuild (``avsc predict``) it stays untrained: the weights come from
+        the checkpoint of the system that needs it."""
+        model = get_system(name).build(self)
+        if self.trained is not None:
+            from avsc.training.checkpoint import load_checkpoint
+
+            model.load_state_dict(load_checkpoint(self.trained(name))["model"])
+        return model
+
     def scene_classifier(self, in_features: int) -> SceneClassifier:
         """A scene classifier over ``in_features`` inputs (method.md section 5)."""
         m = self.config.model
         return SceneClassifier(in_features, self.n_classes, m.sc_hidden, m.sc_dropout)
+
+
+@dataclass
+class TrainJob:
+    """What a system's own ``train`` procedure gets (the default is the one fit loop,
+    :func:`avsc.training.loop.fit`); it returns a :class:`avsc.training.loop.FitResult`
+    whose ``best_checkpoint`` holds the model to evaluate."""
+
+    model: nn.Module
+    train_set: Any
+    val_set: Any
+    evaluate: Callable[[nn.Module], dict[str, float]]  # validation metrics of a model
+    config: ExperimentConfig
+    out: Path
+    config_dict: dict[str, Any]
+    extra: dict[str, Any]
+    resume: bool
+    name: str
+    device: Any
 
 
 @dataclass(frozen=True)
@@ -92,6 +141,8 @@ class SystemSpec:
     notebook: str | None = None  # the notebook of the series that trains it
     description: str = ""
     in_results: bool = True  # a row of the results tables (results_all)
+    needs: tuple[str, ...] = ()  # trained systems (same inputs) it builds on
+    train: Callable[[TrainJob], Any] | None = None  # None: the one fit loop
 
     def takes(self, what: str) -> bool:
         return what in self.inputs
@@ -118,12 +169,17 @@ def register_system(
     notebook: str | None = None,
     description: str | None = None,
     in_results: bool = True,
+    needs: tuple[str, ...] | list[str] = (),
+    train: Callable[[TrainJob], Any] | None = None,
     replace: bool = False,
 ) -> Callable[[Callable[[Parts], AVSystem]], Callable[[Parts], AVSystem]]:
     """Decorator: register ``fn(parts) -> AVSystem`` as the factory of system ``name``.
 
-    ``inputs`` is a subset of :data:`INPUTS`. A name already registered by other code is an
-    error unless ``replace``; running the same notebook cell again simply re-registers."""
+    ``inputs`` is a subset of :data:`INPUTS`; ``needs`` names the systems (trained first,
+    with the same inputs as far as they take them) whose trained models the factory uses
+    through :meth:`Parts.trained_system`; ``train(job)`` replaces the fit loop. A name
+    already registered by other code is an error unless ``replace``; running the same
+    notebook cell again simply re-registers."""
     bad = sorted(set(inputs) - set(INPUTS))
     if bad:
         raise SystemUsageError(f"system {name!r}: unknown input(s) {bad}; known: {list(INPUTS)}")
@@ -148,6 +204,8 @@ def register_system(
             notebook=notebook,
             description=" ".join((description or doc).split()),
             in_results=in_results,
+            needs=tuple(needs),
+            train=train,
         )
         return fn
 

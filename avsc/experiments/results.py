@@ -22,6 +22,7 @@ METRIC_KEYS = (
     "accuracy_overall",
     "best_epoch",
     "best_val_logloss",
+    "fusion_weight_audio",
 )
 
 
@@ -43,6 +44,9 @@ class StrategyResult:
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     seconds: float = 0.0
+    #: the metrics of every trained seed (this result's own first), when trained with
+    #: ``train.seeds`` (see :meth:`avsc.experiments.Results.load`)
+    seed_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @staticmethod
     def name_for(system: str, feature: str | None = None, backbone: str | None = None) -> str:

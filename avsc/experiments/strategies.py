@@ -28,7 +28,14 @@ from avsc.config import FEATURE_KINDS, ExperimentConfig
 from avsc.data.tau import LABELS
 from avsc.evaluation.inference import predict_segments, validation_metrics
 from avsc.evaluation.metrics import dcase_metrics
-from avsc.experiments.registry import Parts, SystemSpec, SystemUsageError, get_system, systems
+from avsc.experiments.registry import (
+    Parts,
+    SystemSpec,
+    SystemUsageError,
+    TrainJob,
+    get_system,
+    systems,
+)
 from avsc.experiments.results import MissingArtifact, StrategyResult
 from avsc.experiments.workspace import Workspace
 from avsc.features.datasets import FrameSamples, SegmentSamples, eval_transform, train_transform
@@ -54,14 +61,17 @@ def train_system(
     audio_checkpoint: AudioCheckpoint = None,
     workspace: Workspace | None = None,
     resume: bool = True,
+    trained: Callable[[str], Path] | None = None,
 ) -> StrategyResult:
     """Train the registered ``system`` into ``out_dir`` and evaluate it.
 
     ``feature`` (default scalogram) and ``backbone`` (default ``visual.backbone``) are used
     by the systems that take them. ``audio_checkpoint`` (a path, or a function returning one)
     is the trained audio-only system whose acoustic encoder the system starts from when its
-    factory asks for it; asking without one is an error, never a silent extra training. A
-    finished run in ``out_dir`` is reloaded, an interrupted one resumes (same settings only)."""
+    factory asks for it; asking without one is an error, never a silent extra training.
+    ``trained(name)`` gives the checkpoint of a finished system the system ``needs`` (late
+    fusion, distillation). A finished run in ``out_dir`` is reloaded, an interrupted one
+    resumes (same settings only)."""
     spec = get_system(system)
     ws = workspace or Workspace(store, _config(config))
     cfg = ws.config
@@ -86,14 +96,25 @@ def train_system(
             )
         return load_acoustic_encoder(ck, cfg, n_bins)
 
-    parts = Parts(cfg, len(LABELS), n_bins=n_bins, visual=ve, pretrained=pretrained)
+    def needed(other: str) -> Path:
+        if other not in spec.needs:
+            raise SystemUsageError(
+                f"system {spec.name} uses the trained {other} system: declare needs=({other!r},)"
+            )
+        if trained is None:
+            raise SystemUsageError(
+                f"system {spec.name} is built on the trained {', '.join(spec.needs)} "
+                "system(s): train it through a results folder that holds them (Results.train, "
+                "avsc train --out RESULTS)"
+            )
+        return trained(other)
+
+    parts = Parts(cfg, len(LABELS), n_bins=n_bins, visual=ve, pretrained=pretrained, trained=needed)
     model = spec.build(parts)
     train, evals = training_inputs(ws, model, feature, backbone)
     name = spec.result_name(feature, ve.name if ve else None)
     backbone_name = ve.name if ve is not None else None
-    return _run(
-        ws, Path(out_dir), name, spec.name, model, train, evals, feature, backbone_name, resume
-    )
+    return _run(ws, Path(out_dir), name, spec, model, train, evals, feature, backbone_name, resume)
 
 
 def training_inputs(
@@ -176,7 +197,7 @@ def _run(
     ws: Workspace,
     out: Path,
     name: str,
-    system: str,
+    spec: SystemSpec,
     model: AVSystem,
     train_set,
     eval_sets: dict[str, Any],
@@ -190,6 +211,7 @@ def _run(
     # one training per output folder at a time (the fit loop takes the same lock again)
     lock = exclusive_lock(out / LOCK_NAME, f"training output {out}")
     with lock if is_main_process() else contextlib.nullcontext():
+        system = spec.name
         extra: dict[str, Any] = {
             "system": system,
             "name": name,
@@ -209,18 +231,24 @@ def _run(
                 "image_size": model.ve.input_size[-1],
                 "crop_pct": model.ve.crop_pct,
             }
+        extra.update(getattr(model, "settings", dict)())  # e.g. modality dropout
         dev = ws.device
-        result = fit(
-            model,
-            train_set,
-            lambda m: validation_metrics(m, eval_sets["val"], cfg.train.eval_batch_size, dev),
-            cfg.train,
-            out,
+        job = TrainJob(
+            model=model,
+            train_set=train_set,
+            val_set=eval_sets["val"],
+            evaluate=lambda m: validation_metrics(
+                m, eval_sets["val"], cfg.train.eval_batch_size, dev
+            ),
+            config=cfg,
+            out=out,
             config_dict=cfg.to_dict(),
             extra=extra,
             resume=resume,
             name=name,
+            device=dev,
         )
+        result = (spec.train or _fit_loop)(job)
         ck = load_checkpoint(result.best_checkpoint)
         model.load_state_dict(ck["model"])
         model.to(dev)
@@ -234,6 +262,7 @@ def _run(
         metrics = dcase_metrics(pred["label"], pred["proba"], n_classes=len(LABELS))
         metrics["best_epoch"] = result.best_epoch + 1
         metrics["best_val_logloss"] = result.best_val_loss
+        metrics.update(result.info)  # e.g. the late-fusion weight
         emb = {k: pred[k] for k in ("acoustic", "audio_visual") if k in pred}
         res = StrategyResult(
             name=name,
@@ -266,6 +295,21 @@ def _run(
         return res
 
 
+def _fit_loop(job: TrainJob):
+    """The default ``train`` of a system: the one fit loop."""
+    return fit(
+        job.model,
+        job.train_set,
+        job.evaluate,
+        job.config.train,
+        job.out,
+        config_dict=job.config_dict,
+        extra=job.extra,
+        resume=job.resume,
+        name=job.name,
+    )
+
+
 def command_hint(spec: SystemSpec, feature: str | None, backbone: str | None, root: Path) -> str:
     """How to make a missing result from the command line."""
     args = [f"avsc train {spec.name}"]
@@ -279,41 +323,82 @@ def command_hint(spec: SystemSpec, feature: str | None, backbone: str | None, ro
 class Results:
     """A folder of trained systems, ``<root>/<name>`` each (names from the registry): what
     ``avsc train --out ROOT`` writes and the notebooks read (``runs/<profile>/results``).
-    ``hint(spec, feature, backbone, root)`` says how to make a missing one."""
+    ``hint(spec, feature, backbone, root)`` says how to make a missing one.
+
+    Seeds: the run of ``primary_seed`` (the config's ``train.seed``) is ``<root>/<name>``, the
+    run of any other seed ``s`` is ``<root>/seed<s>/<name>``, so that no seed's results ever
+    overwrite another's. :meth:`load` attaches the metrics of every seed of ``seeds`` that has
+    finished (``StrategyResult.seed_metrics``), for the tables' mean and standard deviation."""
 
     def __init__(
         self,
         root: str | os.PathLike,
         hint: Callable[[SystemSpec, str | None, str | None, Path], str] = command_hint,
+        primary_seed: int = 0,
+        seeds: Iterable[int] | None = None,
     ):
         self.root = Path(root)
         self.hint = hint
+        self.primary_seed = int(primary_seed)
+        self.seeds = [self.primary_seed] + [
+            int(s) for s in seeds or () if int(s) != self.primary_seed
+        ]
 
-    def folder(self, system: str, feature: str | None = None, backbone: str | None = None) -> Path:
-        return self.root / StrategyResult.name_for(system, feature, backbone)
+    def folder(
+        self,
+        system: str,
+        feature: str | None = None,
+        backbone: str | None = None,
+        seed: int | None = None,
+    ) -> Path:
+        root = self.root
+        if seed is not None and int(seed) != self.primary_seed:
+            root = root / f"seed{int(seed)}"
+        return root / StrategyResult.name_for(system, feature, backbone)
 
-    def exists(self, system: str, feature: str | None = None, backbone: str | None = None) -> bool:
+    def exists(
+        self,
+        system: str,
+        feature: str | None = None,
+        backbone: str | None = None,
+        seed: int | None = None,
+    ) -> bool:
         """Whether that system finished training here (its ``metrics.json`` is written last)."""
-        return (self.folder(system, feature, backbone) / "metrics.json").is_file()
+        return (self.folder(system, feature, backbone, seed) / "metrics.json").is_file()
 
     def load(
-        self, system: str, feature: str | None = None, backbone: str | None = None
+        self,
+        system: str,
+        feature: str | None = None,
+        backbone: str | None = None,
+        seed: int | None = None,
     ) -> StrategyResult:
-        """A finished result, or a :class:`MissingArtifact` saying what makes it."""
+        """A finished result (of ``seed``; default the primary one), or a
+        :class:`MissingArtifact` saying what makes it."""
         spec = get_system(system)
-        folder = self.folder(system, feature, backbone)
-        if not self.exists(system, feature, backbone):
+        folder = self.folder(system, feature, backbone, seed)
+        if not self.exists(system, feature, backbone, seed):
+            which = "" if seed in (None, self.primary_seed) else f" with seed {seed}"
             raise MissingArtifact(
                 f"{folder / 'metrics.json'} is missing: {spec.name} "
                 f"({', '.join(v for v in (feature, backbone) if v) or 'no inputs'}) has not "
-                f"finished training here; {self.hint(spec, feature, backbone, self.root)}"
+                f"finished training here{which}; {self.hint(spec, feature, backbone, self.root)}"
             )
-        return StrategyResult.load(folder)
+        result = StrategyResult.load(folder)
+        if seed in (None, self.primary_seed) and len(self.seeds) > 1:
+            result.seed_metrics = {
+                s: result.metrics
+                if s == self.primary_seed
+                else StrategyResult.load(self.folder(system, feature, backbone, s)).metrics
+                for s in self.seeds
+                if self.exists(system, feature, backbone, s)
+            }
+        return result
 
-    def audio_checkpoint(self, feature: str) -> Path:
+    def audio_checkpoint(self, feature: str, seed: int | None = None) -> Path:
         """The best checkpoint of the finished audio-only system for ``feature``: the
         pre-trained acoustic encoder of pipeline, joint and the ablations."""
-        return self.load("audio_only", feature=feature).checkpoint
+        return self.load("audio_only", feature=feature, seed=seed).checkpoint
 
     @staticmethod
     def inputs(
@@ -341,23 +426,47 @@ class Results:
         (never trained behind the user's back: a missing one is a :class:`MissingArtifact`)."""
         spec = get_system(system)
         feature, backbone = self.inputs(system, feature, backbone, workspace.config)
+        seed = workspace.config.train.seed
         if audio_checkpoint is None and spec.takes("audio_checkpoint"):
             feat = feature
 
             def audio_checkpoint() -> Path:  # looked up only if the factory asks for it
-                return self.audio_checkpoint(feat)
+                return self.audio_checkpoint(feat, seed)
+
+        def trained(other: str) -> Path:  # a system this one is built on, same seed, here
+            f, b = self.inputs(other, feature, backbone, workspace.config)
+            return self.load(other, f, b, seed).checkpoint
 
         return train_system(
             system,
             workspace.config,
             workspace.store,
-            self.folder(system, feature, backbone),
+            self.folder(system, feature, backbone, seed),
             feature=feature,
             backbone=backbone,
             audio_checkpoint=audio_checkpoint,
             workspace=workspace,
             resume=resume,
+            trained=trained,
         )
+
+    def train_seeds(
+        self,
+        system: str,
+        workspace,
+        seeds: Iterable[int] | None = None,
+        feature: str | None = None,
+        backbone: str | None = None,
+        audio_checkpoint: str | os.PathLike | None = None,
+        resume: bool = True,
+    ) -> StrategyResult:
+        """:meth:`train` once per seed of ``seeds`` (default this folder's), each into its
+        own folder (finished seeds are reloaded); returns the primary seed's result with
+        every seed's metrics attached."""
+        for s in seeds if seeds is not None else self.seeds:
+            self.train(system, workspace.with_seed(s), feature, backbone, audio_checkpoint, resume)
+        feature, backbone = self.inputs(system, feature, backbone, workspace.config)
+        return self.load(system, feature, backbone)
 
     def collect(
         self, features: Iterable[str], backbones: Iterable[str], everything: bool = False

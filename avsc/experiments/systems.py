@@ -14,18 +14,38 @@ joint (IV)     [AE, VE]                    AE + SC         raw, augmented images
 A frozen AE is the trained audio-only system's; a trainable one starts from scratch unless
 ``model.ae_init`` is ``audio_only``. ``ablation_I`` and ``ablation_IV`` train exactly as
 ``pipeline`` and ``joint`` do, under their Table 4 names.
+
+Beyond the paper (method.md section 10):
+
+=============  ==================================================================
+late_fusion    ``w * p_audio + (1 - w) * p_video`` of the trained audio-only and
+               video-only systems, ``w`` chosen on the validation split
+joint_dropout  joint, trained with modality dropout (``robustness.drop_audio`` /
+               ``drop_video``; learned embeddings stand in for a dropped branch)
+joint_kd       joint_dropout as a student distilled from the trained joint system
+               (``robustness.kd_temperature``, ``kd_weight``)
+=============  ==================================================================
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-from avsc.experiments.registry import Parts, register_system
-from avsc.models.systems import AVSystem
+import numpy as np
+
+from avsc.evaluation.inference import decide_segments, encode_segments
+from avsc.evaluation.metrics import dcase_metrics
+from avsc.experiments.registry import Parts, TrainJob, register_system
+from avsc.models.systems import AVSystem, DistilledAVSystem, LateFusion
+from avsc.training.checkpoint import load_checkpoint, save_checkpoint
+from avsc.training.loop import FitResult, check_resumable, write_history
+from avsc.utils import versions
 
 UNIMODAL = "03_unimodal_baselines"
 FUSION = "04_pipeline_vs_joint"
 ABLATIONS_NB = "05_ablations"
+ROBUSTNESS_NB = "08_robustness"
 
 #: Table 4: visual input and whether the AE trains, per ablation.
 ABLATIONS = {
@@ -93,3 +113,125 @@ for _which, (_visual, _trainable) in ABLATIONS.items():
         f"{'trainable' if _trainable else 'pre-trained and frozen'}.",
         in_results=False,
     )(fused(_visual, _trainable))
+
+
+# ----------------------------------------------------------------------------- late fusion
+
+#: the late-fusion weights tried on the validation split (weight of the audio system)
+FUSION_WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)
+
+
+def choose_fusion_weight(job: TrainJob) -> FitResult:
+    """Late fusion's training: the audio weight of :data:`FUSION_WEIGHTS` with the lowest
+    validation log loss (segment level, the fit loop's criterion; the first on a tie). Both
+    systems' validation outputs are computed once. A finished choice with the same settings
+    is reloaded."""
+    model, out = job.model, job.out
+    best_path, last_path = out / "best.pt", out / "last.pt"
+    if job.resume and best_path.is_file():
+        ck = load_checkpoint(best_path)
+        check_resumable(ck, out, job.config.train, job.config_dict, job.extra)
+        model.load_state_dict(ck["model"])
+        st = ck["state"]
+        return FitResult(
+            best_path, last_path, list(st["history"]), int(st["best_epoch"]),
+            float(st["best_loss"]), info={"fusion_weight_audio": float(model.weight)},
+        )  # fmt: skip
+    t0 = time.perf_counter()
+    bs = job.config.train.eval_batch_size
+    enc = encode_segments(model, job.val_set, bs, job.device)
+    history = []
+    for i, w in enumerate(FUSION_WEIGHTS):
+        model.weight.fill_(float(w))
+        proba = decide_segments(model, enc, device=job.device)
+        m = dcase_metrics(enc.label, proba)
+        history.append(
+            {
+                "epoch": i + 1,
+                "weight_audio": float(w),
+                "val_logloss": m["logloss_overall"],
+                "val_logloss_classwise": m["logloss_classwise"],
+                "val_accuracy": m["accuracy_overall"],
+                "val_accuracy_classwise": m["accuracy_classwise"],
+            }
+        )
+    best = int(np.argmin([row["val_logloss"] for row in history]))
+    for i, row in enumerate(history):
+        row["best"] = i == best
+        row["seconds"] = round((time.perf_counter() - t0) / len(history), 3)
+    model.weight.fill_(float(FUSION_WEIGHTS[best]))
+    ck = {
+        "model": model.state_dict(),
+        "epoch": 0,
+        "metrics": {k: v for k, v in history[best].items() if isinstance(v, (int, float))},
+        "config": job.config_dict,
+        "versions": versions(),
+        "extra": job.extra,
+        "state": {
+            "best_loss": history[best]["val_logloss"],
+            "best_epoch": best,
+            "bad_epochs": 0,
+            "history": history,
+        },
+    }
+    save_checkpoint(best_path, ck)
+    save_checkpoint(last_path, ck)
+    write_history(out / "history.csv", history)
+    return FitResult(
+        best_path,
+        last_path,
+        history,
+        best,
+        history[best]["val_logloss"],
+        seconds=time.perf_counter() - t0,
+        info={"fusion_weight_audio": float(FUSION_WEIGHTS[best])},
+    )
+
+
+@register_system(
+    "late_fusion",
+    inputs=("feature", "backbone"),
+    notebook=FUSION,
+    needs=("audio_only", "video_only"),
+    train=choose_fusion_weight,
+)
+def late_fusion(p: Parts) -> LateFusion:
+    """Late fusion: a weighted mean of the audio-only and video-only systems' probabilities,
+    the weight chosen on the validation split (most DCASE 2021 Task 1B systems' other fusion)."""
+    return LateFusion(p.trained_system("audio_only"), p.trained_system("video_only"))
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+@register_system("joint_dropout", inputs=FUSED_INPUTS, notebook=ROBUSTNESS_NB, in_results=False)
+def joint_dropout(p: Parts) -> AVSystem:
+    """Joint with modality dropout: each training sample loses its audio (probability
+    ``robustness.drop_audio``) or its video (``drop_video``), a learned embedding standing in."""
+    base = fused(*ABLATIONS["IV"])(p)
+    r = p.config.robustness
+    return AVSystem(
+        base.ae, base.sc, ve=base.ve, visual_input="image",
+        drop_audio=r.drop_audio, drop_video=r.drop_video,
+    )  # fmt: skip
+
+
+@register_system(
+    "joint_kd",
+    inputs=FUSED_INPUTS,
+    notebook=ROBUSTNESS_NB,
+    in_results=False,
+    needs=("joint",),
+)
+def joint_kd(p: Parts) -> DistilledAVSystem:
+    """Cross-modal distillation: joint_dropout as a student of the trained joint system (its
+    outputs on the full inputs, softened by ``robustness.kd_temperature``, weighted by
+    ``kd_weight`` against the labels' cross-entropy)."""
+    base = fused(*ABLATIONS["IV"])(p)
+    r = p.config.robustness
+    teacher = p.trained_system("joint") if p.for_training else None
+    return DistilledAVSystem(
+        base.ae, base.sc, ve=base.ve, visual_input="image",
+        drop_audio=r.drop_audio, drop_video=r.drop_video,
+        teacher=teacher, temperature=r.kd_temperature, weight=r.kd_weight,
+    )  # fmt: skip

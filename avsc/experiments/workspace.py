@@ -4,6 +4,7 @@ embeddings and augmentation banks (:class:`Workspace`)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -87,6 +88,17 @@ class Workspace:
         self._frames: dict[str, FrameSource] = {}
         self._ve: dict[tuple[str, str | None, int | None], VisualEncoder] = {}
         self._vemb: dict[tuple[str, str], torch.Tensor] = {}
+
+    def with_seed(self, seed: int) -> Workspace:
+        """This workspace for another ``train.seed``: the store, tables, audio and frames are
+        shared; what depends on the seed (a randomly initialised visual encoder, its
+        embeddings, the augmentation bank) is built again for it."""
+        if seed == self.config.train.seed:
+            return self
+        other = copy.copy(self)
+        other.config = self.config.replace(train=self.config.train.replace(seed=seed))
+        other._ve, other._vemb = {}, {}
+        return other
 
     def audio(self, subset: str, kind: str):
         """Normalised features of a subset: in memory (a tensor) or, with

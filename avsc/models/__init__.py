@@ -2,7 +2,7 @@
 
 from avsc.models.acoustic import AcousticEncoder, ResidualBlock1d
 from avsc.models.classifier import SceneClassifier
-from avsc.models.systems import AVSystem
+from avsc.models.systems import AVSystem, DistilledAVSystem, LateFusion
 from avsc.models.visual import (
     LITE0_WEIGHTS,
     VisualEncoder,
@@ -16,6 +16,8 @@ __all__ = [
     "LITE0_WEIGHTS",
     "AVSystem",
     "AcousticEncoder",
+    "DistilledAVSystem",
+    "LateFusion",
     "ResidualBlock1d",
     "SceneClassifier",
     "VisualEncoder",

@@ -1,12 +1,13 @@
 """The one training loop for every strategy, method.md section 7.
 
-SGD with momentum and weight decay; ``CosineAnnealingWarmRestarts`` (T_0 = 10 epochs,
-T_mult = 2, stepped per iteration, from ``lr`` down to ``lr_min``); batch size; at most
-``max_epochs``; the checkpoint with the best validation loss (segment level) is kept as
+SGD with momentum and weight decay; ``CosineAnnealingWarmRestarts`` (T_0 = 10 epochs, T_mult =
+2, stepped per iteration, from ``lr`` down to ``lr_min``); batch size; at most ``max_epochs``
+(the loss is cross-entropy, or the model's own ``training_loss(logits, label, inputs)`` where
+it defines one); the checkpoint with the best validation loss (segment level) is kept as
 ``best.pt`` and the last epoch as ``last.pt``, from which a run resumes exactly; optional
 early-stopping patience; one log line and one CSV row per epoch. Randomness (shuffling,
-augmentation, dropout) is re-seeded from ``(seed, epoch)`` at every epoch, so a resumed run
-and an uninterrupted one are identical on the CPU. A NaN or infinite loss stops the run with
+augmentation, dropout) is re-seeded from ``(seed, epoch)`` at every epoch, so a resumed run and
+an uninterrupted one are identical on the CPU. A NaN or infinite loss stops the run with
 :class:`TrainingDiverged`; ``last.pt`` keeps the last good epoch.
 
 AMP (bf16 autocast) and channels_last apply on CUDA. Under ``torchrun`` the model is wrapped
@@ -66,8 +67,12 @@ RESUMABLE_KEYS = frozenset(
         "train.audio_in_memory",
         "train.max_epochs",
         "train.patience",
+        "train.seeds",  # which other seeds are trained: each run has its own train.seed
     }
 )
+#: config sections that never change a training run by themselves (what a system takes from
+#: them goes into its checkpoint's ``extra``: see ``AVSystem.settings``)
+RESUMABLE_SECTIONS = frozenset({"robustness"})
 
 #: the files a training run writes into its output folder (``restart`` removes these only)
 RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "proba.csv", "embeddings.npz")
@@ -105,7 +110,9 @@ def run_differences(
     diffs = []
     for key in sorted(set(a) | set(b)):
         short = key.removeprefix("config.")
-        if short in ignore:
+        if short in ignore or (
+            key.startswith("config.") and short.split(".")[0] in RESUMABLE_SECTIONS
+        ):
             continue
         va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
         if not _same(va, vb):
@@ -229,6 +236,7 @@ class FitResult:
     best_val_loss: float = math.inf
     stopped_early: bool = False
     seconds: float = 0.0
+    info: dict[str, float] = field(default_factory=dict)  # figures to report with the metrics
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -371,6 +379,7 @@ def _fit(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, iters)
     loss_fn = nn.CrossEntropyLoss()
+    own_loss = getattr(model, "training_loss", None)
 
     last_path, best_path, hist_path = out / "last.pt", out / "best.pt", out / "history.csv"
     history: list[dict[str, Any]] = []
@@ -432,7 +441,10 @@ def _fit(
                 logits = net(**batch)
                 if logits.shape[0] != label.shape[0]:  # image-major: T frames per segment
                     label = label.repeat_interleave(logits.shape[0] // label.shape[0])
-                loss = loss_fn(logits.float(), label)
+                if own_loss is not None:  # e.g. distillation: the model defines its loss
+                    loss = own_loss(logits.float(), label, batch)
+                else:
+                    loss = loss_fn(logits.float(), label)
             bad = not torch.isfinite(loss)
             if distributed:  # every rank stops together (one rank alone would hang the rest)
                 import torch.distributed as dist
@@ -498,7 +510,7 @@ def _fit(
             if improved:
                 save_checkpoint(best_path, ck)
             save_checkpoint(last_path, ck)
-            _write_history(hist_path, history)
+            write_history(hist_path, history)
             log.info(
                 "%s epoch %d/%d: %s%s (%.1f s)",
                 name,
@@ -556,7 +568,7 @@ def epoch_summary(row: dict[str, Any], short: bool = False) -> str:
     return ", ".join(parts)
 
 
-def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]

@@ -228,6 +228,84 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame], source: str | No
     return fig
 
 
+def _errors(value, low, high) -> np.ndarray:
+    """Error-bar lengths below and above ``value`` for the interval ``[low, high]``. A
+    percentile bootstrap interval need not contain the figure itself (small, skewed
+    samples): the bar then stops at the figure."""
+    v = np.asarray(value, float)
+    return np.clip(np.stack([v - np.asarray(low, float), np.asarray(high, float) - v]), 0, None)
+
+
+def plot_robustness(table: pd.DataFrame, source: str | None = None):
+    """Class-wise log loss against the missing rate, video missing (left) and audio missing
+    (middle), one line per system with its 95 % intervals as error bars (rate 0: the full
+    condition), and full vs asynchronous (right). ``table``: the long robustness table."""
+    fig, axes = plt.subplots(
+        1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [2, 2, 1.4]}, sharey=True
+    )
+    names = list(dict.fromkeys(table["name"]))
+    colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3, strict=False))
+    for ax, modality in zip(axes[:2], ("video", "audio"), strict=True):
+        for name in names:
+            t = table[(table["name"] == name) & table["modality"].isin(["", modality])]
+            t = t.sort_values("rate")
+            err = _errors(t["logloss"], t["logloss_low"], t["logloss_high"])
+            ax.errorbar(
+                100 * t["rate"], t["logloss"], yerr=err, marker="o", ms=4, capsize=3,
+                label=name, color=colors[name],
+            )  # fmt: skip
+        ax.set(title=f"{modality} missing", xlabel=f"clips without {modality} (%)")
+    axes[0].set_ylabel("log loss (class-wise)")
+    axes[0].legend(fontsize=7)
+    ax = axes[2]
+    for i, cond in enumerate(("full", "asynchronous")):
+        t = table[table["condition"] == cond]
+        for j, name in enumerate(names):
+            r = t[t["name"] == name].iloc[0]
+            x = i + (j - (len(names) - 1) / 2) * 0.8 / max(len(names), 1)
+            ax.errorbar(
+                x, r["logloss"], yerr=_errors([r["logloss"]], [r["logloss_low"]],
+                [r["logloss_high"]]), marker="o", ms=4, capsize=2, color=colors[name],
+            )  # fmt: skip
+    ax.set(xticks=[0, 1], xticklabels=["full", "asynchronous"], title="asynchrony")
+    fig.tight_layout()
+    _stamp(fig, source)
+    return fig
+
+
+def plot_results(table: pd.DataFrame, source: str | None = None):
+    """Class-wise log loss and accuracy per system (a results table), each with its 95 %
+    bootstrap interval as an error bar; with several seeds, the mean over seeds and its
+    standard deviation beside it (hollow marker)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(table) + 1.4), sharey=True)
+    label = [
+        " ".join(str(v) for v in (r.system, r.feature, r.backbone) if isinstance(v, str) and v)
+        for r in table.itertuples()
+    ]
+    y = np.arange(len(table))
+    for ax, metric, name in zip(
+        axes, ("logloss", "accuracy"), ("log loss (class-wise)", "accuracy % (class-wise)"),
+        strict=True,
+    ):  # fmt: skip
+        v = table[metric].to_numpy(float)
+        err = _errors(v, table[f"{metric}_low"], table[f"{metric}_high"])
+        ax.errorbar(v, y, xerr=err, fmt="o", capsize=3, label="this run, 95 % CI (clips)")
+        if f"{metric}_seed_mean" in table.columns:
+            m = table[f"{metric}_seed_mean"].to_numpy(float)
+            sd = table[f"{metric}_seed_std"].to_numpy(float)
+            ax.errorbar(
+                m, y + 0.25, xerr=sd, fmt="o", mfc="none", capsize=3,
+                label="mean over seeds ± std",
+            )  # fmt: skip
+        ax.set(xlabel=name)
+    axes[0].set(yticks=y, yticklabels=label)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    _stamp(fig, source)
+    return fig
+
+
 def tsne_embed(x: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
     """2-D t-SNE (``sklearn.manifold.TSNE``, PCA init) of ``(N, D)`` embeddings; the
     perplexity is capped below N."""
