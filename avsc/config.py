@@ -377,6 +377,10 @@ class TrainConfig(_Section):
     t0_epochs: int = 10  # CosineAnnealingWarmRestarts T_0, stepped per iteration
     t_mult: int = 2
     patience: int | None = None  # early stopping on validation loss; None: off
+    # the checkpoint kept: the lowest validation log loss (1, the paper), or the lowest mean
+    # over a window of this many epochs (the last epoch of the best window), which keeps a
+    # small, noisy validation split from choosing one lucky epoch
+    select_window: int = 1
     seed: int = 0
     # more trainings of every system, one per seed, each in its own results folder (the
     # first, ``seed``, in results/<name>, seed s in results/seed<s>/<name>); tables give the
@@ -408,7 +412,14 @@ class TrainConfig(_Section):
     def _validate(self) -> None:
         for name in ("frames_in_memory", "audio_in_memory"):
             self._one_of(name, ("auto", "yes", "no"))
-        for key in ("batch_size", "max_epochs", "t0_epochs", "t_mult", "eval_batch_size"):
+        for key in (
+            "batch_size",
+            "max_epochs",
+            "t0_epochs",
+            "t_mult",
+            "eval_batch_size",
+            "select_window",
+        ):
             self._at_least(key, 1)
         for key in ("patience", "max_train_batches"):
             self._at_least(key, 1, allow_none=True)

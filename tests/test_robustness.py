@@ -82,9 +82,10 @@ def test_missing_means_what_each_system_defines(trained):
     assert no_audio["logloss"] == pytest.approx(math.log(10), abs=1e-6)
     assert no_audio["accuracy"] == pytest.approx(10.0)
     for c in ("video missing 100 %", "asynchronous"):
-        assert _row(table, "audio_only", c)["logloss"] == results["audio_only"].metrics[
-            "logloss_classwise"
-        ]
+        assert (
+            _row(table, "audio_only", c)["logloss"]
+            == results["audio_only"].metrics["logloss_classwise"]
+        )
     no_video = _row(table, "video_only", "video missing 100 %")
     assert no_video["logloss"] == pytest.approx(math.log(10), abs=1e-6)
     # late fusion falls back on the other modality's system: exactly its figures

@@ -302,6 +302,29 @@ def test_early_stopping_after_patience_epochs_without_improvement(synth_store, t
     assert res.best_epoch == 1 and res.best_val_loss == pytest.approx(0.9)
 
 
+def test_a_selection_window_keeps_the_end_of_the_best_run_of_epochs(synth_store, tmp_path):
+    import pandas as pd
+
+    from avsc.training.checkpoint import load_checkpoint
+
+    tr, _ = _small_problem(synth_store[1])
+    # one lucky epoch (2) among bad ones, then a steady good stretch (5-7)
+    val = [0.9, 0.2, 1.5, 1.2, 0.5, 0.45, 0.5, 1.4]
+    for window in (1, 3):
+        losses = iter(val)
+        cfg = TrainConfig(
+            batch_size=32, max_epochs=8, t0_epochs=8, max_train_batches=1, select_window=window
+        )
+        out = tmp_path / f"w{window}"
+        res = fit(_model(), tr, lambda m, it=losses: {"val_logloss": next(it)}, cfg, out)
+        # reference: pandas' rolling mean (window 1: the values themselves)
+        expected = int(np.nanargmin(pd.Series(val).rolling(window).mean().to_numpy()))
+        assert res.best_epoch == expected, window
+        assert load_checkpoint(out / "best.pt")["epoch"] == expected
+        assert res.best_val_loss == pytest.approx(val[expected])
+    assert expected == 6  # window 3: epochs 5-7 (0-based 4-6), not the lucky epoch 2
+
+
 def test_global_batches_are_the_same_for_any_process_count():
     one = list(GlobalBatchSampler(100, 32, 1, 0, seed=5))
     two = [list(GlobalBatchSampler(100, 32, 2, r, seed=5)) for r in (0, 1)]

@@ -281,12 +281,14 @@ def _run(
         )
         if is_main_process():
             res.save(out)
+        chosen = ", ".join(f"{k} {v:.2f}" for k, v in result.info.items())
         log.info(
-            "%s: %d epochs, best %d (val log loss %.3f); evaluate: log loss %.3f, accuracy %.1f %% "
+            "%s: %s (val log loss %.3f); evaluate: log loss %.3f, accuracy %.1f %% "
             "(class-wise, DCASE's official figures); %.0f s",
             name,
-            len(res.history),
-            metrics["best_epoch"],
+            f"{chosen} chosen of {len(res.history)} on validation"
+            if chosen
+            else f"{len(res.history)} epochs, best {metrics['best_epoch']}",
             metrics["best_val_logloss"],
             metrics["logloss_classwise"],
             100 * metrics["accuracy_classwise"],

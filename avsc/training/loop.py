@@ -476,9 +476,10 @@ def _fit(
         model.eval()
         metrics = evaluate(model)
         val_loss = float(metrics["val_logloss"])
-        improved = val_loss < best_loss
+        score = selection_score([r["val_logloss"] for r in history] + [val_loss], cfg)
+        improved = score < best_loss
         if improved:
-            best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_loss, best_epoch, bad_epochs = score, epoch, 0
         else:
             bad_epochs += 1
         row = {
@@ -541,10 +542,22 @@ def _fit(
         last_path,
         history,
         best_epoch,
-        best_loss,
+        history[best_epoch]["val_logloss"] if 0 <= best_epoch < len(history) else best_loss,
         stopped_early,
         time.perf_counter() - t_start,
     )
+
+
+def selection_score(val_losses: list[float], cfg: TrainConfig) -> float:
+    """What the kept checkpoint minimises, after the last of ``val_losses`` (one per epoch so
+    far): that epoch's validation log loss (``train.select_window`` 1, the paper's best
+    epoch), or the mean over the last ``select_window`` epochs, so that the checkpoint kept
+    ends a run of good epochs rather than one lucky one; epochs before a full window are not
+    eligible (infinite score) unless the whole run is shorter than the window."""
+    w = min(cfg.select_window, cfg.max_epochs)
+    if len(val_losses) < w:
+        return math.inf
+    return float(np.mean(val_losses[-w:])) if w > 1 else float(val_losses[-1])
 
 
 def epoch_summary(row: dict[str, Any], short: bool = False) -> str:
