@@ -25,7 +25,7 @@ import yaml
 
 from avsc.config import ALIASES, SECTIONS, ConfigError
 from avsc.config import parse_overrides as _parse
-from avsc.utils import BATCH_ENV, atomic_path, atomic_write_json, versions
+from avsc.utils import BATCH_ENV, atomic_path, atomic_write_json, numerics, versions
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Manifest:
         return {
             "profile": self.profile,
             "git": self.git,
-            "versions": versions(),
+            "versions": {**versions(), **numerics()},  # a kernel starts like this process
             "python": sys.executable,
             "notebooks": self.notebooks,
         }

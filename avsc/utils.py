@@ -219,7 +219,10 @@ def progress(
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and the main libraries, for manifests and checkpoints."""
+    """Versions of Python and the main libraries, for manifests and checkpoints, and what
+    else decides the floating-point results of a run on the CPU: torch's thread count and
+    the instruction set its kernels use (the same seed gives other numbers with another
+    thread count or instruction set: README, "Reproducing the demo")."""
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
@@ -239,4 +242,16 @@ def versions() -> dict[str, str]:
     ):
         with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
+    if "torch" in sys.modules:  # a process that uses torch (never imported just for this)
+        out.update(numerics())
+    return out
+
+
+def numerics() -> dict[str, str]:
+    """torch's intra-op thread count and the CPU instruction set its kernels use."""
+    import torch
+
+    out = {"torch_threads": str(torch.get_num_threads())}
+    with contextlib.suppress(Exception):
+        out["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
     return out

@@ -5,6 +5,7 @@ import math
 import re
 
 import nbformat
+import pandas as pd
 import pytest
 
 from avsc.runner import COMMON, RunError, notebooks, resolve, run_profile
@@ -113,6 +114,8 @@ def test_smoke_profile_end_to_end(smoke_run):
     run = base / "runs" / "smoke"
     saved = json.loads((run / "manifest.json").read_text())
     assert saved["versions"]["torch"] and "commit" in saved["git"]
+    # what else decides the numbers on a CPU (README: reproducing the demo)
+    assert int(saved["versions"]["torch_threads"]) >= 1 and saved["versions"]["cpu_capability"]
     assert (run / "config.yaml").is_file()
     store = json.loads((run / "cache" / "store.json").read_text())["config"]
     assert store["frames"] == {"short_side": 64, "format": "jpeg", "jpeg_quality": 90}
@@ -130,6 +133,10 @@ def test_smoke_profile_end_to_end(smoke_run):
         ).stat().st_size > 1000
     for name in TABLES:
         assert (fig / f"{name}.csv").is_file() and "SYNTHETIC" in (fig / f"{name}.md").read_text()
+    # the profile's two seeds: each system trained twice, side by side, and both in the tables
+    assert (run / "results" / "seed1" / "joint_scalogram_test_efficientnet" / "best.pt").is_file()
+    results_all = pd.read_csv(fig / "results_all.csv")
+    assert (results_all["seeds"] == 2).all() and results_all["logloss_seed_std"].notna().all()
     # executed notebooks hold their figures: one PNG per figure-making cell, no repr text
     for name in EXPECTED:
         nb = nbformat.read(run / f"{name}.ipynb", as_version=4)
