@@ -274,3 +274,22 @@ def test_the_robustness_view_reads_one_row_per_system():
     v = robustness_view(t)
     assert v.columns.tolist() == ["system", "full", "video missing 100 %"]
     assert v.iloc[0].tolist() == ["a", "0.500 (0.400 to 0.600)", "1.000 (0.900 to 1.100)"]
+
+
+def test_avsc_predict_rebuilds_late_fusion_and_the_distilled_student(trained, synth_store):
+    """Systems built on other trained systems load from their own checkpoint alone (late
+    fusion's two systems and weight are in it; the student's teacher is not needed)."""
+    from avsc.experiments.predict import predict_clip
+
+    data, _ = synth_store
+    _, results, _, _ = trained
+    for system in ("late_fusion", "joint_kd"):
+        r = results[system]
+        clip = r.proba["clip"].iloc[0]
+        pred = predict_clip(
+            data / "video" / f"{clip}.mp4", r.checkpoint, audio=data / "audio" / f"{clip}.wav"
+        )
+        ours = r.proba[r.proba["clip"] == clip][list(LABELS)].to_numpy()
+        # predict decodes the MP4 itself; evaluation read the store's JPEG frames (quality 95)
+        np.testing.assert_allclose(pred[list(LABELS)].to_numpy(), ours, atol=1e-2)
+        assert (pred[list(LABELS)].to_numpy().argmax(1) == ours.argmax(1)).all(), system
