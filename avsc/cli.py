@@ -232,6 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             notebooks_dir=args.notebooks,
             data_dir=args.data,
             cache_dir=args.cache,
+            preflight=not args.no_preflight,
         )
     except RunError as exc:
         print(f"avsc run: error: {exc}", file=sys.stderr)
@@ -465,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default=None, help="dataset root (default: AVSC_DATA_ROOT or runs/<profile>/data)"
     )
     r.add_argument("--cache", default=None, help="feature store (default: runs/<profile>/cache)")
+    r.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the checks made before any work (data, weights, Places365, disk, GPU)",
+    )
     r.set_defaults(func=cmd_run)
     return p
 

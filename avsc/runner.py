@@ -250,14 +250,23 @@ def run_profile(
     kernel: str = "python3",
     data_dir: str | None = None,
     cache_dir: str | None = None,
+    preflight: bool = True,
 ) -> Manifest:
-    """Execute the notebook series (from ``start`` on, or ``only`` the listed numbers)."""
+    """Execute the notebook series (from ``start`` on, or ``only`` the listed numbers).
+    First, unless ``preflight`` is False, :func:`avsc.preflight.check_run` looks at
+    everything the run needs and a :class:`RunError` lists every problem before any work."""
     import papermill as pm
 
     nbs = notebooks(notebooks_dir)
     params, per_nb = resolve(
         profile, overrides or {}, nbs, Path(runs_root), Path(figures_root), data_dir, cache_dir
     )
+    if preflight:
+        from avsc.preflight import PreflightError, check_run
+
+        problems = check_run(params, profile, base=REPO)  # the notebooks' cwd
+        if problems:
+            raise RunError(str(PreflightError(profile, problems)))
     run_dir = Path(params["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "config.yaml") as tmp:
