@@ -188,6 +188,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from avsc.experiments.predict import predict_folder
+
+    _import_modules(args)
+    print(predict_folder(args.root, args.checkpoint, args.out, device=args.device))
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from avsc.data.standin import make_places_standin
     from avsc.training.finetune import finetune_visual
@@ -418,6 +426,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", help="also write the table to this CSV file")
     _module_option(pr, "the checkpoint's system is registered there")
     pr.set_defaults(func=cmd_predict)
+
+    sb = _sub(
+        sub,
+        "submit",
+        "classify a DCASE evaluation set (1-s files, no labels) into a submission file",
+        "avsc submit /data/tau-eval --checkpoint runs/paper/results/joint_x/best.pt "
+        "--out submission.csv",
+    )
+    sb.add_argument(
+        "root", help="evaluation set root: evaluation_setup/fold1_test.csv, audio/, video/"
+    )
+    sb.add_argument("--checkpoint", required=True, help="a system's best.pt (from avsc train)")
+    sb.add_argument("--out", required=True, help="the submission file to write (tab-separated)")
+    sb.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    _module_option(sb, "the checkpoint's system is registered there")
+    sb.set_defaults(func=cmd_submit)
 
     f = _sub(
         sub,

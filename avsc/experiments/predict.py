@@ -7,6 +7,7 @@ A clip is either a TAU WAV + MP4 pair or one MP4 with its own audio track.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -87,7 +88,7 @@ def predict_clip(
     from avsc.features.datasets import eval_transform
     from avsc.features.video import VideoError, iter_frames, video_info
 
-    model, extra, cfg = system_from_checkpoint(checkpoint)
+    model, extra, cfg = _cached_system(checkpoint)
     model.to(device)
     labels = list(extra.get("labels", LABELS))
     clip = Path(clip)
@@ -165,3 +166,102 @@ def predict_clip(
     for k, name in enumerate(labels):
         df[name] = proba[:, k]
     return df
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(path: str, mtime_ns: int, size: int):
+    return system_from_checkpoint(path)
+
+
+def _cached_system(checkpoint: str | os.PathLike | dict):
+    """:func:`system_from_checkpoint`, loaded once per file (as long as it is unchanged), so
+    that classifying many files does not read the checkpoint for each."""
+    if isinstance(checkpoint, dict):
+        return system_from_checkpoint(checkpoint)
+    try:
+        st = Path(checkpoint).stat()
+    except OSError:
+        return system_from_checkpoint(checkpoint)  # its own error names the file
+    return _cached(str(Path(checkpoint).resolve()), st.st_mtime_ns, st.st_size)
+
+
+def evaluation_files(root: str | os.PathLike) -> pd.DataFrame:
+    """The files of a DCASE evaluation set (1-s clips, no labels): ``filename_audio`` and
+    ``filename_video`` of ``evaluation_setup/fold1_test.csv`` (also under a sibling
+    ``<name>.meta/`` folder), else every ``audio/*.wav`` with its ``video/<name>.mp4``."""
+    from avsc.data.tau import DatasetError, find_meta_dir, read_tsv
+
+    root = Path(root)
+    try:
+        listing = find_meta_dir(root) / "evaluation_setup" / "fold1_test.csv"
+    except DatasetError:
+        listing = root / "evaluation_setup" / "fold1_test.csv"
+    if listing.is_file():
+        return read_tsv(listing, ("filename_audio", "filename_video"))
+    wavs = sorted((root / "audio").glob("*.wav"))
+    if not wavs:
+        raise FileNotFoundError(
+            f"{root}: no evaluation_setup/fold1_test.csv and no audio/*.wav: not an evaluation "
+            "set root"
+        )
+    return pd.DataFrame(
+        {
+            "filename_audio": [f"audio/{w.name}" for w in wavs],
+            "filename_video": [f"video/{w.stem}.mp4" for w in wavs],
+        }
+    )
+
+
+def predict_folder(
+    root: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    device: str = "cpu",
+    every: int = 200,
+) -> str:
+    """Classify every file of an evaluation set (:func:`evaluation_files`: 1-s clips, no
+    labels) with a trained system and write the DCASE submission file ``out`` (tab-separated
+    ``filename  scene_label  airport ... tram``, ``filename`` the audio file's name; a file of
+    more than one segment gets the mean of its segments). Rows are kept in
+    ``<out>.partial.tsv`` every ``every`` files, so an interrupted run resumes where it
+    stopped; the submission is written atomically at the end. Returns its preview."""
+    from avsc.evaluation.metrics import write_submission
+    from avsc.utils import atomic_path
+
+    root, out = Path(root), Path(out)
+    files = evaluation_files(root)
+    _, extra, _ = _cached_system(checkpoint)
+    labels = list(extra.get("labels", LABELS))
+    partial = out.with_name(out.name + ".partial.tsv")
+    done: dict[str, np.ndarray] = {}
+    if partial.is_file():
+        prev = pd.read_csv(partial, sep="\t")
+        if list(prev.columns) == ["filename", *labels]:
+            rows = prev[labels].to_numpy()
+            done = dict(zip(prev["filename"], rows, strict=True))
+
+    def keep() -> None:
+        with atomic_path(partial) as tmp:
+            pd.DataFrame([[f, *p] for f, p in done.items()], columns=["filename", *labels]).to_csv(
+                tmp, sep="\t", index=False, float_format="%.9g"
+            )
+
+    names = []
+    for i, (a, v) in enumerate(
+        zip(files["filename_audio"], files["filename_video"], strict=True), 1
+    ):
+        name = Path(a).name
+        names.append(name)
+        if name in done:
+            continue
+        video, audio = root / v, root / a
+        df = predict_clip(video if video.is_file() else audio, checkpoint, audio=audio,
+                          device=device)  # fmt: skip
+        if df.empty:
+            raise ValueError(f"{audio}: shorter than one segment; nothing to classify")
+        done[name] = df[labels].to_numpy().mean(axis=0)
+        if i % every == 0:
+            keep()
+    preview = write_submission(out, names, np.stack([done[n] for n in names]), labels)
+    partial.unlink(missing_ok=True)
+    return preview
