@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Feeding a GPU (issue 13, section 4): images per second of the online-augmentation loader
+on this CPU, per worker process, at the paper's sizes (frames stored at short side 320 px
+as JPEG, RandomResizedCrop + flip + ColorJitter to 288 px), and how many workers a GPU that
+consumes N images per second would need.
+
+    python benchmarks/loader.py [--clips-per-class 3] [--seconds 4] [--workers 2]
+
+Builds a synthetic dataset in the real video format (1280x720, 24 fps, H.264) in a
+temporary folder. Ends with one ``name: value`` line per figure; the ratios are measured in
+this one run. An epoch of online augmentation decodes and augments about 450,000 images
+(79,000 with image-major batching): its loader time is that count over the images per
+second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from avsc.config import AugmentConfig, DataConfig, FrameConfig, PreprocessConfig
+from avsc.data.synth import make_synthetic_dataset
+from avsc.features import FeatureStore, preprocess
+from avsc.features.datasets import ClipTable, FrameSource, subset_clips, train_transform
+
+EPOCH_IMAGES = {"online": 450_000, "image_major": 79_000}
+
+
+class Images(Dataset):
+    """Every stored frame of the training split, decoded from JPEG, then (optionally)
+    augmented: what the online loader does per sample."""
+
+    def __init__(self, cache: Path, size: int | None):
+        store = FeatureStore(cache)
+        table = ClipTable(store, subset_clips(store, "train"))
+        self.frames = FrameSource(table, in_memory="no")  # decode from the store each time
+        self.n_seg = table.segments
+        self.n = len(table) * table.segments
+        self.tf = train_transform(size, AugmentConfig()) if size else None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = self.frames.get(i // self.n_seg, i % self.n_seg)
+        return self.tf(img) if self.tf is not None else img
+
+
+def rate(ds: Dataset, workers: int, repeats: int = 2) -> float:
+    """Images per second through a DataLoader with ``workers`` worker processes."""
+    loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=workers,
+                        collate_fn=lambda b: b, persistent_workers=workers > 0)  # fmt: skip
+    next(iter(loader))  # start the workers
+    t0, n = time.perf_counter(), 0
+    for _ in range(repeats):
+        for batch in loader:
+            n += len(batch)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips-per-class", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--short-side", type=int, default=320)
+    ap.add_argument("--image-size", type=int, default=288)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # one core per worker, like a loader process
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = make_synthetic_dataset(
+            tmp / "data", clips_per_class=args.clips_per_class, seconds=args.seconds,
+            video_size=(1280, 720), workers=2, show_progress=False,
+        )  # fmt: skip
+        cfg = PreprocessConfig(
+            data=DataConfig(clip_seconds=args.seconds),
+            frames=FrameConfig(short_side=args.short_side),
+        )
+        rep = preprocess(root, tmp / "cache", cfg, workers=2, show_progress=False)
+        assert rep.ok, rep.format()
+        decode = rate(Images(tmp / "cache", None), 0)
+        augment = rate(Images(tmp / "cache", args.image_size), 0)
+        many = rate(Images(tmp / "cache", args.image_size), args.workers)
+    print(f"loader_decode_images_per_s_one_process: {decode:.0f}")
+    print(f"loader_decode_augment_{args.image_size}_images_per_s_one_process: {augment:.0f}")
+    w = args.workers
+    print(f"loader_decode_augment_{args.image_size}_images_per_s_{w}_workers: {many:.0f}")
+    print(f"loader_scaling_{args.workers}_workers_vs_one: {many / augment:.2f}")
+    print(f"loader_augment_share_of_time: {1 - augment / decode:.2f}")
+    for mode, images in EPOCH_IMAGES.items():
+        print(f"loader_epoch_{mode}_minutes_per_worker: {images / augment / 60:.1f}")
+    for gpu in (1000, 2000, 4000):
+        print(f"loader_workers_to_feed_{gpu}_images_per_s: {math.ceil(gpu / augment)}")
+
+
+if __name__ == "__main__":
+    main()
