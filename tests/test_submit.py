@@ -16,17 +16,7 @@ from avsc.config import ExperimentConfig
 from avsc.data.tau import LABELS
 
 from .conftest import ROOT
-
-TRAIN = {
-    "visual.backbone": "test_efficientnet",
-    "visual.image_size": 32,
-    "frames.short_side": 64,
-    "data.clip_seconds": 3.0,
-    "train.batch_size": 32,
-    "train.max_epochs": 1,
-    "train.t0_epochs": 1,
-    "train.eval_batch_size": 32,
-}
+from .test_experiments import TRAIN  # a tiny training: 1 epoch, test_efficientnet
 
 
 def _cut(src_wav, src_mp4, k, wav, mp4):
