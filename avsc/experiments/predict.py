@@ -230,8 +230,10 @@ def predict_folder(
 
     root, out = Path(root), Path(out)
     files = evaluation_files(root)
-    _, extra, _ = _cached_system(checkpoint)
+    model, extra, _ = _cached_system(checkpoint)
     labels = list(extra.get("labels", LABELS))
+    needs = [k for k, used in (("audio", model.ae is not None), ("video", model.visual_input))
+             if used]  # fmt: skip
     partial = out.with_name(out.name + ".partial.tsv")
     done: dict[str, np.ndarray] = {}
     if partial.is_file():
@@ -246,22 +248,33 @@ def predict_folder(
                 tmp, sep="\t", index=False, float_format="%.9g"
             )
 
-    names = []
-    for i, (a, v) in enumerate(
-        zip(files["filename_audio"], files["filename_video"], strict=True), 1
-    ):
-        name = Path(a).name
-        names.append(name)
-        if name in done:
-            continue
-        video, audio = root / v, root / a
-        df = predict_clip(video if video.is_file() else audio, checkpoint, audio=audio,
-                          device=device)  # fmt: skip
-        if df.empty:
-            raise ValueError(f"{audio}: shorter than one segment; nothing to classify")
-        done[name] = df[labels].to_numpy().mean(axis=0)
-        if i % every == 0:
+    names = [Path(a).name for a in files["filename_audio"]]
+    try:
+        for i, (a, v) in enumerate(
+            zip(files["filename_audio"], files["filename_video"], strict=True), 1
+        ):
+            name = Path(a).name
+            if name in done:
+                continue
+            video, audio = root / v, root / a
+            for kind, path in (("audio", audio), ("video", video)):
+                if kind in needs and not path.is_file():
+                    raise FileNotFoundError(
+                        f"{path}: listed as evaluation file {name} but missing (the system "
+                        f"needs its {kind}); the {len(done)} file(s) done are kept in "
+                        f"{partial.name} and a rerun resumes after them"
+                    )
+            df = predict_clip(video if video.is_file() else audio, checkpoint, audio=audio,
+                              device=device)  # fmt: skip
+            if df.empty:
+                raise ValueError(f"{audio}: shorter than one segment; nothing to classify")
+            done[name] = df[labels].to_numpy().mean(axis=0)
+            if i % every == 0:
+                keep()
+    except BaseException:  # an error or an interrupt: keep what is done, for the rerun
+        if done:
             keep()
+        raise
     preview = write_submission(out, names, np.stack([done[n] for n in names]), labels)
     partial.unlink(missing_ok=True)
     return preview
