@@ -117,11 +117,29 @@ def process_map(
         key_of: dict[int, int] = {}  # worker pid -> the task it last started
         broken: list[tuple[int, T]] = []
         try:
+            refused = False  # the pool broke before a submit (a worker died meanwhile)
             while todo or pending:
                 while todo and len(pending) < 2 * workers and not broken:
                     key, task = todo.popleft()
-                    pending[ex.submit(_announced, fn, key, task)] = (key, task)
+                    try:
+                        fut = ex.submit(_announced, fn, key, task)
+                    except BrokenProcessPool:
+                        todo.appendleft((key, task))  # never started: it goes again
+                        refused = True
+                        break
+                    pending[fut] = (key, task)
                     procs.update(getattr(ex, "_processes", None) or {})
+                if refused:  # collect what finished or failed, then a fresh pool
+                    for fut in cf.wait(pending)[0]:
+                        item = pending.pop(fut)
+                        try:
+                            result = fut.result()
+                        except BrokenProcessPool:
+                            broken.append(item)
+                            continue
+                        progressed = True
+                        yield item[1], result
+                    break
                 if not pending:
                     break
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)

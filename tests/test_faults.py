@@ -478,6 +478,32 @@ def test_thousands_of_clips_pass_through_the_worker_pool():
     assert out == {t["clip"]: t["i"] ** 2 for t in tasks}
 
 
+@pytest.mark.timeout(180)
+def test_a_pool_that_breaks_before_a_submit_loses_no_task(monkeypatch):
+    """A worker can die while the consumer handles a result; the next submit then finds
+    the pool broken (CI saw this as an 'unexpected BrokenProcessPool'). The task is kept,
+    and a fresh pool does it and the rest."""
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    from avsc.parallel import process_map
+
+    real = cf.ProcessPoolExecutor
+    submits = []
+
+    class BreaksOnce(real):
+        def submit(self, *args, **kwargs):
+            submits.append(1)
+            if len(submits) == 3:
+                raise BrokenProcessPool("a worker died meanwhile")
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(cf, "ProcessPoolExecutor", BreaksOnce)
+    tasks = [{"clip": f"c{i}", "i": i} for i in range(10)]
+    out = {r["clip"]: r["value"] for _, r in process_map(_square, tasks, 2)}
+    assert out == {t["clip"]: t["i"] ** 2 for t in tasks}
+
+
 # ------------------------------------------------------------------ 10. predict
 
 
