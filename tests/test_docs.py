@@ -48,7 +48,9 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_every_option_has_help_and_every_subcommand_an_example():
     parser = build_parser()
     subs = _subparsers(parser)
-    assert set(subs) == {"synth", "validate", "preprocess", "train", "predict", "finetune", "run"}
+    assert set(subs) == {
+        "synth", "validate", "preprocess", "train", "predict", "submit", "finetune", "run"
+    }  # fmt: skip
     for name, sub in subs.items():
         assert sub.description and sub.epilog and f"avsc {name} " in sub.epilog, name
         for action in sub._actions:

@@ -465,10 +465,17 @@ class Results:
         """:meth:`train` once per seed of ``seeds`` (default this folder's), each into its
         own folder (finished seeds are reloaded); returns the primary seed's result with
         every seed's metrics attached."""
-        for s in seeds if seeds is not None else self.seeds:
-            self.train(system, workspace.with_seed(s), feature, backbone, audio_checkpoint, resume)
-        feature, backbone = self.inputs(system, feature, backbone, workspace.config)
-        return self.load(system, feature, backbone)
+        done = {
+            s: self.train(
+                system, workspace.with_seed(s), feature, backbone, audio_checkpoint, resume
+            )
+            for s in (seeds if seeds is not None else self.seeds)
+        }
+        # the results as trained (under torchrun only rank 0 writes files: nothing re-read)
+        first = done.get(self.primary_seed) or next(iter(done.values()))
+        if len(done) > 1:
+            first.seed_metrics = {s: r.metrics for s, r in done.items()}
+        return first
 
     def collect(
         self, features: Iterable[str], backbones: Iterable[str], everything: bool = False
