@@ -129,20 +129,11 @@ def process_map(
                         break
                     pending[fut] = (key, task)
                     procs.update(getattr(ex, "_processes", None) or {})
-                if refused:  # collect what finished or failed, then a fresh pool
-                    for fut in cf.wait(pending)[0]:
-                        item = pending.pop(fut)
-                        try:
-                            result = fut.result()
-                        except BrokenProcessPool:
-                            broken.append(item)
-                            continue
-                        progressed = True
-                        yield item[1], result
-                    break
                 if not pending:
                     break
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                # a refused submit: collect everything in flight, then a fresh pool
+                until = cf.ALL_COMPLETED if refused else cf.FIRST_COMPLETED
+                done, _ = cf.wait(pending, return_when=until)
                 _drain(started, key_of)  # keep the pipe empty: a full one blocks the workers
                 for fut in done:
                     item = pending.pop(fut)
@@ -153,7 +144,7 @@ def process_map(
                         continue
                     progressed = True
                     yield item[1], result
-                if broken:
+                if broken or refused:
                     cf.wait(pending)  # every other future fails the same way
                     broken += list(pending.values())
                     pending.clear()

@@ -79,6 +79,12 @@ class StrategyResult:
                     label=self.proba["label"].to_numpy(),
                 )
 
+    @staticmethod
+    def load_metrics(folder: str | os.PathLike) -> dict[str, float]:
+        """Only the metrics of the result saved in ``folder`` (its ``metrics.json``)."""
+        meta = json.loads((Path(folder) / "metrics.json").read_text())
+        return {k: meta[k] for k in METRIC_KEYS if k in meta}
+
     @classmethod
     def load(cls, folder: str | os.PathLike) -> StrategyResult:
         """The result saved in ``folder`` (by :meth:`save` and the fit loop)."""

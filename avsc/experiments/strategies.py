@@ -391,7 +391,7 @@ class Results:
             result.seed_metrics = {
                 s: result.metrics
                 if s == self.primary_seed
-                else StrategyResult.load(self.folder(system, feature, backbone, s)).metrics
+                else StrategyResult.load_metrics(self.folder(system, feature, backbone, s))
                 for s in self.seeds
                 if self.exists(system, feature, backbone, s)
             }

@@ -71,17 +71,23 @@ def video_only(p: Parts) -> AVSystem:
     )
 
 
+def fused_branches(p: Parts, ae_trainable: bool):
+    """The AE (the audio-only system's when frozen or ``model.ae_init: audio_only``, else a new
+    one) and the SC over [AE, VE] of an audio-visual system."""
+    if not ae_trainable or p.config.model.ae_init == "audio_only":
+        ae = p.pretrained_acoustic_encoder()
+    else:
+        ae = p.acoustic_encoder()
+    return ae, p.scene_classifier(ae.embedding_dim + p.visual.num_features)
+
+
 def fused(visual_input: str, ae_trainable: bool) -> Callable[[Parts], AVSystem]:
     """The factory of an audio-visual system of Table 4: SC on [AE, VE], the VE frozen and fed
     ``visual_input`` ("embedding": precomputed features of un-augmented frames; "image": raw
     augmented images), the AE trainable or the audio-only system's, frozen."""
 
     def build(p: Parts) -> AVSystem:
-        if not ae_trainable or p.config.model.ae_init == "audio_only":
-            ae = p.pretrained_acoustic_encoder()
-        else:
-            ae = p.acoustic_encoder()
-        sc = p.scene_classifier(ae.embedding_dim + p.visual.num_features)
+        ae, sc = fused_branches(p, ae_trainable)
         return AVSystem(ae, sc, ve=p.visual, visual_input=visual_input, ae_trainable=ae_trainable)
 
     build.__qualname__ = f"fused_{visual_input}_{'trainable' if ae_trainable else 'frozen'}"
@@ -208,10 +214,10 @@ def late_fusion(p: Parts) -> LateFusion:
 def joint_dropout(p: Parts) -> AVSystem:
     """Joint with modality dropout: each training sample loses its audio (probability
     ``robustness.drop_audio``) or its video (``drop_video``), a learned embedding standing in."""
-    base = fused(*ABLATIONS["IV"])(p)
+    ae, sc = fused_branches(p, ae_trainable=True)
     r = p.config.robustness
     return AVSystem(
-        base.ae, base.sc, ve=base.ve, visual_input="image",
+        ae, sc, ve=p.visual, visual_input="image",
         drop_audio=r.drop_audio, drop_video=r.drop_video,
     )  # fmt: skip
 
@@ -227,11 +233,11 @@ def joint_kd(p: Parts) -> DistilledAVSystem:
     """Cross-modal distillation: joint_dropout as a student of the trained joint system (its
     outputs on the full inputs, softened by ``robustness.kd_temperature``, weighted by
     ``kd_weight`` against the labels' cross-entropy)."""
-    base = fused(*ABLATIONS["IV"])(p)
+    ae, sc = fused_branches(p, ae_trainable=True)
     r = p.config.robustness
     teacher = p.trained_system("joint") if p.for_training else None
     return DistilledAVSystem(
-        base.ae, base.sc, ve=base.ve, visual_input="image",
+        ae, sc, ve=p.visual, visual_input="image",
         drop_audio=r.drop_audio, drop_video=r.drop_video,
         teacher=teacher, temperature=r.kd_temperature, weight=r.kd_weight,
     )  # fmt: skip

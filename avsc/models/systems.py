@@ -233,12 +233,7 @@ class AVSystem(nn.Module):
         if ac is not None:
             out["acoustic"] = ac.view(b, t, -1).mean(dim=1)
         blind = _no_evidence(
-            b,
-            audio_missing if self.ae is not None else None,
-            video_missing if self.visual_input is not None else None,
-            self.ae is not None,
-            self.visual_input is not None,
-            proba.device,
+            [m for m, has in ((audio_missing, ac), (video_missing, visual)) if has is not None]
         )
         if blind is not None:
             out["proba"] = _uniform_where(out["proba"], blind)
@@ -254,15 +249,14 @@ class AVSystem(nn.Module):
         return self.decide(self.encode(audio, image, vemb))
 
 
-def _no_evidence(b, audio_missing, video_missing, has_audio, has_video, device):
-    """Segments for which every branch a system has is missing (None: no such segment)."""
-    if audio_missing is None and video_missing is None:
+def _no_evidence(masks: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Segments missing every branch a system has, given one mask per branch (None: that
+    branch is present everywhere); None when there is no such segment."""
+    if not masks or any(m is None for m in masks):
         return None
-    blind = torch.ones(b, dtype=torch.bool, device=device)
-    if has_audio:
-        blind &= audio_missing if audio_missing is not None else torch.zeros_like(blind)
-    if has_video:
-        blind &= video_missing if video_missing is not None else torch.zeros_like(blind)
+    blind = masks[0]
+    for m in masks[1:]:
+        blind = blind & m
     return blind if bool(blind.any()) else None
 
 
