@@ -402,6 +402,11 @@ class TrainConfig(_Section):
     # batches of whole segments, each augmented image encoded once for its 6 acoustic frames.
     aug_bank: int = 0
     image_major: bool = False
+    # Online augmentation where the loader's CPU workers cannot feed a GPU (issue 13): the
+    # loader passes each frame's JPEG bytes and the training device decodes them
+    # (torchvision.io.decode_jpeg, nvJPEG on CUDA) and augments them (transforms.v2 on device
+    # tensors). The same transforms, other random draws than the workers' path.
+    decode_on_device: bool = False
 
     def _coerce(self) -> None:
         for name in ("frames_in_memory", "audio_in_memory"):

@@ -4,7 +4,12 @@ on this CPU, per worker process, at the paper's sizes (frames stored at short si
 as JPEG, RandomResizedCrop + flip + ColorJitter to 288 px), and how many workers a GPU that
 consumes N images per second would need.
 
-    python benchmarks/loader.py [--clips-per-class 3] [--seconds 4] [--workers 2]
+    python benchmarks/loader.py [--clips-per-class 3] [--seconds 4] [--workers 2] [--device cuda]
+
+The device path (``train.decode_on_device``): the same frames' JPEG bytes decoded on
+``--device`` (torchvision.io.decode_jpeg, nvJPEG on CUDA) and augmented there (transforms.v2
+on device tensors), batches of 256 in the main process; its ratio to one loader worker says
+how many CPU workers it replaces.
 
 Builds a synthetic dataset in the real video format (1280x720, 24 fps, H.264) in a
 temporary folder. Ends with one ``name: value`` line per figure; the ratios are measured in
@@ -27,7 +32,13 @@ from torch.utils.data import DataLoader, Dataset
 from avsc.config import AugmentConfig, DataConfig, FrameConfig, PreprocessConfig
 from avsc.data.synth import make_synthetic_dataset
 from avsc.features import FeatureStore, preprocess
-from avsc.features.datasets import ClipTable, FrameSource, subset_clips, train_transform
+from avsc.features.datasets import (
+    ClipTable,
+    FrameSource,
+    decode_and_transform,
+    subset_clips,
+    train_transform,
+)
 
 EPOCH_IMAGES = {"online": 450_000, "image_major": 79_000}
 
@@ -64,6 +75,24 @@ def rate(ds: Dataset, workers: int, repeats: int = 2) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def device_rate(cache: Path, size: int, device: str, batch: int = 256, repeats: int = 3) -> float:
+    """Images per second decoded and augmented on ``device`` from JPEG bytes held in memory
+    (what the loader hands over with ``train.decode_on_device``)."""
+    store = FeatureStore(cache)
+    table = ClipTable(store, subset_clips(store, "train"))
+    jpegs = [b for clip in FrameSource(table, in_memory="yes", encoded=True).memory for b in clip]
+    jpegs = (jpegs * (batch // len(jpegs) + 1))[:batch]
+    tf = train_transform(size, AugmentConfig())
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    decode_and_transform(jpegs, tf, device)  # warm up (nvJPEG handles, kernels)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        decode_and_transform(jpegs, tf, device)
+    sync()
+    return repeats * batch / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips-per-class", type=int, default=3)
@@ -71,6 +100,7 @@ def main() -> None:
     ap.add_argument("--short-side", type=int, default=320)
     ap.add_argument("--image-size", type=int, default=288)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where the device path decodes: cpu, cuda")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one core per worker, like a loader process
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +118,7 @@ def main() -> None:
         decode = rate(Images(tmp / "cache", None), 0)
         augment = rate(Images(tmp / "cache", args.image_size), 0)
         many = rate(Images(tmp / "cache", args.image_size), args.workers)
+        on_device = device_rate(tmp / "cache", args.image_size, args.device)
     print(f"loader_decode_images_per_s_one_process: {decode:.0f}")
     print(f"loader_decode_augment_{args.image_size}_images_per_s_one_process: {augment:.0f}")
     w = args.workers
@@ -98,6 +129,9 @@ def main() -> None:
         print(f"loader_epoch_{mode}_minutes_per_worker: {images / augment / 60:.1f}")
     for gpu in (1000, 2000, 4000):
         print(f"loader_workers_to_feed_{gpu}_images_per_s: {math.ceil(gpu / augment)}")
+    dev = args.device.split(":")[0]
+    print(f"device_decode_augment_{args.image_size}_images_per_s_{dev}: {on_device:.0f}")
+    print(f"device_path_{dev}_vs_one_loader_worker: {on_device / augment:.2f}")
 
 
 if __name__ == "__main__":

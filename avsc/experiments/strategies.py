@@ -138,7 +138,7 @@ def training_inputs(
     elif vi == "image" and bank > 0:
         tr["vemb_bank"] = ws.augmentation_bank("train", bank, backbone)
     elif vi == "image":
-        tr["frames"] = ws.frames("train")
+        tr["frames"] = ws.frames("train", encoded=cfg.train.decode_on_device)
         tr["transform"] = train_transform(model.ve.input_size[-1], cfg.augment)
     if vi == "image" and model.ae is None:
         tr["unit"] = "segment"

@@ -85,7 +85,7 @@ class Workspace:
         self.device = resolve_device(self.config.train.device)
         self.tables = {s: ClipTable(self.store, subset_clips(self.store, s)) for s in SUBSETS}
         self._audio: dict[tuple[str, str], torch.Tensor] = {}
-        self._frames: dict[str, FrameSource] = {}
+        self._frames: dict[tuple[str, bool], FrameSource] = {}
         self._ve: dict[tuple[str, str | None, int | None], VisualEncoder] = {}
         self._vemb: dict[tuple[str, str], torch.Tensor] = {}
 
@@ -120,12 +120,13 @@ class Workspace:
         mode = self.config.train.audio_in_memory
         return mode == "no" or (mode == "auto" and nbytes > limit)
 
-    def frames(self, subset: str) -> FrameSource:
-        if subset not in self._frames:
-            self._frames[subset] = FrameSource(
-                self.tables[subset], self.config.train.frames_in_memory
+    def frames(self, subset: str, encoded: bool = False) -> FrameSource:
+        """The subset's frames, decoded (uint8 images) or ``encoded`` (JPEG bytes)."""
+        if (subset, encoded) not in self._frames:
+            self._frames[(subset, encoded)] = FrameSource(
+                self.tables[subset], self.config.train.frames_in_memory, encoded=encoded
             )
-        return self._frames[subset]
+        return self._frames[(subset, encoded)]
 
     def visual_encoder(self, backbone: str | None = None) -> VisualEncoder:
         v = self.config.visual

@@ -120,9 +120,25 @@ class FrameSource:
     :func:`eval_transform`), so clips of any size train together. In memory they are held
     per clip, never as one tensor that would assume one size."""
 
-    def __init__(self, table: ClipTable, in_memory: str | bool = "auto", limit_bytes: float = 2e9):
+    def __init__(
+        self,
+        table: ClipTable,
+        in_memory: str | bool = "auto",
+        limit_bytes: float = 2e9,
+        encoded: bool = False,
+    ):
         self.table = table
+        self.encoded = encoded
         store = table.store
+        if encoded:  # JPEG bytes, decoded by the consumer (train.decode_on_device)
+            size = sum(store.frames_path(c).stat().st_size for c in table.clips)
+            keep = in_memory in (True, "yes") or (in_memory == "auto" and size <= limit_bytes)
+            self.memory = None
+            if keep:
+                self.memory = [
+                    [torch.from_numpy(b) for b in store.load_frame_jpegs(c)] for c in table.clips
+                ]
+            return
         index = store.index.set_index("clip")
         if "frame_shape" in index:
             shapes = [tuple(index.at[c, "frame_shape"]) for c in table.clips]
@@ -138,9 +154,12 @@ class FrameSource:
             ]
 
     def get(self, clip_index: int, segment: int) -> torch.Tensor:
+        """The frame: uint8 ``(3, H, W)``, or its JPEG bytes (1-D uint8) when ``encoded``."""
         if self.memory is not None:
             return self.memory[clip_index][segment]
         clip = self.table.clips[clip_index]
+        if self.encoded:
+            return torch.from_numpy(self.table.store.load_frame_jpegs(clip)[segment])
         frame = self.table.store.load_frames(clip, [segment])[0]
         return torch.from_numpy(frame).permute(2, 0, 1).contiguous()
 
@@ -157,6 +176,23 @@ def train_transform(image_size: int, augment) -> object:
             v2.ColorJitter(augment.brightness, augment.contrast, augment.saturation, augment.hue),
         ]
     )
+
+
+def decode_and_transform(
+    jpegs: Sequence[torch.Tensor], transform, device: torch.device | str
+) -> torch.Tensor:
+    """uint8 ``(B, 3, S, S)`` on ``device``: JPEG bytes decoded there
+    (``torchvision.io.decode_jpeg``; nvJPEG, batched, on CUDA) and each image put through
+    ``transform`` (transforms.v2 on device tensors; each image its own random draw)."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = torch.device(device)
+    with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec's successor
+        warnings.simplefilter("ignore", DeprecationWarning)
+        images = decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)
+    return torch.stack([transform(im) if transform is not None else im for im in images])
 
 
 def eval_transform(image_size: int, crop_pct: float = 0.875) -> object:
@@ -226,7 +262,9 @@ class FrameSamples(Dataset):
             item["audio"] = self.audio[c, s, k]
         elif self.audio is not None:
             item["audio"] = self.audio[c, s]
-        if self.frames is not None:
+        if self.frames is not None and self.frames.encoded:
+            item["jpeg"] = self.frames.get(c, s)  # decoded on the device: decode_images
+        elif self.frames is not None:
             img = self.frames.get(c, s)
             item["image"] = self.transform(img) if self.transform is not None else img
         if self.vemb is not None:
@@ -234,6 +272,21 @@ class FrameSamples(Dataset):
         if self.vemb_bank is not None:
             item["vemb"] = self.vemb_bank[c, s, int(self.views[i])].float()
         return item
+
+    @staticmethod
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """torch's default collation, with JPEG bytes (of every length) kept as a list."""
+        from torch.utils.data import default_collate
+
+        jpegs = [it.pop("jpeg") for it in items] if "jpeg" in items[0] else None
+        batch = default_collate(items)
+        if jpegs is not None:
+            batch["jpeg"] = jpegs
+        return batch
+
+    def decode_images(self, jpegs: Sequence[torch.Tensor], device) -> torch.Tensor:
+        """A batch's ``image`` from its ``jpeg`` list, on ``device``."""
+        return decode_and_transform(jpegs, self.transform, device)
 
 
 class SegmentSamples(FrameSamples):

@@ -433,6 +433,21 @@ class FeatureStore:
                 "checksums)"
             ) from exc
 
+    def load_frame_jpegs(self, clip: str) -> list[np.ndarray]:
+        """The JPEG bytes (uint8, one array per segment) of ``clip``'s stored frames, for
+        decoding elsewhere (``train.decode_on_device``)."""
+        path = self.frames_path(clip)
+        if not path.is_file():
+            raise StoreError(f"{path}: no frames for clip {clip!r} in this store")
+        if path.suffix == ".npy":
+            raise StoreError(
+                f"{path}: this store keeps decoded frames (frames.jpeg_quality null); "
+                "train.decode_on_device needs JPEG frames"
+            )
+        with load_entry(path, clip) as z:
+            data, offsets = z["jpeg"], z["offsets"]
+        return [data[offsets[i] : offsets[i + 1]].copy() for i in range(len(offsets) - 1)]
+
     def subsets(self) -> pd.DataFrame:
         """``clip, subset`` (train / val / evaluate / unused) as written by preprocess."""
         path = self.path / "split.csv"

@@ -423,6 +423,7 @@ def _fit(
             num_workers=cfg.num_workers,
             generator=gen,
             pin_memory=device.type == "cuda",
+            collate_fn=getattr(train_set, "collate", None),  # e.g. JPEG bytes as a list
         )
         net.train()
         total, count = 0.0, 0
@@ -435,6 +436,9 @@ def _fit(
             leave=False,
         )
         for step, batch in enumerate(bar):
+            jpegs = batch.pop("jpeg", None)
+            if jpegs is not None:  # train.decode_on_device: decoded and augmented here
+                batch["image"] = train_set.decode_images(jpegs, device)
             batch = _to(batch, device, cfg.channels_last and device.type == "cuda")
             label = batch.pop("label")
             with _autocast(device, cfg.amp):
@@ -490,6 +494,8 @@ def _fit(
             "best": improved,
             "seconds": round(time.perf_counter() - t0, 3),
         }
+        if device.type == "cuda":  # peak device memory so far (the rehearsal's projection)
+            row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         history.append(row)
         if main:
             ck = {
