@@ -258,6 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             data_dir=args.data,
             cache_dir=args.cache,
             preflight=not args.no_preflight,
+            rehearse=args.rehearse,
         )
     except RunError as exc:
         print(f"avsc run: error: {exc}", file=sys.stderr)
@@ -541,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-preflight",
         action="store_true",
         help="skip the checks made before any work (data, weights, Places365, disk, GPU)",
+    )
+    r.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run the profile's code path on a tiny synthetic dataset in the real formats "
+        "(random weights, 1 epoch, in runs/<profile>-rehearsal) and project the full run's "
+        "hours, disk and memory (projection.json)",
     )
     r.set_defaults(func=cmd_run)
     return p

@@ -62,16 +62,20 @@ class PreflightError(RuntimeError):
 
 
 def check_run(
-    params: dict[str, Any], profile: str = "", base: str | os.PathLike | None = None
+    params: dict[str, Any],
+    profile: str = "",
+    base: str | os.PathLike | None = None,
+    rehearsal: bool = False,
 ) -> list[Problem]:
     """The problems of a resolved run (:func:`avsc.runner.resolve`'s parameters, with
     ``experiment``); an empty list when it can start. Relative paths are from ``base`` (the
-    notebooks' working directory, the repository root)."""
+    notebooks' working directory, the repository root). ``random`` weights are a problem
+    except in a ``rehearsal``."""
     cfg = ExperimentConfig().override(dict(params.get("experiment") or {}))
     base = Path(base) if base is not None else Path.cwd()
     problems: list[Problem] = []
     clips = _check_data(params, cfg, problems)
-    _check_weights(params, cfg, problems, base)
+    _check_weights(params, cfg, problems, base, rehearsal)
     _check_places(params, problems, base)
     _check_disk(params, cfg, clips, problems)
     _check_gpu(cfg, problems)
@@ -137,11 +141,16 @@ def _weights_needed(params: dict[str, Any], cfg: ExperimentConfig) -> dict[str, 
 
 
 def _check_weights(
-    params: dict[str, Any], cfg: ExperimentConfig, problems: list[Problem], base: Path
+    params: dict[str, Any],
+    cfg: ExperimentConfig,
+    problems: list[Problem],
+    base: Path,
+    rehearsal: bool = False,
 ) -> None:
     from avsc.models.visual import (
         HUB,
         LITE0_WEIGHTS,
+        RANDOM,
         WeightsError,
         hub_reachable,
         lite0_weights_path,
@@ -151,7 +160,16 @@ def _check_weights(
     for backbone, weights in _weights_needed(params, cfg).items():
         what = f"weights {backbone}"
         source = WEIGHT_SOURCES.get(backbone, f"a timm state dict for {backbone}")
-        if weights == LITE0_WEIGHTS:
+        if weights == RANDOM:
+            if not rehearsal:
+                problems.append(
+                    Problem(
+                        what,
+                        f"'{RANDOM}' weights are for rehearsals only (avsc run --rehearse); "
+                        f"give a weights file: {source}",
+                    )
+                )
+        elif weights == LITE0_WEIGHTS:
             try:
                 lite0_weights_path()
             except WeightsError as exc:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,21 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 COMMON = ("profile", "run_dir", "figures_dir", "data_dir", "cache_dir", "experiment")
+
+
+#: what ``--rehearse`` changes in a profile: a tiny synthetic dataset in the real formats
+#: (1280x720 24 fps H.264, 48 kHz 24-bit stereo), random visual weights, one epoch, a
+#: Places365-layout stand-in; everything else (backbones, image sizes, batch size, loader
+#: workers, fine-tuning, every notebook) stays the profile's. -p overrides still apply.
+REHEARSAL_PARAMETERS = {
+    "synthetic": True,
+    "clips_per_class": 3,
+    "video_size": [1280, 720],
+    "synth_seed": 0,
+    "start_weights": "random",  # every backbone: avsc.models.visual.RANDOM
+}
+REHEARSAL_EXPERIMENT = {"train.max_epochs": 1, "finetune.epochs": 1}
+REHEARSAL = "rehearsal.json"  # the stamp in a rehearsal's run folder (see workflow.Context)
 
 
 class RunError(RuntimeError):
@@ -181,9 +197,12 @@ def resolve(
     figures_root: Path,
     data_dir: str | None = None,
     cache_dir: str | None = None,
+    rehearse: bool = False,
 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """The parameters every notebook gets (common + profile + overrides) and each notebook's
-    own parameter names. Unknown names are an error listing the known ones."""
+    own parameter names. Unknown names are an error listing the known ones. With
+    ``rehearse``, the profile with :data:`REHEARSAL_PARAMETERS` and
+    :data:`REHEARSAL_EXPERIMENT` (under the overrides), in ``<runs>/<profile>-rehearsal``."""
     prof = load_profile(profile)
     inspected = {p.stem: _inspect(p) for p in nbs}
     per_nb = {nb: {k: v["default"] for k, v in ps.items()} for nb, ps in inspected.items()}
@@ -194,6 +213,13 @@ def resolve(
         raise RunError(f"notebooks without the common parameters {COMMON}: {missing_common}")
     params = dict(prof["parameters"])
     experiment = dict(prof["experiment"])
+    if rehearse:
+        from avsc.models.visual import RANDOM
+
+        params.update(REHEARSAL_PARAMETERS)
+        backbones = [*params.get("backbones", []), *params.get("finetune", [])]
+        params["start_weights"] = dict.fromkeys(backbones, RANDOM)
+        experiment.update(REHEARSAL_EXPERIMENT)
     for key, value in overrides.items():
         key = ALIASES.get(key, key)
         section = key.split(".", 1)[0]
@@ -224,14 +250,24 @@ def resolve(
     for key in ("data_dir", "cache_dir"):
         if params.get(key) is not None and not isinstance(params[key], str):
             raise RunError(f"parameter {key}: expected a folder path, got {params[key]!r}")
-    run_dir = runs_root / profile
-    env_root = os.environ.get("AVSC_DATA_ROOT")
+    name = f"{profile}-rehearsal" if rehearse else profile
+    run_dir = runs_root / name
+    env_root = None if rehearse else os.environ.get("AVSC_DATA_ROOT")  # never the real data
+    if rehearse:
+        params.pop("data_dir", None)
+        if params.get("finetune") and "places_root" in params:
+            params["places_root"] = str((run_dir / "places365-standin").resolve())
     params.update(
         profile=profile,
         run_dir=str(run_dir.resolve()),
-        figures_dir=str((figures_root / profile).resolve()),
+        figures_dir=str((figures_root / name).resolve()),
         data_dir=str(
-            Path(data_dir or params.get("data_dir") or env_root or run_dir / "data").resolve()
+            Path(
+                (None if rehearse else data_dir)
+                or params.get("data_dir")
+                or env_root
+                or run_dir / "data"
+            ).resolve()
         ),
         cache_dir=str(Path(cache_dir or params.get("cache_dir") or run_dir / "cache").resolve()),
         experiment=experiment,
@@ -251,24 +287,62 @@ def run_profile(
     data_dir: str | None = None,
     cache_dir: str | None = None,
     preflight: bool = True,
+    rehearse: bool = False,
 ) -> Manifest:
     """Execute the notebook series (from ``start`` on, or ``only`` the listed numbers).
     First, unless ``preflight`` is False, :func:`avsc.preflight.check_run` looks at
-    everything the run needs and a :class:`RunError` lists every problem before any work."""
+    everything the run needs and a :class:`RunError` lists every problem before any work.
+
+    ``rehearse``: the profile's code path on a tiny synthetic dataset in the real formats
+    (:data:`REHEARSAL_PARAMETERS`), stamped as a rehearsal on every output, then
+    ``projection.json`` in its run folder and a printed table: the full run's hours, disk
+    and memory projected from what the rehearsal measured (:mod:`avsc.experiments.projection`)."""
     import papermill as pm
 
     nbs = notebooks(notebooks_dir)
     params, per_nb = resolve(
-        profile, overrides or {}, nbs, Path(runs_root), Path(figures_root), data_dir, cache_dir
+        profile,
+        overrides or {},
+        nbs,
+        Path(runs_root),
+        Path(figures_root),
+        data_dir,
+        cache_dir,
+        rehearse=rehearse,
     )
+    standin = Path(params["places_root"]) if rehearse and params.get("places_root") else None
     if preflight:
         from avsc.preflight import PreflightError, check_run
 
-        problems = check_run(params, profile, base=REPO)  # the notebooks' cwd
+        checked = {**params, "places_root": ""} if standin else params  # the rehearsal's own
+        problems = check_run(checked, profile, base=REPO, rehearsal=rehearse)  # notebooks' cwd
         if problems:
             raise RunError(str(PreflightError(profile, problems)))
     run_dir = Path(params["run_dir"])
+    if rehearse and not (start or only) and run_dir.exists():
+        if not (run_dir / REHEARSAL).is_file():  # not ours: never touched
+            raise RunError(
+                f"{run_dir} exists and is not a rehearsal's run folder (no {REHEARSAL}); move "
+                "it away or pass --runs DIR"
+            )
+        shutil.rmtree(run_dir)  # a rehearsal measures from scratch: nothing reloaded
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rehearse:
+        atomic_write_json(
+            run_dir / REHEARSAL,
+            {
+                "profile": profile,
+                "what": "a rehearsal: the profile's code path on synthetic data in the real "
+                "formats, random visual weights, "
+                f"{params['experiment'].get('train.max_epochs')} epoch(s); not results",
+                "parameters": {k: params.get(k) for k in REHEARSAL_PARAMETERS},
+                "experiment": {k: params["experiment"].get(k) for k in REHEARSAL_EXPERIMENT},
+            },
+        )
+        if standin and not (standin / "categories_places365.txt").is_file():
+            from avsc.data.standin import make_places365_layout_standin
+
+            make_places365_layout_standin(standin)
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({"profile": profile, "parameters": params}, sort_keys=True))
     selected = [p for p in nbs if _selected(p, start, only)]
@@ -315,9 +389,12 @@ def run_profile(
                 manifest.write()
                 raise RunError(
                     f"notebook {nb.stem} failed: {exc.ename}: {exc.evalue} (executed copy: {out}; "
-                    f"fix and resume with: avsc run --profile {profile} --from {nb.stem[:2]})"
+                    f"fix and resume with: avsc run --profile {profile}"
+                    f"{' --rehearse' if rehearse else ''} --from {nb.stem[:2]})"
                 ) from exc
-            entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+            entry.update(
+                status="ok", seconds=round(time.perf_counter() - t0, 1), peak_rss_mb=_peak_rss_mb()
+            )
             manifest.notebooks.append(entry)
             manifest.write()
             print(f"[avsc run {profile}] {nb.stem} ok ({entry['seconds']:.0f} s)", flush=True)
@@ -328,7 +405,46 @@ def run_profile(
             else:
                 os.environ[k] = v
     check_metrics(run_dir)
+    if rehearse:
+        _project(profile, params, manifest)
     return manifest
+
+
+def _peak_rss_mb() -> float:
+    """The largest resident memory of any finished child process so far (the notebooks'
+    kernels and the workers they waited for), in MiB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS
+
+
+def _project(profile: str, params: dict[str, Any], manifest: Manifest) -> None:
+    """``projection.json`` (and ``projection.md``) of a finished rehearsal, printed."""
+    from avsc.config import ExperimentConfig
+    from avsc.experiments.projection import format_projection, project
+
+    full = ExperimentConfig().override(dict(load_profile(profile)["experiment"]))
+    device = "CPU"
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"GPU {torch.cuda.get_device_name(0)}"
+    device += f", {os.cpu_count()} CPU cores"
+    p = project(
+        manifest.run_dir,
+        params["cache_dir"],
+        params["figures_dir"],
+        full.train.max_epochs,
+        full.finetune.epochs,
+        device,
+        clip_seconds=ExperimentConfig().override(dict(params["experiment"])).data.clip_seconds,
+    )
+    atomic_write_json(manifest.run_dir / "projection.json", p)
+    text = format_projection(p)
+    with atomic_path(manifest.run_dir / "projection.md") as tmp:
+        tmp.write_text(f"<!-- rehearsal of profile {profile} -->\n\n{text}\n")
+    print(f"[avsc run {profile} --rehearse] projected full run:\n{text}", flush=True)
 
 
 def _selected(path: Path, start: str | None, only: list[str] | None) -> bool:

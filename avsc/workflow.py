@@ -137,7 +137,11 @@ class Context:
         if card.is_file():
             info = json.loads(card.read_text())
             seed = info.get("seed", "?")
-            return f"SYNTHETIC data (avsc synth, seed {seed}); profile {self.profile}"
+            text = f"SYNTHETIC data (avsc synth, seed {seed}); profile {self.profile}"
+            if (self.run / "rehearsal.json").is_file():  # avsc run --rehearse
+                epochs = self.config.train.max_epochs
+                text = f"REHEARSAL, random weights, {epochs} epoch(s), not results: {text}"
+            return text
         try:
             find_meta_dir(self.data)
         except DatasetError:
@@ -154,9 +158,10 @@ class Context:
     def _hint(self, notebook: str) -> str:
         """Which notebook makes an artifact, and a command that makes it: ``--from`` the
         first notebook up to that one which has not run to the end in this run folder."""
+        rehearse = " --rehearse" if (self.run / "rehearsal.json").is_file() else ""
         return (
-            f"it is made by notebook {notebook}; make it with: "
-            f"avsc run --profile {self.profile} --from {self.first_to_run(notebook)[:2]}"
+            f"it is made by notebook {notebook}; make it with: avsc run --profile "
+            f"{self.profile}{rehearse} --from {self.first_to_run(notebook)[:2]}"
         )
 
     def first_to_run(self, notebook: str) -> str:

@@ -87,3 +87,54 @@ def make_places_standin(
         "offline. Results on it say nothing about Places365.\n"
     )
     return out
+
+
+def make_places365_layout_standin(
+    out: str | os.PathLike, images_per_class: int = 2, val_per_class: int = 1, seed: int = 0
+) -> Path:
+    """The stand-in's scenes in Places365-Standard's own layout (CSAIL's 256x256 release), so
+    that the reader of the real dataset (:class:`avsc.data.places.Places365Folder`) and a
+    365-way head are exercised: ``categories_places365.txt`` with 365 classes (the first
+    twelve carry the stand-in's images, the rest none), ``places365_train_standard.txt`` and
+    ``places365_val.txt``, JPEG images in ``data_256/<letter>/<class>/`` and ``val_256/``.
+    Used by ``avsc run --rehearse``; it is not Places365 and its README says so."""
+    import tempfile
+
+    from PIL import Image
+
+    out = Path(out)
+    names = [
+        *STANDIN_CLASSES,
+        *(f"standin_empty_{k:03d}" for k in range(365 - len(STANDIN_CLASSES))),
+    ]
+    (out / "val_256").mkdir(parents=True, exist_ok=True)
+    cats = [f"/{n[0]}/{n} {k}" for k, n in enumerate(names)]
+    train, val = [], []
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        folder = make_places_standin(
+            tmp, images_per_class=images_per_class + val_per_class, size=256, seed=seed
+        )
+        for k, name in enumerate(STANDIN_CLASSES):
+            pngs = sorted((folder / name).glob("*.png"))
+            for i, png in enumerate(pngs):
+                if i < images_per_class:
+                    rel = f"/{name[0]}/{name}/{i + 1:08d}.jpg"
+                    dst = out / "data_256" / rel.lstrip("/")
+                    train.append(f"{rel} {k}")
+                else:
+                    rel = f"Places365_val_{len(val) + 1:08d}.jpg"
+                    dst = out / "val_256" / rel
+                    val.append(f"{rel} {k}")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                with Image.open(png) as img:
+                    img.convert("RGB").save(dst, quality=90)
+    (out / "categories_places365.txt").write_text("\n".join(cats) + "\n")
+    (out / "places365_train_standard.txt").write_text("\n".join(train) + "\n")
+    (out / "places365_val.txt").write_text("\n".join(val) + "\n")
+    (out / "README.md").write_text(
+        "# Synthetic stand-in in the layout of Places365-Standard\n\nWritten by "
+        "avsc.data.standin.make_places365_layout_standin for avsc run --rehearse: the "
+        "stand-in's procedurally drawn scenes (12 of the 365 classes listed carry images). "
+        "NOT Places365; results on it say nothing about Places365.\n"
+    )
+    return out

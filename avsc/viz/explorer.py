@@ -98,12 +98,21 @@ class Explorer:
 
     def show(self) -> None:
         """Display the widget (once). Widget state is not saved in an executed notebook, so a
-        batch run (papermill under ``avsc run``) also keeps a static picture of the first view."""
+        batch run (papermill under ``avsc run``) shows the first view as a static picture and
+        its sound instead, without widgets: an Output widget receiving a display while
+        nbclient executes the cell sometimes leaves the execution waiting forever (nbclient
+        issue 312; it hung the paper profile's rehearsal at this cell twice in three runs)."""
         import ipywidgets as w
         from IPython.display import display
 
         from avsc.utils import in_batch_run
-        from avsc.viz.plots import display_png, show_figure
+        from avsc.viz.plots import show_figure
+
+        if in_batch_run():
+            print(f"(a static picture of the explorer's first view: {self.clips[0]}, segment 0)")
+            display(self.audio(self.clips[0], 0))
+            show_figure(self.figure(self.clips[0], 0))
+            return
 
         clip = w.Dropdown(options=self.clips, description="clip", layout=w.Layout(width="420px"))
         seg = w.IntSlider(0, 0, self.segments - 1, description="segment")
@@ -118,7 +127,4 @@ class Explorer:
         clip.observe(update, "value")
         seg.observe(update, "value")
         display(w.VBox([w.HBox([clip, seg]), out]))
-        first = update()
-        if in_batch_run():  # the same picture, drawn once
-            print(f"(a static picture of the explorer's first view: {self.clips[0]}, segment 0)")
-            display_png(first)
+        update()

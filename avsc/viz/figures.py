@@ -56,7 +56,22 @@ def tsne_panels(
 
 
 def silhouette(panels) -> dict[str, float]:
-    """Silhouette score of each t-SNE panel by class (sklearn): how well classes separate."""
+    """Silhouette score of each t-SNE panel by class (sklearn): how well classes separate.
+    A panel where it is undefined (fewer than 2 classes, or no class with two points: as many
+    classes as points) is left out, with a warning naming it."""
+    import warnings
+
     from sklearn.metrics import silhouette_score
 
-    return {title: float(silhouette_score(pts, y)) for title, (pts, y) in panels.items()}
+    out = {}
+    for title, (pts, y) in panels.items():
+        k = len(np.unique(y))
+        if not 2 <= k <= len(y) - 1:
+            warnings.warn(
+                f"silhouette of {title!r} left out: {len(y)} points of {k} classes (it needs 2 "
+                "to points - 1 classes)",
+                stacklevel=2,
+            )
+            continue
+        out[title] = float(silhouette_score(pts, y))
+    return out

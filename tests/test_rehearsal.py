@@ -1,0 +1,208 @@
+"""``avsc run --profile paper --rehearse``: the paper profile's code path (its backbones at
+288 / 224 px, batch 256, 8 loader workers, Places365 fine-tuning, every notebook) on a tiny
+synthetic dataset in the real formats, random weights stamped on every output, and the
+projection of the full run from what it measured. Run at the smallest size that runs every
+code path: 3 clips per class (the fewest the split allows) of 1 s (costs are projected per
+second of audio)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from avsc.runner import run_profile
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rehearsal")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        manifest = run_profile(
+            "paper",
+            {"data.clip_seconds": 1.0},
+            runs_root=base / "runs",
+            figures_root=base / "figures",
+            rehearse=True,
+        )
+    return base, manifest, printed.getvalue()
+
+
+def test_the_rehearsal_runs_the_paper_profiles_code_path(rehearsal):
+    import av
+    import soundfile as sf
+
+    base, manifest, _ = rehearsal
+    run = base / "runs" / "paper-rehearsal"
+    assert manifest.run_dir == run
+    assert [n["status"] for n in manifest.notebooks] == ["ok"] * 8
+    params = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+    p = params["parameters"]
+    assert p["backbones"] == ["tf_efficientnetv2_s", "resnet50"] and p["workers"] == 8
+    assert p["start_weights"] == {"tf_efficientnetv2_s": "random", "resnet50": "random"}
+    exp = p["experiment"]
+    assert exp["train.batch_size"] == 256 and exp["train.num_workers"] == 8
+    assert exp["train.max_epochs"] == 1 and exp["finetune.epochs"] == 1
+    # the real formats: 1280x720 24 fps H.264, 48 kHz 24-bit stereo
+    mp4 = sorted((run / "data" / "video").glob("*.mp4"))[0]
+    with av.open(str(mp4)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.name, s.width, s.height, s.average_rate) == ("h264", 1280, 720, 24)
+    info = sf.info(str(sorted((run / "data" / "audio").glob("*.wav"))[0]))
+    assert (info.samplerate, info.channels, info.subtype) == (48000, 2, "PCM_24")
+    # the paper's image sizes reached the trained systems
+    for backbone, size in (("tf_efficientnetv2_s", 288), ("resnet50", 224)):
+        ck = torch.load(
+            run / "results" / f"joint_scalogram_{backbone}" / "best.pt", weights_only=True
+        )
+        assert ck["extra"]["visual"]["image_size"] == size
+        assert ck["config"]["train"]["batch_size"] == 256
+    # notebook 02 read the Places365 layout (365 classes) and fine-tuned from random weights
+    ft = pd.read_csv(base / "figures" / "paper-rehearsal" / "02_visual_finetuning.csv")
+    assert ft["classes"].tolist() == [365] and ft["start_weights"].tolist() == ["random"]
+    assert json.loads((run / "visual" / "weights.json").read_text())["resnet50"] == "random"
+
+
+def test_every_output_says_it_is_a_rehearsal(rehearsal):
+    base, _, _ = rehearsal
+    run = base / "runs" / "paper-rehearsal"
+    metrics = sorted((run / "metrics").glob("*.json"))
+    assert len(metrics) >= 8
+    for path in metrics:
+        assert json.loads(path.read_text())["source"].startswith("REHEARSAL, random weights")
+    tables = sorted((base / "figures" / "paper-rehearsal").glob("*.md"))
+    assert tables
+    for path in tables:
+        assert path.read_text().startswith("<!-- REHEARSAL, random weights"), path.name
+    for nb in sorted(run.glob("0*.ipynb")):
+        assert "REHEARSAL, random weights" in nb.read_text(), nb.name
+
+
+def test_the_projection_follows_from_the_measurements(rehearsal):
+    base, manifest, printed = rehearsal
+    run = base / "runs" / "paper-rehearsal"
+    p = json.loads((run / "projection.json").read_text())
+    m, steps = p["measured"], p["steps"]
+    # each trained system has its own row, from its own history
+    histories = sorted((run / "results").rglob("history.csv"))
+    trained = [s for s in steps if s["step"].startswith("training ")]
+    assert len(trained) == len(histories) >= 15
+    for s in trained:
+        name = s["step"].split()[1]
+        h = pd.read_csv(run / "results" / name / "history.csv")
+        assert s["measured_s"] == pytest.approx(h["seconds"].mean())
+        assert s["units_full"] == 8_646 * 10 * 150  # fold1_train segments x the paper's epochs
+    # preprocessing per clip from notebook 01's own figures; the store's bytes counted anew
+    nb01 = json.loads((run / "metrics" / "01_data_and_features.json").read_text())
+    assert steps[0]["per_unit_s"] == pytest.approx(nb01["preprocess_seconds"] / nb01["clips"])
+    assert steps[0]["units_full"] == 12_291 * 10  # seconds of audio in the development set
+    store = sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(run / "cache") for f in fs
+    )
+    assert m["store_bytes"] == store and m["clips"] == nb01["clips"] == 30
+    assert p["projected"]["store_bytes"] == pytest.approx(store / 30 * 12_291 * 10)
+    # hours are cost x units, and the total their sum
+    for s in steps:
+        assert s["projected_hours"] == pytest.approx(s["per_unit_s"] * s["units_full"] / 3600)
+        assert s["per_unit_s"] > 0
+    assert p["projected"]["hours"] == pytest.approx(sum(s["projected_hours"] for s in steps))
+    assert p["projected"]["peak_host_memory_mb"] > 100
+    assert max(n["peak_rss_mb"] for n in manifest.notebooks) == m["peak_host_rss_mb"]
+    # printed and saved as a table
+    assert "projected full run" in printed and "| step" in printed
+    assert (run / "projection.md").read_text().count("training ") == len(trained)
+
+
+def test_random_weights_are_refused_outside_a_rehearsal():
+    from avsc.preflight import check_run
+
+    params = {
+        "synthetic": True,
+        "data_dir": "runs/nowhere/data",
+        "cache_dir": "runs/nowhere/cache",
+        "backbones": ["resnet50"],
+        "start_weights": {"resnet50": "random"},
+        "experiment": {},
+    }
+    problems = [str(p) for p in check_run(params, "paper", base=Path.cwd())]
+    assert any("'random' weights are for rehearsals only" in p for p in problems), problems
+    assert not any("random" in str(p) for p in check_run(params, "paper", rehearsal=True))
+
+
+def test_random_weights_start_every_residual_block_as_the_identity():
+    """Without this, a random tf_efficientnetv2_s fine-tuned for one step in the rehearsal
+    gave NaN features and notebook 03 stopped (TrainingDiverged)."""
+    from avsc.models.visual import RANDOM, create_backbone
+
+    def identities(net):
+        same = []
+        hooks = [
+            b.register_forward_hook(lambda m, i, o: same.append(torch.equal(i[0], o)))
+            for b in net.modules()
+            if getattr(b, "has_skip", False)
+        ]
+        with torch.no_grad():
+            net.eval()(torch.rand(1, 3, 64, 64))
+        for h in hooks:
+            h.remove()
+        return same
+
+    torch.manual_seed(0)
+    random = identities(create_backbone("tf_efficientnetv2_s", RANDOM))
+    assert len(random) > 30 and all(random)  # each residual branch adds exactly zero
+    torch.manual_seed(0)
+    assert not any(identities(create_backbone("tf_efficientnetv2_s", None)))
+
+
+def test_a_batch_run_shows_the_explorer_without_widgets(monkeypatch):
+    """An Output widget receiving a display during nbclient's execution sometimes hangs it
+    (nbclient issue 312): notebook 07 of the rehearsal waited forever at the explorer twice.
+    Batch runs now display the first view's sound and picture directly."""
+    import IPython.display
+    import ipywidgets
+    import matplotlib.pyplot as plt
+
+    from avsc.utils import BATCH_ENV
+    from avsc.viz import plots
+    from avsc.viz.explorer import Explorer
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setattr(plots, "display_png", lambda data: shown.append(("png", len(data))))
+    ex = Explorer.__new__(Explorer)
+    ex.clips, ex.segments = ["airport-a-1-1", "bus-b-2-2"], 3
+    ex.audio = lambda clip, seg: ("audio", clip, seg)
+    ex.figure = lambda clip, seg: plt.figure(figsize=(1, 1))
+    monkeypatch.setenv(BATCH_ENV, "1")
+    ex.show()
+    assert not any(isinstance(o, ipywidgets.Widget) for o in shown), shown
+    assert shown[0] == ("audio", "airport-a-1-1", 0) and shown[1][0] == "png"
+    monkeypatch.delenv(BATCH_ENV)
+    shown.clear()
+    ex.show()  # a live kernel: the widget
+    assert any(isinstance(o, ipywidgets.Widget) for o in shown)
+
+
+def test_silhouette_leaves_out_panels_where_it_is_undefined():
+    """The rehearsal with 1-s clips (one point per evaluation clip, one clip per class) made
+    sklearn raise in notebook 06; such a panel is now left out, with a warning."""
+    import numpy as np
+    from sklearn.metrics import silhouette_score
+
+    from avsc.viz import silhouette
+
+    rng = np.random.default_rng(0)
+    pts, y = rng.normal(size=(30, 2)), np.repeat(np.arange(10), 3)
+    panels = {"ok": (pts, y), "one point per class": (pts[:10], np.arange(10))}
+    with pytest.warns(UserWarning, match="'one point per class' left out: 10 points of 10"):
+        scores = silhouette(panels)
+    assert scores == {"ok": pytest.approx(silhouette_score(pts, y))}
