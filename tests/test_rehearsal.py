@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from avsc.runner import run_profile
 
@@ -45,7 +46,7 @@ def test_the_rehearsal_runs_the_paper_profiles_code_path(rehearsal):
     run = base / "runs" / "paper-rehearsal"
     assert manifest.run_dir == run
     assert [n["status"] for n in manifest.notebooks] == ["ok"] * 8
-    params = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+    params = yaml.safe_load((run / "config.yaml").read_text())
     p = params["parameters"]
     assert p["backbones"] == ["tf_efficientnetv2_s", "resnet50"] and p["workers"] == 8
     assert p["start_weights"] == {"tf_efficientnetv2_s": "random", "resnet50": "random"}

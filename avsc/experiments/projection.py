@@ -30,7 +30,14 @@ FULL_CLIP_SECONDS = 10  # every clip of the development set; 1-s segments
 FULL_TRAIN_CLIPS = 8_646  # fold1_train (training and validation subsets)
 FULL_EVALUATE_CLIPS = 3_645  # fold1_evaluate
 PLACES365_TRAIN_IMAGES = 1_803_460
-DEV_SET_BYTES = 107_612_000_000  # the zips of dcase_util's list (avsc download --list)
+
+
+def dev_set_bytes() -> int:
+    """The development set's zips, summed from dcase_util's package list (what avsc download
+    fetches), rather than a number typed again here."""
+    from avsc.data.download import package_list
+
+    return sum(p.size for p in package_list("dev"))
 
 
 def folder_bytes(path: str | os.PathLike) -> int:
@@ -126,6 +133,7 @@ def project(
         r["projected_hours"] = r["per_unit_s"] * r["units_full"] / 3600
     store_full = store / (clips * clip_seconds) * FULL_CLIPS * FULL_CLIP_SECONDS
     results = folder_bytes(run / "results") if (run / "results").is_dir() else 0
+    dataset = dev_set_bytes()
     return {
         "measured": {**measured, "peak_gpu_mb": peak_gpu or None},
         "full_run": {
@@ -141,8 +149,8 @@ def project(
         "projected": {
             "hours": sum(r["projected_hours"] for r in rows),
             "store_bytes": store_full,
-            "dataset_bytes": DEV_SET_BYTES,
-            "disk_bytes": store_full + 2 * DEV_SET_BYTES + results,
+            "dataset_bytes": dataset,
+            "disk_bytes": store_full + 2 * dataset + results,
             "peak_host_memory_mb": peak_rss,
             "peak_gpu_memory_mb": peak_gpu or None,
         },
