@@ -96,8 +96,9 @@ def _check_data(params: dict[str, Any], cfg: ExperimentConfig, problems: list[Pr
             Problem(
                 "data",
                 f"{root}: no TAU Urban Audio-Visual Scenes 2021 root (meta.csv and "
-                "evaluation_setup/). Download the development set (Zenodo 4477542), unzip it "
-                "and set AVSC_DATA_ROOT or pass -p data_dir=PATH",
+                "evaluation_setup/). Fetch the development set (Zenodo 4477542, 108 GB) with "
+                "`avsc download --dataset dev --out DIR`, then set AVSC_DATA_ROOT=DIR or pass "
+                "-p data_dir=DIR",
             )
         )
         return 0

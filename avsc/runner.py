@@ -91,9 +91,18 @@ def _inspect(path: Path) -> dict[str, dict[str, Any]]:
     """papermill's view of a notebook's ``parameters`` cell: name -> default, declared type."""
     import papermill as pm
 
+    # inspect_notebook logs "Input Notebook: ..." at INFO for every notebook it reads: noise
+    # in front of a preflight's one-message answer, so it is quiet here
+    pm_log = logging.getLogger("papermill")
+    level = pm_log.level
+    pm_log.setLevel(max(level, logging.WARNING))
+    try:
+        found = pm.inspect_notebook(str(path))
+    finally:
+        pm_log.setLevel(level)
     return {
         k: {"default": v.get("default"), "type": v.get("inferred_type_name")}
-        for k, v in pm.inspect_notebook(str(path)).items()
+        for k, v in found.items()
     }
 
 

@@ -216,8 +216,9 @@ class Context:
         except DatasetError:
             if not synthetic:
                 raise MissingArtifact(
-                    f"{self.data}: no TAU Urban Audio-Visual Scenes 2021 root here. Download it "
-                    "(Zenodo 4477542), unzip it and set AVSC_DATA_ROOT or pass -p data_dir=PATH"
+                    f"{self.data}: no TAU Urban Audio-Visual Scenes 2021 root here. Fetch it with "
+                    "`avsc download --dataset dev --out DIR` (Zenodo 4477542), then set "
+                    "AVSC_DATA_ROOT=DIR or pass -p data_dir=DIR"
                 ) from None
         return make_synthetic_dataset(
             self.data,

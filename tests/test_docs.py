@@ -27,7 +27,7 @@ def test_every_method_section_the_code_cites_is_in_docs_method_md():
 
 def test_license_citation_and_changelog():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["license"]["text"] == "MIT"
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"

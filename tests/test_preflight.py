@@ -38,7 +38,8 @@ def test_the_paper_profile_without_data_or_weights_names_every_missing_piece(tmp
     seconds = time.perf_counter() - t0
     assert res.returncode == 1
     assert "Traceback" not in res.stderr
-    msg = res.stderr[res.stderr.index("avsc run: error: ") :]
+    msg = res.stderr
+    assert msg.startswith("avsc run: error: "), msg  # nothing in front of the one message
     assert msg.startswith("avsc run: error: profile paper cannot start; ")
     items = [line for line in msg.splitlines() if line.startswith("  - ")]
     whats = [line[4:].split(":")[0] for line in items]
@@ -47,6 +48,7 @@ def test_the_paper_profile_without_data_or_weights_names_every_missing_piece(tmp
         expected.append("GPU")
     assert whats == expected, msg
     assert "Zenodo 4477542" in items[0]
+    assert "avsc download --dataset dev --out DIR" in items[0]
     assert "huggingface.co/timm/tf_efficientnetv2_s.in1k" in items[1]
     assert "resnet50_places365.pth.tar" in items[2]
     assert "-p train.device=cpu" in items[-1] or torch.cuda.is_available()
