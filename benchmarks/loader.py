@@ -47,10 +47,12 @@ class Images(Dataset):
     """Every stored frame of the training split, decoded from JPEG, then (optionally)
     augmented: what the online loader does per sample."""
 
-    def __init__(self, cache: Path, size: int | None):
+    def __init__(self, cache: Path, size: int | None, encoded: bool = False):
         store = FeatureStore(cache)
         table = ClipTable(store, subset_clips(store, "train"))
-        self.frames = FrameSource(table, in_memory="no")  # decode from the store each time
+        # read from the store each time; ``encoded``: only the JPEG bytes, what a worker does
+        # with train.decode_on_device
+        self.frames = FrameSource(table, in_memory="no", encoded=encoded)
         self.n_seg = table.segments
         self.n = len(table) * table.segments
         self.tf = train_transform(size, AugmentConfig()) if size else None
@@ -115,10 +117,12 @@ def main() -> None:
         )
         rep = preprocess(root, tmp / "cache", cfg, workers=2, show_progress=False)
         assert rep.ok, rep.format()
+        read = rate(Images(tmp / "cache", None, encoded=True), 0)
         decode = rate(Images(tmp / "cache", None), 0)
         augment = rate(Images(tmp / "cache", args.image_size), 0)
         many = rate(Images(tmp / "cache", args.image_size), args.workers)
         on_device = device_rate(tmp / "cache", args.image_size, args.device)
+    print(f"loader_jpeg_bytes_images_per_s_one_process: {read:.0f}")
     print(f"loader_decode_images_per_s_one_process: {decode:.0f}")
     print(f"loader_decode_augment_{args.image_size}_images_per_s_one_process: {augment:.0f}")
     w = args.workers
@@ -132,6 +136,11 @@ def main() -> None:
     dev = args.device.split(":")[0]
     print(f"device_decode_augment_{args.image_size}_images_per_s_{dev}: {on_device:.0f}")
     print(f"device_path_{dev}_vs_one_loader_worker: {on_device / augment:.2f}")
+    # with train.decode_on_device a worker only reads JPEG bytes: how much further it goes
+    print(f"loader_worker_bytes_only_vs_decode_augment: {read / augment:.1f}")
+    for gpu in (2000, 4000):
+        need = math.ceil(gpu / read)
+        print(f"loader_workers_to_feed_{gpu}_images_per_s_decode_on_device: {need}")
 
 
 if __name__ == "__main__":
