@@ -280,6 +280,31 @@ def test_streamed_features_equal_whole_file_features(tmp_path, sr, seconds):
                 np.testing.assert_array_equal(np.concatenate([q[kind] for q in parts]), whole[kind])
 
 
+def test_features_do_not_depend_on_the_blas_thread_count():
+    """OpenBLAS sums a product in an order that depends on its thread count: features are
+    computed on one BLAS thread, so a preprocess worker (one thread) and a prediction in the
+    main process (every core) give the same bits. A 10-s clip: 120 rows per product."""
+    from threadpoolctl import threadpool_limits
+
+    from avsc.features import features_from_waveform
+    from avsc.features.audio import _segment_features, prepare_waveform
+
+    x = noise(10.0, seed=5)
+    kinds = ("scalogram", "fbank")
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = features_from_waveform(x, 48000, kinds)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = features_from_waveform(x, 48000, kinds)
+    for kind in kinds:
+        np.testing.assert_array_equal(two[kind], one[kind])
+    # and a segment's features do not depend on the segments featurized with it
+    config = AudioConfig()
+    segs = segment(prepare_waveform(x, 48000, config), config)
+    alone = _segment_features(np.ascontiguousarray(segs[3:4]), kinds, config)
+    for kind in kinds:
+        np.testing.assert_array_equal(alone[kind][0], one[kind][3])
+
+
 def test_streamed_features_of_a_video_audio_track(tmp_path):
     from avsc.features.audio import iter_audio_features
     from tests.media import write_audio_track
