@@ -84,7 +84,7 @@ def check_run(
 
 def _check_data(params: dict[str, Any], cfg: ExperimentConfig, problems: list[Problem]) -> int:
     """The number of clips (projected for synthetic data)."""
-    from avsc.data.tau import DatasetError, check_metadata, find_meta_dir
+    from avsc.data.tau import GET_DATASET, DatasetError, check_metadata, find_meta_dir
 
     root = Path(params["data_dir"])
     try:
@@ -96,9 +96,7 @@ def _check_data(params: dict[str, Any], cfg: ExperimentConfig, problems: list[Pr
             Problem(
                 "data",
                 f"{root}: no TAU Urban Audio-Visual Scenes 2021 root (meta.csv and "
-                "evaluation_setup/). Fetch the development set (Zenodo 4477542, 108 GB) with "
-                "`avsc download --dataset dev --out DIR`, then set AVSC_DATA_ROOT=DIR or pass "
-                "-p data_dir=DIR",
+                f"evaluation_setup/). {GET_DATASET}",
             )
         )
         return 0

@@ -208,7 +208,7 @@ class Context:
         ``data.clip_seconds``) when ``synthetic`` and absent, else it must already hold a TAU
         layout (the real dataset, ``AVSC_DATA_ROOT``)."""
         from avsc.data.synth import make_synthetic_dataset
-        from avsc.data.tau import DatasetError, find_meta_dir
+        from avsc.data.tau import GET_DATASET, DatasetError, find_meta_dir
 
         try:
             find_meta_dir(self.data)
@@ -216,9 +216,7 @@ class Context:
         except DatasetError:
             if not synthetic:
                 raise MissingArtifact(
-                    f"{self.data}: no TAU Urban Audio-Visual Scenes 2021 root here. Fetch it with "
-                    "`avsc download --dataset dev --out DIR` (Zenodo 4477542), then set "
-                    "AVSC_DATA_ROOT=DIR or pass -p data_dir=DIR"
+                    f"{self.data}: no TAU Urban Audio-Visual Scenes 2021 root here. {GET_DATASET}"
                 ) from None
         return make_synthetic_dataset(
             self.data,

@@ -37,6 +37,12 @@ FOLD_COLUMNS: tuple[str, ...] = ("filename_audio", "filename_video", "scene_labe
 TEST_COLUMNS: tuple[str, ...] = ("filename_audio", "filename_video")
 
 
+GET_DATASET = (
+    "Fetch the development set (Zenodo 4477542, 108 GB) with `avsc download --dataset dev "
+    "--out DIR`, then set AVSC_DATA_ROOT=DIR or pass -p data_dir=DIR"
+)  # what a missing data root's message tells the user to do
+
+
 class DatasetError(ValueError):
     """A dataset root or metadata file that cannot be read; the message names the file."""
 

@@ -377,11 +377,11 @@ def _segment_features(
     mag = np.ascontiguousarray(np.moveaxis(mag, 2, 1))  # (S, T, 2, bins)
     rows = mag.reshape(mag.shape[0], -1, mag.shape[-1])  # (S, 2T, bins): a product per segment
     out = {}
-    for kind in kinds:
-        w = filterbank(kind, config)
-        with _one_blas_thread():
+    with _one_blas_thread():
+        for kind in kinds:
+            w = filterbank(kind, config)
             s = np.matmul(rows, w.T).reshape(*mag.shape[:-1], w.shape[0])
-        out[kind] = np.log(s + np.float32(config.log_eps)).astype(np.float32, copy=False)
+            out[kind] = np.log(s + np.float32(config.log_eps)).astype(np.float32, copy=False)
     return out
 
 
