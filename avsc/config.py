@@ -229,23 +229,77 @@ class FrameConfig(_Section):
 
 @dataclass(frozen=True)
 class DataConfig(_Section):
-    """Dataset checks and the validation split, method.md section 1."""
+    """The dataset: how a folder becomes a clip manifest, which clips are accepted, and the
+    split into train / val / evaluate (method.md section 1, avsc.data.split)."""
 
     _name: ClassVar[str] = "data"
 
-    clip_seconds: float = 10.0  # expected length of every clip
+    # how a dataset root becomes a clip manifest: a registered recipe (tau2021av, folders,
+    # csv, a user's own) or "auto" (the one recipe that recognises the root)
+    recipe: str = "auto"
+    labels: str | None = None  # a labels file (one label per line) fixing the class order
+    # keep only these of the collection's media (audio, video); None: all it has
+    modalities: tuple[str, ...] | None = None
+    # the length every clip must have (s); None: any length of one segment or more (a recipe
+    # may promise one: TAU's clips last 10 s)
+    clip_seconds: float | None = None
     length_tolerance: float = 0.02  # seconds of slack on that length
-    val_fraction: float = 0.1
-    split: str = "location"  # "location" (disjoint, class-stratified) or "random" (the paper)
+    val_fraction: float = 0.1  # validation share of the training clips
+    # held-out share of a collection without folds or splits (a seeded, group-disjoint split)
+    test_fraction: float = 0.2
+    # "group": group-disjoint (no group, TAU's recording location, on both sides) and
+    # class-stratified; "random": class-stratified random clips (the paper). "location" is
+    # the old name of "group"
+    split: str = "group"
     seed: int = 0
+    test_fold: int | str | None = None  # the held-out fold of a manifest with folds; None: first
+
+    def _coerce(self) -> None:
+        if self.split == "location":
+            import warnings
+
+            warnings.warn(
+                "config key data.split: 'location' is now called 'group' (the manifest's "
+                "group column; TAU's recording location); 'location' still works in this "
+                "release",
+                FutureWarning,
+                stacklevel=6,
+            )
+            object.__setattr__(self, "split", "group")
+        if isinstance(self.modalities, str):
+            object.__setattr__(self, "modalities", (self.modalities,))
 
     def _validate(self) -> None:
-        self._one_of("split", ("location", "random"))
+        self._one_of("split", ("group", "random"))
         if not 0 < self.val_fraction < 1:
             self._fail("val_fraction", f"must be in (0, 1), got {self.val_fraction!r}")
-        if not self.clip_seconds > 0:
-            self._fail("clip_seconds", f"must be > 0, got {self.clip_seconds!r}")
+        if not 0 < self.test_fraction < 1 or self.test_fraction + self.val_fraction >= 1:
+            self._fail(
+                "test_fraction",
+                f"must be in (0, 1) with val_fraction + test_fraction < 1, got "
+                f"{self.test_fraction!r}",
+            )
+        if self.clip_seconds is not None and not self.clip_seconds > 0:
+            self._fail("clip_seconds", f"must be > 0 or null, got {self.clip_seconds!r}")
         self._at_least("length_tolerance", 0)
+        if not self.recipe:
+            self._fail("recipe", "must name a recipe (or auto)")
+        if self.modalities is not None:
+            bad = [m for m in self.modalities if m not in ("audio", "video")]
+            if bad or not self.modalities or len(set(self.modalities)) != len(self.modalities):
+                self._fail(
+                    "modalities", f"must list audio and/or video, got {list(self.modalities)!r}"
+                )
+        if isinstance(self.test_fold, bool):
+            self._fail("test_fold", f"must be a fold name or number, got {self.test_fold!r}")
+
+    def split_keys(self) -> dict[str, Any]:
+        """The keys that decide the split (not the feature store's contents)."""
+        return {k: getattr(self, k) for k in SPLIT_KEYS}
+
+
+#: data keys that choose the split only: a feature store serves every value of them
+SPLIT_KEYS = ("val_fraction", "test_fraction", "split", "seed", "test_fold")
 
 
 @dataclass(frozen=True)
@@ -387,6 +441,10 @@ class TrainConfig(_Section):
     # mean and standard deviation over them. ``-p seeds=[0,1,2]`` is short for this key.
     seeds: tuple[int, ...] | None = None
     num_workers: int = 0
+    # torch's threads for training on the CPU (torch.set_num_threads); None: torch's own
+    # choice (one per core). The numbers depend on it (README: reproducing the demo); on a
+    # small, busy machine 1 can train several times faster than 2
+    cpu_threads: int | None = None
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
@@ -426,7 +484,7 @@ class TrainConfig(_Section):
             "select_window",
         ):
             self._at_least(key, 1)
-        for key in ("patience", "max_train_batches"):
+        for key in ("patience", "max_train_batches", "cpu_threads"):
             self._at_least(key, 1, allow_none=True)
         for key in ("num_workers", "seed", "weight_decay", "lr_min"):
             self._at_least(key, 0)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from avsc.cli import main
-from avsc.data import LABELS, DatasetError, TAUDataset, parse_clip_name
+from avsc.config import DataConfig
+from avsc.data import LABELS, DatasetError, TAUDataset, load_manifest, parse_clip_name
 from avsc.data.split import assign_subsets, validation_split
 from avsc.data.tau import annotate
 from avsc.data.validate import validate_dataset
@@ -149,7 +150,7 @@ def test_split_needs_two_locations_per_class():
 
 def test_assign_subsets(tiny):
     ds = TAUDataset(tiny)
-    sub = assign_subsets(ds, 0.1, "location", 0)
+    sub = assign_subsets(load_manifest(tiny), DataConfig(val_fraction=0.1, split="group"))
     assert len(sub) == len(ds.meta)
     counts = sub.subset.value_counts()
     assert counts["evaluate"] == len(ds.fold("evaluate"))

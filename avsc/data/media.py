@@ -67,3 +67,86 @@ def stream_duration(container, stream) -> float:
     if container.duration is not None:
         return container.duration / 1_000_000
     return float("nan")
+
+
+#: audio the ``soundfile`` library reads itself (the rest goes through PyAV)
+SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of an audio file, or of a video file's audio track."""
+
+    sample_rate: int
+    channels: int
+    frames: int | None  # samples per channel; None where the header does not tell
+    backend: str  # "soundfile" or "pyav"
+
+    @property
+    def duration(self) -> float:
+        return float("nan") if self.frames is None else self.frames / self.sample_rate
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read an audio file's header (soundfile for WAV/FLAC/Ogg, else PyAV: MP3, M4A, the
+    audio track of a video); a ``ValueError`` naming the problem (``unreadable audio (...)``,
+    ``no audio stream``) for a file that has none."""
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+        return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), "soundfile")
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+            raise ValueError(f"unreadable audio ({exc})") from exc
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError("no audio stream")
+            stream = container.streams.audio[0]
+            sr = int(stream.rate or stream.codec_context.sample_rate)
+            frames = None
+            if stream.duration is not None and stream.time_base is not None:
+                frames = int(round(float(stream.duration * stream.time_base) * sr))
+            elif container.duration is not None:
+                frames = int(round(container.duration / 1_000_000 * sr))
+            return AudioInfo(sr, int(stream.codec_context.channels), frames, "pyav")
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"unreadable audio ({describe_av_error(exc, path)})") from exc
+
+
+def decoded_audio(path: str | os.PathLike) -> tuple[float, int]:
+    """Decode a whole audio file (or track): ``(seconds, non-finite samples)``; a
+    ``ValueError`` for undecodable data."""
+    import numpy as np
+    import soundfile as sf
+
+    path = Path(path)
+    info = audio_info(path)
+    n = bad = 0
+    try:
+        if info.backend == "soundfile":
+            with sf.SoundFile(str(path)) as fh:
+                while True:
+                    block = fh.read(1 << 18, dtype="float32", always_2d=True)
+                    if not len(block):
+                        break
+                    n += len(block)
+                    bad += int(np.count_nonzero(~np.isfinite(block)))
+        else:
+            import av
+
+            with av.open(str(path)) as container:
+                for frame in container.decode(container.streams.audio[0]):
+                    x = frame.to_ndarray()
+                    n += frame.samples
+                    if x.dtype.kind == "f":
+                        bad += int(np.count_nonzero(~np.isfinite(x)))
+    except Exception as exc:
+        raise ValueError(f"unreadable audio ({type(exc).__name__}: {exc})") from exc
+    return n / info.sample_rate, bad

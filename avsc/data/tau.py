@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
+from avsc.data.manifest import DatasetError, Manifest, Problem
+
 #: Scene labels in class-index order (method.md section 1).
 LABELS: tuple[str, ...] = (
     "airport",
@@ -37,14 +39,13 @@ FOLD_COLUMNS: tuple[str, ...] = ("filename_audio", "filename_video", "scene_labe
 TEST_COLUMNS: tuple[str, ...] = ("filename_audio", "filename_video")
 
 
+TAU_CLIP_SECONDS = 10.0  # every clip of the development set lasts 10 s
+TAU_AUDIO_FORMAT = (48000, 2)  # 48 kHz, 2 channels (binaural)
+
 GET_DATASET = (
     "Fetch the development set (Zenodo 4477542, 108 GB) with `avsc download --dataset dev "
     "--out DIR`, then set AVSC_DATA_ROOT=DIR or pass -p data_dir=DIR"
 )  # what a missing data root's message tells the user to do
-
-
-class DatasetError(ValueError):
-    """A dataset root or metadata file that cannot be read; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -125,15 +126,6 @@ def read_tsv(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:
             f"{path}: missing column(s) {', '.join(missing)}; found {list(df.columns)}{hint}"
         )
     return df[columns].copy()
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding: the file it concerns, what is wrong, and ``error`` or ``warning``."""
-
-    file: str
-    problem: str
-    severity: str = "error"
 
 
 @dataclass
@@ -363,6 +355,85 @@ class TAUDataset:
         return f"TAUDataset({str(self.root)!r}, clips={len(self.meta)}, {folds})"
 
 
+def tau_manifest(
+    root: str | os.PathLike, clip_seconds: float | None = TAU_CLIP_SECONDS
+) -> Manifest:
+    """The clip manifest of a TAU root (the ``tau2021av`` recipe): every clip of ``meta.csv``
+    with ``audio`` and ``video`` as listed, ``label`` its scene, ``group`` its recording
+    location (``identifier``), ``split`` ``train`` for fold1_train and ``test`` for
+    fold1_evaluate (empty for a clip in neither); extra columns ``city`` and ``location`` for
+    the dataset's tables. Rows come in fold1_train's order, then fold1_evaluate's, then the
+    rest of meta.csv's, so that a split drawn from the training clips sees them as listed.
+    Every problem of :func:`check_metadata` is in ``problems``, with (warnings) files on disk
+    that meta.csv does not list; rows whose paths leave the root are left out."""
+    root = Path(root)
+    check = check_metadata(root, require_folds=False)
+    problems = list(check.problems)
+    if check.meta_dir is not None and check.meta is not None:
+        for fold in ("train", "evaluate"):
+            if (
+                fold not in check.folds
+                and not (check.meta_dir / "evaluation_setup" / f"fold1_{fold}.csv").is_file()
+            ):
+                problems.append(
+                    Problem(
+                        str(check.meta_dir / "evaluation_setup" / f"fold1_{fold}.csv"),
+                        "metadata file is missing: the clips get a seeded split instead "
+                        "(data.test_fraction, data.val_fraction)",
+                        "warning",
+                    )
+                )
+    cols = ["clip", "audio", "video", "label", "group", "split", "city", "location"]
+    source = root
+    if check.meta is None:
+        return Manifest(pd.DataFrame(columns=cols), root, LABELS, "tau2021av", source, problems,
+                        clip_seconds=clip_seconds, audio_format=TAU_AUDIO_FORMAT)  # fmt: skip
+    meta = check.meta.drop_duplicates("filename_audio")
+    meta = meta[
+        ~meta["filename_audio"].isin(check.bad_paths)
+        & ~meta["filename_video"].isin(check.bad_paths)
+    ]
+    split: dict[str, str] = {}
+    order: list[str] = []
+    for fold, value in (("train", "train"), ("evaluate", "test")):
+        if fold in check.folds:
+            for name in check.folds[fold]["filename_audio"]:
+                c = clip_id(name)
+                if c not in split:
+                    split[c] = value
+                    order.append(c)
+    rows = []
+    for r in meta.itertuples(index=False):
+        c = clip_id(r.filename_audio)
+        try:
+            parsed = parse_clip_name(r.filename_audio)
+            city, location = parsed.city, parsed.location
+        except DatasetError:
+            city = location = ""
+        rows.append((c, r.filename_audio, r.filename_video, r.scene_label, r.identifier,
+                     split.get(c, ""), city, location))  # fmt: skip
+    df = pd.DataFrame(rows, columns=cols)
+    rank = {c: i for i, c in enumerate(order)}
+    df["_order"] = [rank.get(c, len(rank) + i) for i, c in enumerate(df["clip"])]
+    df = df.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+    listed = {
+        "audio": {root / a for a in meta["filename_audio"]},
+        "video": {root / v for v in meta["filename_video"]},
+    }
+    for sub in ("audio", "video"):
+        folder = root / sub
+        if not folder.is_dir():
+            problems.append(Problem(str(folder), f"{sub}/ folder is missing"))
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p not in listed[sub]:
+                problems.append(
+                    Problem(str(p), "file on disk is not listed in meta.csv", "warning")
+                )
+    return Manifest(df, root, LABELS, "tau2021av", source, problems, clip_seconds=clip_seconds,
+                    audio_format=TAU_AUDIO_FORMAT)  # fmt: skip
+
+
 def _write_tsv(path: Path, header: Iterable[str], rows: Iterable[Iterable[str]]) -> None:
     from avsc.utils import atomic_path
 
@@ -411,4 +482,29 @@ def write_metadata(
         setup / "fold1_test.csv",
         TEST_COLUMNS,
         df.loc[is_eval, list(TEST_COLUMNS)].itertuples(index=False),
+    )
+
+
+def evaluation_files(root: str | os.PathLike) -> pd.DataFrame:
+    """The files of a DCASE evaluation set (1-s clips, no labels): ``filename_audio`` and
+    ``filename_video`` of ``evaluation_setup/fold1_test.csv`` (also under a sibling
+    ``<name>.meta/`` folder), else every ``audio/*.wav`` with its ``video/<name>.mp4``."""
+    root = Path(root)
+    try:
+        listing = find_meta_dir(root) / "evaluation_setup" / "fold1_test.csv"
+    except DatasetError:
+        listing = root / "evaluation_setup" / "fold1_test.csv"
+    if listing.is_file():
+        return read_tsv(listing, ("filename_audio", "filename_video"))
+    wavs = sorted((root / "audio").glob("*.wav"))
+    if not wavs:
+        raise FileNotFoundError(
+            f"{root}: no evaluation_setup/fold1_test.csv and no audio/*.wav: not an evaluation "
+            "set root"
+        )
+    return pd.DataFrame(
+        {
+            "filename_audio": [f"audio/{w.name}" for w in wavs],
+            "filename_video": [f"video/{w.stem}.mp4" for w in wavs],
+        }
     )
