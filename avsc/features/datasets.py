@@ -19,19 +19,26 @@ from torch.utils.data import Dataset
 from avsc.features.store import FeatureStore, NormStats, StoreError, load_entry
 
 
-def subset_clips(store: FeatureStore, subsets: str | Sequence[str]) -> list[str]:
-    """Finished clips of the store in the named split subsets (train / val / evaluate)."""
+def subset_clips(
+    store: FeatureStore, subsets: str | Sequence[str], split: pd.DataFrame | None = None
+) -> list[str]:
+    """Finished clips of the store in the named subsets (train / val / evaluate) of ``split``
+    (``clip, subset``; default the store's own split)."""
     names = [subsets] if isinstance(subsets, str) else list(subsets)
-    split = store.subsets()
+    split = store.subsets() if split is None else split
     wanted = set(split.loc[split["subset"].isin(names), "clip"])
-    clips = [c for c in store.clips if c in wanted]
+    index = store.index
+    ok = set(index.loc[index["label"] >= 0, "clip"]) if len(index) else set()
+    clips = [c for c in store.clips if c in wanted and c in ok]
     if not clips:
         raise StoreError(f"{store.path}: no finished clips in subset(s) {names}")
     return clips
 
 
 class ClipTable:
-    """The clips of one subset: labels, identifiers, and the segment index."""
+    """The clips of one subset: labels, groups, and the segment index. Clips may have
+    different numbers of segments: segment row ``r`` (0 .. ``total_segments`` - 1, clip by
+    clip, in segment order) is segment ``segment_of[r]`` of clip ``clip_of[r]``."""
 
     def __init__(self, store: FeatureStore, clips: Sequence[str]):
         index = store.index.set_index("clip")
@@ -43,27 +50,40 @@ class ClipTable:
         rows = index.loc[self.clips]
         self.labels = torch.tensor(rows["label"].to_numpy(dtype=np.int64))
         self.identifiers = rows["identifier"].tolist()
-        seg = rows["segments"].to_numpy()
-        if len(set(seg)) != 1:
+        counts = rows["segments"].to_numpy(dtype=np.int64)
+        self.segment_counts = counts
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.total_segments = int(self.offsets[-1])
+        self.clip_of = np.repeat(np.arange(len(self.clips)), counts)
+        self.segment_of = np.arange(self.total_segments) - np.repeat(self.offsets[:-1], counts)
+        self.segment_labels = self.labels[torch.from_numpy(self.clip_of)]
+
+    @property
+    def segments(self) -> int:
+        """The segment count shared by every clip (a :class:`StoreError` where it varies:
+        use ``segment_counts``)."""
+        if len(set(self.segment_counts.tolist())) != 1:
             raise StoreError(
-                f"{store.path}: clips with different segment counts {sorted(set(seg))}"
+                f"{self.store.path}: clips with different segment counts "
+                f"{sorted(set(self.segment_counts.tolist()))[:5]}: use segment_counts"
             )
-        self.segments = int(seg[0])
+        return int(self.segment_counts[0])
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def segment_frame(self) -> pd.DataFrame:
-        """One row per (clip, segment): clip, segment, label, identifier, filename (the 1-s
+        """One row per segment row: clip, segment, label, identifier, filename (the 1-s
         name ``<clip>_<segment>.wav`` used in submissions)."""
-        n, s = len(self.clips), self.segments
+        clips = np.array(self.clips, dtype=object)[self.clip_of]
+        ident = np.array(self.identifiers, dtype=object)[self.clip_of]
         return pd.DataFrame(
             {
-                "clip": np.repeat(self.clips, s),
-                "segment": np.tile(np.arange(s), n),
-                "label": np.repeat(self.labels.numpy(), s),
-                "identifier": np.repeat(self.identifiers, s),
-                "filename": [f"{c}_{k}.wav" for c in self.clips for k in range(s)],
+                "clip": clips,
+                "segment": self.segment_of,
+                "label": self.segment_labels.numpy(),
+                "identifier": ident,
+                "filename": [f"{c}_{k}.wav" for c, k in zip(clips, self.segment_of, strict=True)],
             }
         )
 
@@ -71,23 +91,26 @@ class ClipTable:
 class StoreAudio:
     """Normalised audio features read from the feature store sample by sample (memory stays
     flat however large the dataset): indexes like the in-memory tensor of
-    :func:`load_audio_bank`, ``[clip, segment]`` or ``[clip, segment, frame]``."""
+    :func:`load_audio_bank`, ``[row]`` or ``[row, frame]`` by segment row."""
 
     def __init__(self, table: ClipTable, kind: str, stats: NormStats):
+        self.table = table
         self.paths = [table.store.audio_path(c, kind) for c in table.clips]
         first = load_entry(self.paths[0], table.clips[0], mmap=True)
-        self.shape = (len(self.paths), *first.shape)
+        self.shape = (table.total_segments, *first.shape[1:])
         self.mean, self.std = stats.mean, stats.std
 
     def __getitem__(self, index) -> torch.Tensor:
-        c, *rest = index if isinstance(index, tuple) else (index,)
-        arr = load_entry(self.paths[int(c)], mmap=True)
-        x = np.array(arr[tuple(int(i) for i in rest)], dtype=np.float32)  # copies, unmaps
+        r, *rest = index if isinstance(index, tuple) else (index,)
+        r = int(r)
+        c, s = int(self.table.clip_of[r]), int(self.table.segment_of[r])
+        arr = load_entry(self.paths[c], mmap=True)
+        x = np.array(arr[(s, *(int(i) for i in rest))], dtype=np.float32)  # copies, unmaps
         return torch.from_numpy((x - self.mean) / self.std)
 
 
 class NpyRows:
-    """A ``.npy`` array on disk read element by element (``[c, s, k]`` -> a float32 tensor),
+    """A ``.npy`` array on disk read element by element (``[r, k]`` -> a float32 tensor),
     for augmentation banks larger than memory."""
 
     def __init__(self, path):
@@ -103,11 +126,18 @@ class NpyRows:
 def load_audio_bank(
     table: ClipTable, kind: str, stats: NormStats, dtype=torch.float32
 ) -> torch.Tensor:
-    """Normalised features of every clip: ``(clips, segments, frames, 2, F)``."""
+    """Normalised features of every segment row: ``(segments, frames, 2, F)``."""
     first = table.store.load_audio(table.clips[0], kind)
-    out = torch.empty((len(table), *first.shape), dtype=dtype)
+    out = torch.empty((table.total_segments, *first.shape[1:]), dtype=dtype)
     for i, clip in enumerate(table.clips):
-        out[i] = torch.from_numpy(stats.apply(table.store.load_audio(clip, kind)))
+        x = table.store.load_audio(clip, kind)
+        lo, hi = int(table.offsets[i]), int(table.offsets[i + 1])
+        if len(x) != hi - lo:
+            raise StoreError(
+                f"{table.store.audio_path(clip, kind)}: {len(x)} segments, the index says "
+                f"{hi - lo}; rerun avsc preprocess --verify"
+            )
+        out[lo:hi] = torch.from_numpy(stats.apply(x))
     return out
 
 
@@ -144,7 +174,9 @@ class FrameSource:
             shapes = [tuple(index.at[c, "frame_shape"]) for c in table.clips]
         else:
             shapes = [store.load_frames(table.clips[0], [0]).shape[1:]] * len(table)
-        total = table.segments * sum(int(np.prod(s)) for s in shapes)
+        total = sum(
+            int(n) * int(np.prod(s)) for n, s in zip(table.segment_counts, shapes, strict=True)
+        )
         keep = in_memory in (True, "yes") or (in_memory == "auto" and total <= limit_bytes)
         self.memory: list[torch.Tensor] | None = None
         if keep:
@@ -205,15 +237,17 @@ def eval_transform(image_size: int, crop_pct: float = 0.875) -> object:
 
 
 class FrameSamples(Dataset):
-    """Training samples.
+    """Training samples, over the segment rows of a :class:`ClipTable` (clips may differ in
+    their number of segments).
 
-    ``unit="frame"``: one item per (clip, segment, acoustic frame) with ``audio`` ``(2, F)``;
-    ``unit="segment"``: one per (clip, segment), ``audio`` ``(T, 2, F)`` when given (none for
+    ``unit="frame"``: one item per (segment, acoustic frame) with ``audio`` ``(2, F)``;
+    ``unit="segment"``: one per segment, ``audio`` ``(T, 2, F)`` when given (none for
     video-only); ``unit="segment_frames"``: the same with audio required, for image-major
-    batches (one image shared by the segment's T samples).
+    batches (one image shared by the segment's T samples). ``audio`` is indexed by segment
+    row: ``(segments, T, 2, F)``.
     ``image`` (a transformed uint8 frame), ``vemb`` (precomputed visual embeddings
-    ``(clips, segments, D)``) or ``vemb_bank`` (``(clips, segments, K, D)`` embeddings of K
-    augmented views, one drawn per item and epoch, see :meth:`set_epoch`) are added when given.
+    ``(segments, D)``) or ``vemb_bank`` (``(segments, K, D)`` embeddings of K augmented views,
+    one drawn per item and epoch, see :meth:`set_epoch`) are added when given.
     """
 
     def __init__(
@@ -234,9 +268,8 @@ class FrameSamples(Dataset):
         self.transform, self.vemb, self.vemb_bank = transform, vemb, vemb_bank
         self.unit = unit
         self.views: torch.Tensor | None = None
-        self.per_segment = audio.shape[2] if unit == "frame" else 1
-        self.per_clip = table.segments * self.per_segment
-        self.samples_per_item = audio.shape[2] if unit == "segment_frames" else 1
+        self.per_segment = audio.shape[1] if unit == "frame" else 1
+        self.samples_per_item = audio.shape[1] if unit == "segment_frames" else 1
         if vemb_bank is not None:
             self.set_epoch(0)
 
@@ -244,34 +277,58 @@ class FrameSamples(Dataset):
         """Draw, with ``seed``, which augmentation-bank view every item gets this epoch."""
         if self.vemb_bank is not None:
             g = torch.Generator().manual_seed(int(seed))
-            self.views = torch.randint(self.vemb_bank.shape[2], (len(self),), generator=g)
+            self.views = torch.randint(self.vemb_bank.shape[1], (len(self),), generator=g)
 
     def __len__(self) -> int:
-        return len(self.table) * self.per_clip
+        return self.table.total_segments * self.per_segment
 
     def locate(self, i: int) -> tuple[int, int, int]:
-        c, r = divmod(i, self.per_clip)
-        s, k = divmod(r, self.per_segment)
-        return c, s, k
+        """Item ``i`` -> (clip index, segment of that clip, acoustic frame)."""
+        r, k = divmod(int(i), self.per_segment)
+        return int(self.table.clip_of[r]), int(self.table.segment_of[r]), k
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         i = int(i)
-        c, s, k = self.locate(i)
+        r, k = divmod(i, self.per_segment)
+        c, s = int(self.table.clip_of[r]), int(self.table.segment_of[r])
         item: dict[str, torch.Tensor] = {"label": self.table.labels[c]}
         if self.unit == "frame":
-            item["audio"] = self.audio[c, s, k]
+            item["audio"] = self.audio[r, k]
         elif self.audio is not None:
-            item["audio"] = self.audio[c, s]
+            item["audio"] = self.audio[r]
         if self.frames is not None and self.frames.encoded:
             item["jpeg"] = self.frames.get(c, s)  # decoded on the device: decode_images
         elif self.frames is not None:
             img = self.frames.get(c, s)
             item["image"] = self.transform(img) if self.transform is not None else img
         if self.vemb is not None:
-            item["vemb"] = self.vemb[c, s]
+            item["vemb"] = self.vemb[r]
         if self.vemb_bank is not None:
-            item["vemb"] = self.vemb_bank[c, s, int(self.views[i])].float()
+            item["vemb"] = self.vemb_bank[r, int(self.views[i])].float()
         return item
+
+    @property
+    def gathers(self) -> bool:
+        """Whether :meth:`gather` can build a batch at once: every input is an in-memory
+        tensor and no item has its own random transform (no images)."""
+        tensors = [x for x in (self.audio, self.vemb, self.vemb_bank) if x is not None]
+        return self.frames is None and all(isinstance(x, torch.Tensor) for x in tensors)
+
+    def gather(self, indices) -> dict[str, torch.Tensor]:
+        """The batch of items ``indices`` at once, by tensor indexing: the very tensors
+        :meth:`collate` makes of the items one by one (only where :attr:`gathers`)."""
+        i = torch.as_tensor(indices, dtype=torch.int64)
+        r = torch.div(i, self.per_segment, rounding_mode="floor")
+        batch: dict[str, torch.Tensor] = {"label": self.table.segment_labels[r]}
+        if self.unit == "frame":
+            batch["audio"] = self.audio[r, i - r * self.per_segment]
+        elif self.audio is not None:
+            batch["audio"] = self.audio[r]
+        if self.vemb is not None:
+            batch["vemb"] = self.vemb[r]
+        if self.vemb_bank is not None:
+            batch["vemb"] = self.vemb_bank[r, self.views[i]].float()
+        return batch
 
     @staticmethod
     def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -290,7 +347,7 @@ class FrameSamples(Dataset):
 
 
 class SegmentSamples(FrameSamples):
-    """Evaluation samples, one per (clip, segment): ``audio`` ``(frames, 2, F)``, the
+    """Evaluation samples, one per segment row: ``audio`` ``(frames, 2, F)``, the
     eval-transformed ``image`` and/or ``vemb``, ``label`` and ``index`` (row of
     :meth:`ClipTable.segment_frame`)."""
 
@@ -306,3 +363,27 @@ class SegmentSamples(FrameSamples):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {**super().__getitem__(i), "index": torch.tensor(int(i))}
+
+    def gather(self, indices) -> dict[str, torch.Tensor]:
+        i = torch.as_tensor(indices, dtype=torch.int64)
+        return {**super().gather(i), "index": i}
+
+
+def batches(dataset, batch_size: int, num_workers: int = 0, collate_fn=None):
+    """The dataset's items in order, ``batch_size`` at a time: gathered at once where the
+    dataset can (:meth:`FrameSamples.gather`), else through a ``DataLoader``; the same
+    tensors either way."""
+    from torch.utils.data import DataLoader
+
+    if num_workers == 0 and getattr(dataset, "gathers", False):
+        n = len(dataset)
+        return (dataset.gather(range(a, min(a + batch_size, n))) for a in range(0, n, batch_size))
+    return iter(
+        DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+        )
+    )

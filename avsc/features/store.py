@@ -2,15 +2,21 @@
 
 Layout of a store folder::
 
-    store.json               format version and the PreprocessConfig it was built with
+    store.json               format version, the PreprocessConfig it was built with, and the
+                             collection: its labels, recipe, manifest digest, modalities
+    manifest.csv             the clip manifest it was built from (paths relative to data_root)
     index.jsonl              one JSON line per finished clip, appended as clips finish
     index.csv                the same, one row per clip, rewritten at the end of each run
-    audio/<kind>/<clip>.npy  float32 (segments, 6, 2, F) per feature kind
-    frames/<clip>.npz        JPEG frames: ``jpeg`` bytes, ``offsets``, ``shape`` (or .npy uint8)
-    split.csv                clip -> train / val / evaluate / unused (method.md section 1)
-    stats/<kind>.npz         per (channel, bin) mean and std over the training subset
+    audio/<kind>/<entry>.npy float32 (segments, 6, 2, F) per feature kind (audio collections)
+    frames/<entry>.npz       JPEG frames: ``jpeg`` bytes, ``offsets``, ``shape`` (or .npy uint8)
+    split.csv                clip -> train / val / evaluate / unused, the store's own split
+    stats/<kind>.npz         per (channel, bin) mean and std over that split's training clips
+    splits/<key>/            another split (a held-out fold, other fractions or seed): its
+                             split.csv, split.json and stats/, made when a training asks
     failures.csv             clip, file, problem: what the last run skipped and why
 
+``<entry>`` is the clip id where it is a plain lower-case file name (TAU's ids), else a
+readable stem and a digest of the id (any id is safe: spaces, non-ASCII, slashes).
 Every file is written to a temporary name and renamed, and a clip counts as finished only
 once its line is in ``index.jsonl``, written after all its files: a killed run leaves no
 half-written entry, and a rerun skips finished clips. Workers write their own files and send
@@ -25,7 +31,9 @@ import json
 import logging
 import math
 import os
+import re
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +58,30 @@ from avsc.utils import (
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
+
+#: a clip id that is its own file name in the store (TAU's ``airport-lisbon-1000-40000``)
+_PLAIN_ENTRY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,150}$")
+
+
+def entry_name(clip: str) -> str:
+    """The file stem of ``clip``'s entries: the id itself where it is a plain lower-case file
+    name, else an ASCII stem of it and 10 hex digits of its SHA-1 (never two ids on one name,
+    whatever the file system's case or normalisation rules)."""
+    if _PLAIN_ENTRY.match(clip):
+        return clip
+    ascii_ = unicodedata.normalize("NFKD", clip).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_).strip("._-")[:60] or "clip"
+    return f"{stem}-{hashlib.sha1(clip.encode()).hexdigest()[:10]}"
+
+
+def audio_rel(clip: str, kind: str) -> str:
+    """Where ``clip``'s ``kind`` features live in a store (relative)."""
+    return f"audio/{kind}/{entry_name(clip)}.npy"
+
+
+def frames_rel(clip: str, fmt: str = "jpeg") -> str:
+    """Where ``clip``'s frames live in a store (relative; ``fmt`` is frames.format)."""
+    return f"frames/{entry_name(clip)}.{'npz' if fmt == 'jpeg' else 'npy'}"
 
 
 class StoreError(RuntimeError):
@@ -162,59 +194,93 @@ def load_entry(path: Path, clip: str | None = None, mmap: bool = False):
 
 
 def featurize_clip(
-    audio_path: str | os.PathLike,
-    video_path: str | os.PathLike,
+    audio_path: str | os.PathLike | None,
+    video_path: str | os.PathLike | None,
     config: PreprocessConfig,
     decode_threads: int | None = None,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Audio features (one array per kind) and frames of one clip, after checking it.
+    clip_seconds: float | None = None,
+    kinds: tuple[str, ...] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, float]]:
+    """Audio features (one array per kind of ``kinds``, default ``config.features``), frames
+    and facts (``seconds``, ``segments``, ``dropped_seconds``) of one clip, after checking it.
 
-    Raises :class:`ClipError` naming the file for a missing, unreadable or truncated file, a
-    clip of the wrong length, or audio and video that disagree on the segment count.
-    """
+    Either path may be None (an audio-only or video-only clip). A clip gives as many
+    ``audio.segment_seconds`` segments as fit in its audio (in its video, without audio); the
+    remainder is dropped and counted. With ``clip_seconds`` (``data.clip_seconds``, or the
+    length a recipe promises) every clip must last that long. Raises :class:`ClipError`
+    naming the file for a missing, unreadable, truncated or too short file, a clip of the
+    wrong length, or a video that does not cover the audio's segments."""
     import soundfile as sf
 
     from avsc.features.audio import AudioError, features_from_waveform, read_audio
     from avsc.features.video import VideoError, extract_frames, video_info
 
-    audio_path, video_path = Path(audio_path), Path(video_path)
     dc, ac = config.data, config.audio
-    expected_segments = int(round(dc.clip_seconds / ac.segment_seconds))
+    kinds = tuple(config.features if kinds is None else kinds)
+    audio_path = Path(audio_path) if audio_path else None
+    video_path = Path(video_path) if video_path else None
+    expected = None if clip_seconds is None else int(round(clip_seconds / ac.segment_seconds))
+    seg_s = ac.segment_seconds
+    for path, what in ((audio_path, "audio"), (video_path, "video")):
+        if path is not None and not path.is_file():
+            raise ClipError(path, f"{what} file missing")
+    feats: dict[str, np.ndarray] = {}
+    n_seg = seconds = None
+    if audio_path is not None and kinds:
+        try:
+            if audio_path.suffix.lower() == ".wav" and clip_seconds is not None:
+                info = sf.info(str(audio_path))
+                _check_length(audio_path, info.frames / info.samplerate, clip_seconds, dc)
+            x, sr = read_audio(audio_path)
+        except (AudioError, RuntimeError) as exc:
+            raise ClipError(audio_path, _problem(exc, audio_path)) from exc
+        seconds = x.shape[1] / sr
+        if clip_seconds is not None:
+            _check_length(audio_path, seconds, clip_seconds, dc)
+        try:
+            out = features_from_waveform(x, sr, kinds, ac, source=str(audio_path))
+        except AudioError as exc:
+            raise ClipError(audio_path, _problem(exc, audio_path)) from exc
+        assert isinstance(out, dict)
+        feats = out
+        n_seg = next(iter(feats.values())).shape[0]
+        if expected is not None and n_seg != expected:
+            raise ClipError(audio_path, f"{n_seg} segments, expected {expected}")
 
-    if not audio_path.is_file():
-        raise ClipError(audio_path, "audio file missing")
-    if not video_path.is_file():
-        raise ClipError(video_path, "video file missing")
-    try:
-        if audio_path.suffix.lower() == ".wav":
-            info = sf.info(str(audio_path))
-            _check_length(audio_path, info.frames / info.samplerate, dc)
-        x, sr = read_audio(audio_path)
-    except (AudioError, RuntimeError) as exc:
-        raise ClipError(audio_path, _problem(exc, audio_path)) from exc
-    _check_length(audio_path, x.shape[1] / sr, dc)
-    try:
-        feats = features_from_waveform(x, sr, tuple(config.features), ac, source=str(audio_path))
-    except AudioError as exc:
-        raise ClipError(audio_path, _problem(exc, audio_path)) from exc
-    assert isinstance(feats, dict)
-    n_seg = next(iter(feats.values())).shape[0]
-    if n_seg != expected_segments:
-        raise ClipError(audio_path, f"{n_seg} segments, expected {expected_segments}")
-
-    try:
-        vinfo = video_info(video_path)
-        _check_length(video_path, vinfo.duration, dc)
-        frames = extract_frames(
-            video_path,
-            short_side=config.frames.short_side,
-            segments=expected_segments,
-            segment_seconds=ac.segment_seconds,
-            threads=decode_threads,
-        )
-    except VideoError as exc:
-        raise ClipError(video_path, _problem(exc, video_path)) from exc
-    return feats, frames
+    frames = None
+    if video_path is not None:
+        try:
+            vinfo = video_info(video_path)
+            if clip_seconds is not None:
+                _check_length(video_path, vinfo.duration, clip_seconds, dc)
+            if n_seg is None:  # video only: the video's whole segments
+                seconds = vinfo.duration
+                n_seg = expected
+                if n_seg is None:
+                    if not math.isfinite(seconds):
+                        raise ClipError(video_path, "unknown duration")
+                    n_seg = int(math.floor(seconds / seg_s + ac.segment_tolerance))
+                if n_seg < 1:
+                    raise ClipError(
+                        video_path,
+                        f"{seconds:.3f} s of video is shorter than one {seg_s:g}-s segment",
+                    )
+            frames = extract_frames(
+                video_path,
+                short_side=config.frames.short_side,
+                segments=n_seg,
+                segment_seconds=seg_s,
+                threads=decode_threads,
+            )
+        except VideoError as exc:
+            raise ClipError(video_path, _problem(exc, video_path)) from exc
+    assert n_seg is not None and seconds is not None
+    facts = {
+        "seconds": round(float(seconds), 4),
+        "segments": int(n_seg),
+        "dropped_seconds": round(max(0.0, float(seconds) - n_seg * seg_s), 4),
+    }
+    return feats, frames, facts
 
 
 def _problem(exc: Exception, path: Path) -> str:
@@ -223,11 +289,11 @@ def _problem(exc: Exception, path: Path) -> str:
     return msg[len(prefix) :] if msg.startswith(prefix) else msg
 
 
-def _check_length(path: Path, seconds: float, dc) -> None:
-    if not math.isfinite(seconds) or abs(seconds - dc.clip_seconds) > dc.length_tolerance:
+def _check_length(path: Path, seconds: float, clip_seconds: float, dc) -> None:
+    if not math.isfinite(seconds) or abs(seconds - clip_seconds) > dc.length_tolerance:
         raise ClipError(
             path,
-            f"wrong length: {seconds:.3f} s, expected {dc.clip_seconds:g} s "
+            f"wrong length: {seconds:.3f} s, expected {clip_seconds:g} s "
             f"(tolerance {dc.length_tolerance:g} s)",
         )
 
@@ -253,8 +319,13 @@ def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            feats, frames = featurize_clip(
-                task["audio_path"], task["video_path"], config, task.get("decode_threads")
+            feats, frames, facts = featurize_clip(
+                task["audio_path"],
+                task["video_path"],
+                config,
+                task.get("decode_threads"),
+                task.get("clip_seconds"),
+                tuple(task["kinds"]),
             )
     except ClipError as exc:
         return {"clip": clip, "ok": False, "file": exc.file, "problem": exc.problem}
@@ -262,31 +333,38 @@ def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
         return {
             "clip": clip,
             "ok": False,
-            "file": task["audio_path"],
+            "file": task["audio_path"] or task["video_path"],
             "problem": f"unexpected {type(exc).__name__}: {exc}",
         }
     files = {}
     for kind, arr in feats.items():
-        rel = f"audio/{kind}/{clip}.npy"
+        rel = audio_rel(clip, kind)
         files[rel] = _save_npy(cache / rel, arr)
-    if config.frames.format == "jpeg":
-        rel = f"frames/{clip}.npz"
-        files[rel] = _save_npz(cache / rel, encode_frames(frames, config.frames.jpeg_quality))
-    else:
-        rel = f"frames/{clip}.npy"
-        files[rel] = _save_npy(cache / rel, frames)
-    return {
+    record: dict[str, Any] = {
         "clip": clip,
         "ok": True,
         "scene_label": task["scene_label"],
         "identifier": task["identifier"],
-        "segments": int(frames.shape[0]),
+        "segments": facts["segments"],
         "features": sorted(feats),
-        "frame_shape": list(frames.shape[1:]),
-        "files": files,  # relative path -> [size, sha1]: a rerun finds damaged entries
-        "warnings": sorted({str(w.message) for w in caught}),
-        "seconds": round(time.perf_counter() - t0, 4),
     }
+    if frames is not None:
+        rel = frames_rel(clip, config.frames.format)
+        if config.frames.format == "jpeg":
+            files[rel] = _save_npz(cache / rel, encode_frames(frames, config.frames.jpeg_quality))
+        else:
+            files[rel] = _save_npy(cache / rel, frames)
+        record["frame_shape"] = list(frames.shape[1:])
+    record.update(
+        {
+            "files": files,  # relative path -> [size, sha1]: a rerun finds damaged entries
+            "warnings": sorted({str(w.message) for w in caught}),
+            "seconds": round(time.perf_counter() - t0, 4),
+            "duration": facts["seconds"],
+            "dropped_seconds": facts["dropped_seconds"],
+        }
+    )
+    return record
 
 
 # --------------------------------------------------------------------------------------
@@ -360,7 +438,9 @@ def normalization_stats(arrays: Iterable[np.ndarray], min_std: float = 1e-5) -> 
 
 
 class FeatureStore:
-    """Read access to a feature store written by :func:`preprocess`."""
+    """Read access to a feature store written by :func:`preprocess`: its clips (``index``),
+    their features and frames, the collection's ``labels`` and ``modalities``, and its splits
+    (:meth:`split`)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -369,7 +449,7 @@ class FeatureStore:
             raise StoreError(
                 f"{self.path}: not a feature store (no store.json); run avsc preprocess"
             )
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("version") != STORE_VERSION:
             raise StoreError(
                 f"{meta_path}: store format {meta.get('version')}, this avsc reads {STORE_VERSION}"
@@ -377,17 +457,72 @@ class FeatureStore:
         self.meta = meta
         self.config = PreprocessConfig.from_dict(meta["config"])
         self._index: pd.DataFrame | None = None
+        self._manifest = None
+
+    # ------------------------------------------------------------------ the collection
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The class names in class-index order, from the collection's manifest."""
+        if "labels" not in self.meta:
+            raise StoreError(
+                f"{self.path / 'store.json'}: made by an older avsc that recorded no label "
+                "list; rerun avsc preprocess on the same data and --cache to record it (the "
+                "features are kept)"
+            )
+        return tuple(self.meta["labels"])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """``("audio", "video")``, ``("audio",)`` or ``("video",)``: what the store holds."""
+        return tuple(self.meta.get("modalities", ("audio", "video")))
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The acoustic feature kinds the store holds (none for a video-only collection)."""
+        return tuple(self.config.features) if "audio" in self.modalities else ()
+
+    @property
+    def recipe(self) -> str:
+        return str(self.meta.get("recipe", "tau2021av"))
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.meta.get("data_root", ""))
+
+    @property
+    def folds(self) -> list[str]:
+        return list(self.meta.get("folds") or [])
+
+    def manifest(self):
+        """The :class:`avsc.data.Manifest` the store was built from (its ``manifest.csv``,
+        paths relative to :attr:`data_root`)."""
+        if self._manifest is None:
+            from avsc.data.manifest import Manifest
+
+            path = self.path / "manifest.csv"
+            if not path.is_file():
+                raise StoreError(f"{path}: no manifest in this store; rerun avsc preprocess")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            self._manifest = Manifest(
+                df,
+                self.data_root,
+                self.labels,
+                self.recipe,
+                Path(self.meta.get("source") or self.data_root),
+                clip_seconds=self.meta.get("clip_seconds"),
+            )
+        return self._manifest
 
     @property
     def index(self) -> pd.DataFrame:
-        """One row per finished clip: clip, scene_label, label, identifier, segments, ..."""
+        """One row per finished clip: clip, scene_label, label (the class index), identifier
+        (the group), segments, ..."""
         if self._index is None:
-            from avsc.data.tau import LABEL_TO_INDEX
-
             records = list(read_index(self.path).values())
             df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=["clip"])
             if len(df):
-                df["label"] = df["scene_label"].map(LABEL_TO_INDEX).astype(int)
+                index = {name: i for i, name in enumerate(self.labels)}
+                df["label"] = df["scene_label"].map(index).fillna(-1).astype(int)
                 df = df.sort_values("clip").reset_index(drop=True)
             self._index = df
         return self._index
@@ -397,11 +532,10 @@ class FeatureStore:
         return list(self.index["clip"])
 
     def audio_path(self, clip: str, kind: str) -> Path:
-        return self.path / "audio" / kind / f"{clip}.npy"
+        return self.path / audio_rel(clip, kind)
 
     def frames_path(self, clip: str) -> Path:
-        ext = "npz" if self.config.frames.format == "jpeg" else "npy"
-        return self.path / "frames" / f"{clip}.{ext}"
+        return self.path / frames_rel(clip, self.config.frames.format)
 
     def load_audio(self, clip: str, kind: str = "scalogram", mmap: bool = False) -> np.ndarray:
         """float32 ``(segments, 6, 2, F)`` of ``clip``."""
@@ -448,27 +582,41 @@ class FeatureStore:
             data, offsets = z["jpeg"], z["offsets"]
         return [data[offsets[i] : offsets[i + 1]].copy() for i in range(len(offsets) - 1)]
 
-    def subsets(self) -> pd.DataFrame:
-        """``clip, subset`` (train / val / evaluate / unused) as written by preprocess."""
-        path = self.path / "split.csv"
-        if not path.is_file():
-            raise StoreError(f"{path}: no split in this store (the dataset has no fold1_train?)")
-        return pd.read_csv(path, dtype=str)
+    # ------------------------------------------------------------------ splits
+    def split(self, data=None) -> StoreSplit:
+        """The split of the store's clips under ``data`` (a :class:`DataConfig`; default the
+        one the store was built with): the store's own ``split.csv`` and ``stats/`` when it
+        decides the same split, else ``splits/<key>/``, made now (under the store's lock) if
+        no training asked for it before: the subsets and the normalisation statistics of its
+        own training clips. No clip is featurized again."""
+        from avsc.data.split import split_settings
 
-    def split_summary(self) -> pd.DataFrame:
-        """Clips and locations per class in each subset of the store's split."""
-        split = self.subsets().merge(self.index[["clip", "scene_label", "identifier"]], on="clip")
-        out = split.groupby(["scene_label", "subset"]).agg(
-            clips=("clip", "size"), locations=("identifier", "nunique")
-        )
-        return out.unstack("subset").fillna(0).astype(int).reset_index()
+        own = self.meta.get("split")
+        if data is None:
+            settings = own
+        else:
+            settings = split_settings(self.manifest(), data)
+        if settings is None or settings == own:
+            return StoreSplit(self, self.path, own)
+        key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        folder = self.path / "splits" / key
+        if not (folder / "split.json").is_file():
+            with store_lock(self.path, wait=True):
+                if not (folder / "split.json").is_file():
+                    _write_split(self, folder, data, settings)
+        return StoreSplit(self, folder, settings)
 
-    def normalization(self, kind: str = "scalogram") -> NormStats:
-        """The training-split statistics of ``kind``."""
-        path = self.path / "stats" / f"{kind}.npz"
-        if not path.is_file():
-            raise StoreError(f"{path}: no normalisation statistics for {kind}")
-        return NormStats.load(path)
+    def subsets(self, data=None) -> pd.DataFrame:
+        """``clip, subset`` (train / val / evaluate / unused) of :meth:`split`."""
+        return self.split(data).subsets()
+
+    def split_summary(self, data=None) -> pd.DataFrame:
+        """Clips and groups per class in each subset of :meth:`split`."""
+        return self.split(data).summary()
+
+    def normalization(self, kind: str = "scalogram", data=None) -> NormStats:
+        """The normalisation statistics of ``kind`` over the training clips of :meth:`split`."""
+        return self.split(data).normalization(kind)
 
     def failures(self) -> pd.DataFrame:
         path = self.path / "failures.csv"
@@ -481,8 +629,72 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return (
-            f"FeatureStore({str(self.path)!r}, clips={len(self)}, features={self.config.features})"
+            f"FeatureStore({str(self.path)!r}, clips={len(self)}, labels={len(self.labels)}, "
+            f"modalities={'+'.join(self.modalities)}, features={self.features})"
         )
+
+
+@dataclass
+class StoreSplit:
+    """One split of a store: ``folder`` holds its ``split.csv`` and ``stats/``."""
+
+    store: FeatureStore
+    folder: Path
+    settings: dict | None
+
+    def subsets(self) -> pd.DataFrame:
+        path = self.folder / "split.csv"
+        if not path.is_file():
+            raise StoreError(f"{path}: no split in this store; rerun avsc preprocess")
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+
+    def normalization(self, kind: str = "scalogram") -> NormStats:
+        path = self.folder / "stats" / f"{kind}.npz"
+        if not path.is_file():
+            raise StoreError(f"{path}: no normalisation statistics for {kind}")
+        return NormStats.load(path)
+
+    def summary(self) -> pd.DataFrame:
+        """Clips and groups (``locations``, TAU's) per class in each subset."""
+        index = self.store.index[["clip", "scene_label", "identifier"]]
+        split = self.subsets().merge(index, on="clip")
+        out = split.groupby(["scene_label", "subset"]).agg(
+            clips=("clip", "size"), locations=("identifier", "nunique")
+        )
+        return out.unstack("subset").fillna(0).astype(int).reset_index()
+
+
+def _write_split(store: FeatureStore, folder: Path, data, settings: dict) -> None:
+    """``split.csv``, ``stats/<kind>.npz`` and, last, ``split.json`` of a split in ``folder``."""
+    from avsc.data.split import assign_subsets
+
+    subsets = assign_subsets(store.manifest(), data)
+    with atomic_path(folder / "split.csv") as tmp:
+        subsets.to_csv(tmp, index=False, encoding="utf-8")
+    _write_stats(store, folder / "stats", subsets)
+    atomic_write_json(folder / "split.json", settings)
+
+
+def _write_stats(store: FeatureStore, folder: Path, subsets: pd.DataFrame) -> None:
+    """The normalisation statistics of every feature kind over the finished training clips
+    of ``subsets`` (kept when an earlier run computed them over the same clips)."""
+    index = store.index
+    finished = set(index["clip"]) if len(index) else set()
+    train = sorted(c for c in subsets.loc[subsets["subset"] == "train", "clip"] if c in finished)
+    if not train:
+        log.warning("no finished training clips: no normalisation statistics")
+        return
+    digest = hashlib.sha1("\n".join(train).encode()).hexdigest()
+    for kind in store.features:
+        path = folder / f"{kind}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if "clips_sha1" in z and str(z["clips_sha1"]) == digest:
+                    continue
+        stats = normalization_stats(store.load_audio(c, kind) for c in train)
+        arrays = stats.to_arrays()
+        arrays["clips_sha1"] = np.asarray(digest)
+        _save_npz(path, arrays)
 
 
 def read_index(cache: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -515,13 +727,18 @@ def _repair_index(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _open_store(cache: Path, config: PreprocessConfig) -> PreprocessConfig:
-    """Check that an existing store was built with compatible settings; return the config to
-    record (feature kinds are the union of old and new)."""
+#: data keys that change which clips a store accepts (the rest choose the split only)
+STORE_DATA_KEYS = ("clip_seconds", "length_tolerance")
+
+
+def _open_store(cache: Path, config: PreprocessConfig, manifest=None) -> PreprocessConfig:
+    """Check that an existing store was built with compatible settings (audio, frames, the
+    data keys of :data:`STORE_DATA_KEYS`) and for the same labels and modalities as
+    ``manifest``; return the config to record (feature kinds are the union of old and new)."""
     meta_path = cache / "store.json"
     if meta_path.is_file():
         try:
-            old = json.loads(meta_path.read_text())
+            old = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise StoreError(f"{meta_path}: unreadable store description ({exc})") from exc
         if old.get("version") != STORE_VERSION:
@@ -531,15 +748,31 @@ def _open_store(cache: Path, config: PreprocessConfig) -> PreprocessConfig:
         old_cfg = PreprocessConfig.from_dict(old["config"])
         for section in ("audio", "frames", "data"):
             a, b = getattr(old_cfg, section).to_dict(), getattr(config, section).to_dict()
-            diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+            keys = STORE_DATA_KEYS if section == "data" else list(a)
+            diff = {k: (a[k], b[k]) for k in keys if a[k] != b[k]}
             if diff:
                 raise StoreError(
                     f"{cache}: built with different {section} settings {diff} (stored, asked); "
                     "use a new --cache folder"
                 )
+        if manifest is not None:
+            for what, stored, now in (
+                ("labels", old.get("labels"), list(manifest.labels)),
+                ("modalities", old.get("modalities"), list(manifest.modalities)),
+            ):
+                if stored is not None and list(stored) != now:
+                    raise StoreError(
+                        f"{cache}: built for a collection with the {what} {_short(stored)}; "
+                        f"{manifest.source} has {_short(now)}; use a new --cache folder"
+                    )
         features = tuple(sorted(set(old_cfg.features) | set(config.features)))
         return config.replace(features=features)
     return config
+
+
+def _short(values: list, n: int = 6) -> str:
+    shown = ", ".join(map(repr, values[:n]))
+    return f"[{shown}{f', ... ({len(values)} in all)' if len(values) > n else ''}]"
 
 
 def check_store_folder(cache: str | os.PathLike) -> None:
@@ -577,10 +810,12 @@ def store_lock(cache: str | os.PathLike, wait: bool = False):
 
 def _store_tmp_folders(cache: Path) -> list[Path]:
     """The folders of a store's own layout, where its temporary files live."""
-    folders = [cache, cache / "frames", cache / "stats", cache / "bank"]
-    for parent in (cache / "audio", cache / "bank"):
+    folders = [cache, cache / "frames", cache / "stats", cache / "bank", cache / "splits"]
+    for parent in (cache / "audio", cache / "bank", cache / "splits"):
         if parent.is_dir():
             folders += [p for p in parent.iterdir() if p.is_dir() and not p.is_symlink()]
+    if (cache / "splits").is_dir():
+        folders += [p / "stats" for p in (cache / "splits").iterdir() if p.is_dir()]
     return folders
 
 
@@ -595,7 +830,8 @@ class PreprocessReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     rebuilt: list[str] = field(default_factory=list)  # clips whose entries were damaged
-    notes: dict[str, list[str]] = field(default_factory=dict)  # clip -> format warnings
+    notes: dict[str, list[str]] = field(default_factory=dict)  # clip -> format conversions
+    dropped: dict[str, float] = field(default_factory=dict)  # clip -> seconds past its segments
 
     @property
     def ok(self) -> bool:
@@ -613,14 +849,23 @@ class PreprocessReport:
                 + (" ..." if len(self.rebuilt) > 5 else "")
             )
         if self.notes:
-            kinds = sorted({n for ns in self.notes.values() for n in ns})
+            kinds: dict[str, int] = {}
+            for ns in self.notes.values():
+                for n in ns:
+                    kinds[n] = kinds.get(n, 0) + 1
             lines.append(
-                f"  {len(self.notes)} clip(s) not in the TAU format, converted "
-                f"(listed in {self.store / 'index.csv'}, column warnings):"
+                f"  {len(self.notes)} clip(s) converted to the method's input (listed in "
+                f"{self.store / 'index.csv'}, column warnings):"
             )
-            lines += [f"    {k}" for k in kinds[:5]]
+            lines += [f"    {k}: {n} clip(s)" for k, n in sorted(kinds.items())[:5]]
             if len(kinds) > 5:
                 lines.append(f"    ... and {len(kinds) - 5} more kinds")
+        if self.dropped:
+            total = sum(self.dropped.values())
+            lines.append(
+                f"  {len(self.dropped)} clip(s) end in less than a whole segment: {total:.1f} s "
+                f"dropped in all (listed in {self.store / 'index.csv'}, column dropped_seconds)"
+            )
         for f in self.failures:
             lines.append(f"  FAILED {f['clip']}: {f['file']}: {f['problem']}")
         if self.failures:
@@ -628,76 +873,128 @@ class PreprocessReport:
         return "\n".join(lines)
 
 
+def _note_kind(message: str, source: str | None) -> str:
+    """A conversion note without the file it names (``x.ogg: mono ...`` -> ``mono ...``)."""
+    if source and message.startswith(f"{source}: "):
+        return message[len(source) + 2 :]
+    return message
+
+
 def preprocess(
-    data_root: str | os.PathLike,
+    data_root,
     cache: str | os.PathLike,
     config: PreprocessConfig | None = None,
     workers: int = 1,
     strict: bool = False,
     show_progress: bool | None = None,
     verify: bool = False,
+    recipe: str | None = None,
 ) -> PreprocessReport:
-    """Featurize a TAU-layout dataset into a feature store (method.md sections 2-3).
+    """Featurize a collection into a feature store (method.md sections 2-3).
 
-    The metadata is checked first (:func:`avsc.data.tau.TAUDataset`: every inconsistency is
-    listed before any work). Every clip of ``meta.csv`` gets its audio features
-    (``config.features``) and its 1-fps frames; finished clips are skipped on a rerun unless
-    an entry is missing or its size differs from the index (``verify``: or its checksum),
-    in which case the clip is rebuilt. A bad clip (missing, unreadable or truncated file,
-    wrong length, a worker that died on it) is reported by name in ``failures.csv`` and
-    skipped, or, with ``strict``, stops the run with :class:`PreprocessError` (finished clips
-    are kept). Afterwards the validation split and the training-split normalisation
-    statistics are written. The store is locked for the run: a second run on the same
-    ``cache`` is refused with a :class:`avsc.utils.LockedError` naming the first. A folder
-    that is neither new, empty nor a store is refused. Returns a :class:`PreprocessReport`.
+    ``data_root`` is a dataset folder or a manifest file (made into a clip manifest by
+    ``recipe``, default ``config.data.recipe``: :func:`avsc.data.load_manifest`), or an
+    :class:`avsc.data.Manifest`. The manifest is checked first and a collection with any
+    metadata error, or one that cannot be split as ``config.data`` asks, is refused with
+    every problem listed, before any work. Every clip gets its audio features
+    (``config.features``) where the collection has audio and its 1-fps frames where it has
+    video; finished clips are skipped on a rerun unless an entry is missing or its size
+    differs from the index (``verify``: or its checksum), in which case the clip is rebuilt.
+    A bad clip (missing, unreadable, truncated or too short file, wrong length where one is
+    asked, a worker that died on it) is reported by name in ``failures.csv`` and skipped, or,
+    with ``strict``, stops the run with :class:`PreprocessError` (finished clips are kept).
+    Afterwards the split and its training clips' normalisation statistics are written. The
+    store is locked for the run: a second run on the same ``cache`` is refused with a
+    :class:`avsc.utils.LockedError` naming the first. A folder that is neither new, empty nor
+    a store is refused. Returns a :class:`PreprocessReport`.
     """
-    from avsc.data.tau import TAUDataset
+    from avsc.data.manifest import DatasetError, Manifest
+    from avsc.data.recipes import keep_modalities, load_manifest
+    from avsc.data.split import split_problems, split_settings
 
     t0 = time.perf_counter()
     config = config or PreprocessConfig()
-    data_root, cache = Path(data_root), Path(cache)
-    dataset = TAUDataset(data_root)
+    dc = config.data
+    cache = Path(cache)
+    if isinstance(data_root, Manifest):
+        manifest = data_root
+        if dc.modalities:
+            manifest = keep_modalities(manifest, tuple(dc.modalities))
+    else:
+        manifest = load_manifest(data_root, recipe or dc.recipe, dc.labels, dc.modalities)
+    manifest.raise_errors()
+    if not len(manifest.clips):
+        raise DatasetError(f"{manifest.source}: the collection holds no clip")
+    problems = split_problems(manifest, dc, all_folds=False)
+    if problems:
+        raise DatasetError(
+            f"{manifest.source}: cannot be split as asked (data.split {dc.split}, "
+            f"val_fraction {dc.val_fraction:g}); nothing was done:\n"
+            + "\n".join(f"  {p.problem}" for p in problems)
+        )
     check_store_folder(cache)
     with store_lock(cache):
-        config = _open_store(cache, config)
+        config = _open_store(cache, config, manifest)
         removed = remove_own_tmp(_store_tmp_folders(cache))
         if removed:
             log.info("removed %d temporary file(s) of an interrupted run in %s", removed, cache)
         index_path = cache / "index.jsonl"
         _repair_index(index_path)
+        clip_seconds = dc.clip_seconds if dc.clip_seconds is not None else manifest.clip_seconds
+        with atomic_path(cache / "manifest.csv") as tmp:
+            manifest.standard().to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
         atomic_write_json(
             cache / "store.json",
             {
                 "version": STORE_VERSION,
                 "config": json.loads(json.dumps(config.to_dict())),
-                "data_root": str(data_root.resolve()),
+                "data_root": str(Path(manifest.root).resolve()),
+                "source": str(Path(manifest.source).resolve()),
+                "recipe": manifest.recipe,
+                "labels": list(manifest.labels),
+                "manifest_sha1": manifest.sha1(),
+                "modalities": list(manifest.modalities),
+                "folds": manifest.folds,
+                "clip_seconds": clip_seconds,
+                "split": split_settings(manifest, dc),
                 "versions": versions(),
             },
         )
-        report = _featurize_all(dataset, cache, config, workers, strict, show_progress, verify)
-        _finalize(cache, dataset, config)
+        report = _featurize_all(
+            manifest, cache, config, workers, strict, show_progress, verify, clip_seconds
+        )
+        _finalize(cache, manifest, config)
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _featurize_all(
-    dataset,
+    manifest,
     cache: Path,
     config: PreprocessConfig,
     workers: int,
     strict: bool,
     show_progress: bool | None,
     verify: bool,
+    clip_seconds: float | None,
 ) -> PreprocessReport:
     done = read_index(cache)
-    meta = dataset.meta
-    frame_ext = "npz" if config.frames.format == "jpeg" else "npy"
+    clips = manifest.clips
+    kinds = tuple(config.features) if "audio" in manifest.modalities else ()
+    with_frames = "video" in manifest.modalities
+    groups = manifest.groups()
     tasks, rebuilt = [], []
-    for row in meta.itertuples(index=False):
-        rec = done.get(row.clip)
-        if rec is not None and set(config.features) <= set(rec["features"]):
-            rels = [f"audio/{k}/{row.clip}.npy" for k in config.features]
-            rels.append(f"frames/{row.clip}.{frame_ext}")
+    sources: dict[str, str | None] = {}
+    for row, group in zip(clips.to_dict("records"), groups, strict=True):
+        clip = row["clip"]
+        audio = str(manifest.path(row["audio"])) if row.get("audio") else None
+        video = str(manifest.path(row["video"])) if row.get("video") and with_frames else None
+        sources[clip] = audio
+        rec = done.get(clip)
+        if rec is not None and set(kinds) <= set(rec["features"]):
+            rels = [audio_rel(clip, k) for k in kinds]
+            if with_frames:
+                rels.append(frames_rel(clip, config.frames.format))
             sums = rec.get("files") or {}
             problems = {
                 rel: why
@@ -706,18 +1003,20 @@ def _featurize_all(
             }
             if not problems:
                 continue
-            rebuilt.append(row.clip)
+            rebuilt.append(clip)
             for rel, why in problems.items():
                 log.warning(
-                    "damaged store entry %s: %s; rebuilding clip %s", cache / rel, why, row.clip
+                    "damaged store entry %s: %s; rebuilding clip %s", cache / rel, why, clip
                 )
         tasks.append(
             {
-                "clip": row.clip,
-                "audio_path": str(dataset.audio_path(row.filename_audio)),
-                "video_path": str(dataset.video_path(row.filename_video)),
-                "scene_label": row.scene_label,
-                "identifier": row.identifier,
+                "clip": clip,
+                "audio_path": audio,
+                "video_path": video,
+                "kinds": list(kinds),
+                "clip_seconds": clip_seconds,
+                "scene_label": row["label"],
+                "identifier": group,
                 "cache": str(cache),
                 "config": json.loads(json.dumps(config.to_dict())),
                 # parallel workers decode single-threaded; one worker lets FFmpeg thread
@@ -725,14 +1024,21 @@ def _featurize_all(
             }
         )
     report = PreprocessReport(
-        cache, total=len(meta), processed=0, skipped=len(meta) - len(tasks), rebuilt=rebuilt
+        cache, total=len(clips), processed=0, skipped=len(clips) - len(tasks), rebuilt=rebuilt
     )
+    in_manifest = set(clips["clip"])
     for rec in done.values():
-        if rec.get("warnings") and rec["clip"] in set(meta["clip"]):
-            report.notes[rec["clip"]] = list(rec["warnings"])
+        if rec["clip"] not in in_manifest:
+            continue
+        if rec.get("warnings"):
+            report.notes[rec["clip"]] = [
+                _note_kind(w, sources.get(rec["clip"])) for w in rec["warnings"]
+            ]
+        if rec.get("dropped_seconds"):
+            report.dropped[rec["clip"]] = float(rec["dropped_seconds"])
     log.info(
         "preprocess %s -> %s: %d clips to do, %d done",
-        dataset.root,
+        manifest.source,
         cache,
         len(tasks),
         report.skipped,
@@ -745,15 +1051,15 @@ def _featurize_all(
     )
     step = max(1, len(tasks) // 10)
     index_path = cache / "index.jsonl"
-    warned = 0
+    said: set[str] = set()
     try:
-        with open(index_path, "a") as index_fh:
+        with open(index_path, "a", encoding="utf-8") as index_fh:
             for i, (task, rec) in enumerate(process_map(_process_clip, tasks, workers), 1):
                 if isinstance(rec, WorkerDied):  # blamed on the clip it was featurizing
                     rec = {
                         "clip": task["clip"],
                         "ok": False,
-                        "file": task["audio_path"],
+                        "file": task["audio_path"] or task["video_path"],
                         "problem": f"the worker process featurizing this clip {rec.why}",
                     }
                 if rec.pop("ok"):
@@ -767,14 +1073,17 @@ def _featurize_all(
                         ) from exc
                     report.processed += 1
                     report.notes.pop(rec["clip"], None)
+                    report.dropped.pop(rec["clip"], None)
+                    if rec.get("dropped_seconds"):
+                        report.dropped[rec["clip"]] = float(rec["dropped_seconds"])
                     if rec.get("warnings"):
-                        report.notes[rec["clip"]] = rec["warnings"]
-                        for w in rec["warnings"]:
-                            warned += 1
-                            if warned <= 5:
-                                log.warning("%s", w)
-                            elif warned == 6:
-                                log.warning("more format warnings: see the summary at the end")
+                        report.notes[rec["clip"]] = [
+                            _note_kind(w, task["audio_path"]) for w in rec["warnings"]
+                        ]
+                        for w, kind in zip(rec["warnings"], report.notes[rec["clip"]], strict=True):
+                            if kind not in said:  # each kind of conversion is said once
+                                said.add(kind)
+                                log.warning("%s (said once; every clip is listed in index.csv)", w)
                 else:
                     report.failures.append(rec)
                     log.warning("skipped %s: %s: %s", rec["clip"], rec["file"], rec["problem"])
@@ -799,11 +1108,11 @@ def _featurize_all(
 def _write_failures(cache: Path, failures: list[dict[str, str]]) -> None:
     df = pd.DataFrame(failures, columns=["clip", "file", "problem"])
     with atomic_path(cache / "failures.csv") as tmp:
-        df.to_csv(tmp, index=False)
+        df.to_csv(tmp, index=False, encoding="utf-8")
 
 
-def _finalize(cache: Path, dataset, config: PreprocessConfig) -> None:
-    """Write index.csv, split.csv and the normalisation statistics."""
+def _finalize(cache: Path, manifest, config: PreprocessConfig) -> None:
+    """Write index.csv, the store's own split (split.csv) and its normalisation statistics."""
     from avsc.data.split import assign_subsets
 
     store = FeatureStore(cache)
@@ -812,27 +1121,8 @@ def _finalize(cache: Path, dataset, config: PreprocessConfig) -> None:
     if "warnings" in table:
         table["warnings"] = ["; ".join(w) if isinstance(w, list) else "" for w in table["warnings"]]
     with atomic_path(cache / "index.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    if "train" not in dataset.folds:
-        log.warning("%s has no fold1_train: no split and no normalisation statistics", dataset.root)
-        return
-    dc = config.data
-    subsets = assign_subsets(dataset, dc.val_fraction, dc.split, dc.seed)
+        table.to_csv(tmp, index=False, encoding="utf-8")
+    subsets = assign_subsets(manifest, config.data)
     with atomic_path(cache / "split.csv") as tmp:
-        subsets.to_csv(tmp, index=False)
-    finished = set(index["clip"]) if len(index) else set()
-    train = sorted(c for c in subsets.loc[subsets["subset"] == "train", "clip"] if c in finished)
-    if not train:
-        log.warning("no finished training clips: no normalisation statistics")
-        return
-    digest = hashlib.sha1("\n".join(train).encode()).hexdigest()
-    for kind in config.features:
-        path = cache / "stats" / f"{kind}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                if "clips_sha1" in z and str(z["clips_sha1"]) == digest:
-                    continue
-        stats = normalization_stats(store.load_audio(c, kind) for c in train)
-        arrays = stats.to_arrays()
-        arrays["clips_sha1"] = np.asarray(digest)
-        _save_npz(path, arrays)
+        subsets.to_csv(tmp, index=False, encoding="utf-8")
+    _write_stats(store, cache / "stats", subsets)

@@ -65,6 +65,7 @@ RESUMABLE_KEYS = frozenset(
         "train.eval_batch_size",
         "train.frames_in_memory",
         "train.audio_in_memory",
+        "train.cpu_threads",
         "train.max_epochs",
         "train.patience",
         "train.seeds",  # which other seeds are trained: each run has its own train.seed
@@ -239,6 +240,19 @@ class FitResult:
     info: dict[str, float] = field(default_factory=dict)  # figures to report with the metrics
 
 
+class _Gathered:
+    """The batches of ``sampler`` from ``dataset.gather`` (see :meth:`FrameSamples.gather`)."""
+
+    def __init__(self, dataset, sampler):
+        self.dataset, self.sampler = dataset, sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return (self.dataset.gather(idx) for idx in self.sampler)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -352,6 +366,8 @@ def _fit(
 ) -> FitResult:
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
+    if cfg.cpu_threads is not None and device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
     distributed = init_distributed(device)
     world, rank = dist_info()
     main = rank == 0
@@ -417,14 +433,19 @@ def _fit(
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(seed)  # e.g. which augmentation-bank view each sample gets
         sampler = GlobalBatchSampler(n, cfg.batch_size // per_item, world, rank, seed, iters)
-        loader = DataLoader(
-            train_set,
-            batch_sampler=sampler,
-            num_workers=cfg.num_workers,
-            generator=gen,
-            pin_memory=device.type == "cuda",
-            collate_fn=getattr(train_set, "collate", None),  # e.g. JPEG bytes as a list
-        )
+        if cfg.num_workers == 0 and getattr(train_set, "gathers", False):
+            # in-memory inputs without per-item randomness: each batch in one indexing step,
+            # the very tensors the DataLoader's per-item collation gives (without its cost)
+            loader = _Gathered(train_set, sampler)
+        else:
+            loader = DataLoader(
+                train_set,
+                batch_sampler=sampler,
+                num_workers=cfg.num_workers,
+                generator=gen,
+                pin_memory=device.type == "cuda",
+                collate_fn=getattr(train_set, "collate", None),  # e.g. JPEG bytes as a list
+            )
         net.train()
         total, count = 0.0, 0
         last_lr = optimizer.param_groups[0]["lr"]
