@@ -71,7 +71,7 @@ def test_confusion_and_per_class_table():
     np.testing.assert_array_equal(
         confusion(y, p), confusion_matrix(y, p.argmax(1), labels=range(10))
     )
-    t = per_class_table(y, p)
+    t = per_class_table(y, p, LABELS)
     assert list(t.scene_label) == list(LABELS) and t.segments.sum() == len(y)
     assert t.accuracy.mean() == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
 
@@ -80,7 +80,7 @@ def test_submission_file(tmp_path):
     y, p = random_case(n=20, seed=2)
     names = [f"clip{i}_{i % 10}.wav" for i in range(20)]
     path = tmp_path / "sub.tsv"
-    write_submission(path, names, p)
+    write_submission(path, names, p, LABELS)
     lines = path.read_text().splitlines()
     assert lines[0].split("\t") == ["filename", "scene_label", *LABELS]
     df = pd.read_csv(path, sep="\t")

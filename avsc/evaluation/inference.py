@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from avsc.evaluation.metrics import dcase_metrics
+from avsc.features.datasets import batches
 
 
 @torch.no_grad()
@@ -28,9 +29,8 @@ def predict_segments(
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    loader = DataLoader(segments, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     parts: dict[str, list[np.ndarray]] = {}
-    for batch in loader:
+    for batch in batches(segments, batch_size, num_workers):
         label = batch.pop("label")
         index = batch.pop("index")
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -85,15 +85,14 @@ def encode_segments(
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    loader = DataLoader(segments, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    batches, labels, index = [], [], []
-    for batch in loader:
+    out, labels, index = [], [], []
+    for batch in batches(segments, batch_size, num_workers):
         labels.append(batch.pop("label").numpy())
         index.append(batch.pop("index").numpy())
         enc = model.encode(**{k: v.to(device) for k, v in batch.items()})
-        batches.append({k: None if v is None else v.cpu() for k, v in enc.items()})
+        out.append({k: None if v is None else v.cpu() for k, v in enc.items()})
     model.train(was_training)
-    return Encoded(batches, np.concatenate(labels), np.concatenate(index))
+    return Encoded(out, np.concatenate(labels), np.concatenate(index))
 
 
 @torch.no_grad()

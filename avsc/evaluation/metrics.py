@@ -1,4 +1,5 @@
-"""DCASE 2021 Task 1B metrics on 1-s segments, method.md section 8."""
+"""DCASE 2021 Task 1B metrics on 1-s segments (method.md section 8), and the same figures at
+clip level (a clip's probabilities: the mean of its segments')."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from avsc.data.tau import LABELS
-
 EPS = 1e-15
+
+#: the columns of a result's per-segment table (``proba``) before its probability columns,
+#: one per label
+SEGMENT_COLUMNS = ("clip", "segment", "label", "identifier", "filename")
+
+
+def probability_columns(proba: pd.DataFrame) -> list[str]:
+    """The labels of a per-segment probability table: every column but the segment's own."""
+    return [str(c) for c in proba.columns if c not in SEGMENT_COLUMNS]
 
 
 def clip_and_renormalise(proba: np.ndarray, eps: float = EPS) -> np.ndarray:
@@ -58,9 +66,28 @@ def dcase_metrics(
     }
 
 
-def per_class_table(
-    y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str] = LABELS
-) -> pd.DataFrame:
+def clip_probabilities(proba: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """One row per clip of a result's ``proba`` (one row per segment): ``clip``, ``label``
+    and the mean of its segments' probabilities per class (the clip's decision), sorted by
+    clip."""
+    cols = list(labels)
+    g = proba.groupby("clip", sort=True)
+    out = g[cols].mean()
+    out.insert(0, "label", g["label"].first())
+    out.insert(1, "segments", g.size())
+    return out.reset_index()
+
+
+def clip_metrics(proba: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
+    """:func:`dcase_metrics` of the clips' decisions (:func:`clip_probabilities`), as
+    ``clip_logloss_classwise``, ``clip_logloss_overall``, ``clip_accuracy_classwise`` and
+    ``clip_accuracy_overall``."""
+    clips = clip_probabilities(proba, labels)
+    m = dcase_metrics(clips["label"], clips[list(labels)].to_numpy(), n_classes=len(labels))
+    return {f"clip_{k}": v for k, v in m.items()}
+
+
+def per_class_table(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
     """One row per class: segments, log loss and accuracy (the DCASE per-class table)."""
     y = np.asarray(y_true, dtype=int)
     ll = segment_log_loss(y, proba)
@@ -82,12 +109,13 @@ def per_class_table(
 def confusion(
     y_true: np.ndarray,
     proba: np.ndarray,
-    n_classes: int = len(LABELS),
+    n_classes: int | None = None,
     normalize: str | None = None,
 ) -> np.ndarray:
     """Confusion matrix (rows: true class, columns: predicted) via sklearn."""
     from sklearn.metrics import confusion_matrix
 
+    n_classes = np.asarray(proba).shape[1] if n_classes is None else n_classes
     return confusion_matrix(
         np.asarray(y_true, dtype=int),
         np.asarray(proba).argmax(axis=1),
@@ -97,21 +125,19 @@ def confusion(
 
 
 def submission_frame(
-    filenames: Sequence[str], proba: np.ndarray, labels: Sequence[str] = LABELS
+    filenames: Sequence[str], proba: np.ndarray, labels: Sequence[str]
 ) -> pd.DataFrame:
-    """The DCASE submission table: ``filename  scene_label  airport  bus ... tram``, one row
-    per 1-s segment; ``scene_label`` is the most probable class."""
+    """The DCASE submission table: ``filename  scene_label  <label> ...`` (TAU: ``airport
+    bus ... tram``), one row per 1-s segment; ``scene_label`` is the most probable class."""
     p = np.asarray(proba, dtype=np.float64)
     df = pd.DataFrame(
         {"filename": list(filenames), "scene_label": [labels[i] for i in p.argmax(axis=1)]}
     )
-    for k, name in enumerate(labels):
-        df[name] = p[:, k]
-    return df
+    return pd.concat([df, pd.DataFrame(p, columns=list(labels))], axis=1)
 
 
 def write_submission(
-    path, filenames: Sequence[str], proba: np.ndarray, labels: Sequence[str] = LABELS
+    path, filenames: Sequence[str], proba: np.ndarray, labels: Sequence[str]
 ) -> str:
     """Write the DCASE submission TSV atomically; returns a short preview to print: where it
     is, how many rows, and its header and first rows, whole."""
@@ -121,7 +147,7 @@ def write_submission(
 
     with atomic_path(path) as tmp:
         submission_frame(filenames, proba, labels).to_csv(
-            tmp, sep="\t", index=False, float_format="%.6f"
+            tmp, sep="\t", index=False, float_format="%.6f", encoding="utf-8"
         )
-    lines = Path(path).read_text().splitlines()
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
     return "\n".join([f"{path}: {len(lines) - 1} rows; the first 3:", *lines[:4]])

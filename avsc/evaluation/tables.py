@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from avsc.data.tau import LABELS
-from avsc.evaluation.metrics import confusion, per_class_table
+from avsc.evaluation.metrics import confusion, per_class_table, probability_columns
 
 #: The paper's numbers (method.md section 9): class-wise log loss and accuracy (%).
 PAPER = pd.DataFrame(
@@ -45,14 +44,45 @@ PRIOR_WORK = pd.DataFrame(
 )
 
 
+def _labels(result) -> list[str]:
+    return list(getattr(result, "labels", None) or probability_columns(result.proba))
+
+
+def clip_columns(
+    proba: pd.DataFrame, labels=None, n_resamples: int | None = None
+) -> dict[str, float]:
+    """The clip-level figures of a result's ``proba`` (a clip's decision: the mean of its
+    segments' probabilities): class-wise log loss and accuracy (%) with their 95 % intervals
+    (bootstrap over clips, stratified by class)."""
+    from avsc.evaluation.metrics import clip_metrics
+    from avsc.evaluation.uncertainty import interval
+
+    labels = probability_columns(proba) if labels is None else list(labels)
+    m = clip_metrics(proba, labels)
+    kw = {} if n_resamples is None else {"n_resamples": n_resamples}
+    ll = interval(proba, "logloss", level="clip", **kw)
+    acc = interval(proba, "accuracy", level="clip", **kw)
+    return {
+        "clip_logloss": m["clip_logloss_classwise"],
+        "clip_logloss_low": ll[0],
+        "clip_logloss_high": ll[1],
+        "clip_accuracy": 100 * m["clip_accuracy_classwise"],
+        "clip_accuracy_low": 100 * acc[0],
+        "clip_accuracy_high": 100 * acc[1],
+    }
+
+
 def results_table(results, paper: bool = True) -> pd.DataFrame:
     """One row per result: system, feature, backbone, class-wise log loss and accuracy (%)
-    with their 95 % intervals (bootstrap over evaluation clips, stratified by class:
-    :mod:`avsc.evaluation.uncertainty`), training wall time, and the paper's figures beside
-    them where the paper has that row. A result trained with several seeds
-    (``train.seeds``) adds ``seeds`` and the mean and standard deviation (ddof 1) over them
-    of both figures: the interval says how much the evaluation clips move a number, the
-    standard deviation how much the training's randomness does."""
+    on 1-s segments (DCASE's official figures) with their 95 % intervals (bootstrap over
+    evaluation clips, stratified by class: :mod:`avsc.evaluation.uncertainty`), the same at
+    clip level (``clip_logloss``, ``clip_accuracy``: each clip decided by the mean of its
+    segments' probabilities), training wall time, and (``paper``, for TAU Urban
+    Audio-Visual Scenes 2021) the paper's figures beside them where the paper has that row.
+    A result trained with several seeds (``train.seeds``) adds ``seeds`` and the mean and
+    standard deviation (ddof 1) over them of both figures: the interval says how much the
+    evaluation clips move a number, the standard deviation how much the training's
+    randomness does."""
     from avsc.evaluation.uncertainty import interval
 
     rows = []
@@ -74,6 +104,7 @@ def results_table(results, paper: bool = True) -> pd.DataFrame:
                 "accuracy_overall": 100 * r.metrics["accuracy_overall"],
                 "train_seconds": round(r.seconds, 1),
                 **_over_seeds(getattr(r, "seed_metrics", None) or {}),
+                **clip_columns(r.proba, _labels(r)),
             }
         )
     df = pd.DataFrame(rows)
@@ -112,12 +143,15 @@ CLAIMS = (
 )
 
 
-def claims_table(results) -> pd.DataFrame:
+def claims_table(results, paper: bool = True) -> pd.DataFrame:
     """The paper's comparisons on this run: per pair of results (same evaluation clips), the
     difference A - B in class-wise log loss with its 95 % interval from resampling the same
     clips for both (:func:`avsc.evaluation.uncertainty.paired_interval`), the paper's
     difference, and a verdict: ``holds`` (same sign as the paper, interval excludes zero),
-    ``reversed`` (opposite sign, interval excludes zero) or ``undecided`` (it includes zero)."""
+    ``reversed`` (opposite sign, interval excludes zero) or ``undecided`` (it includes zero).
+    Without ``paper`` (another collection than TAU Urban Audio-Visual Scenes 2021) the
+    paper's column is left out and the verdict says which is lower: ``A lower``, ``B lower``
+    or ``undecided``."""
     from avsc.evaluation.uncertainty import paired_interval
 
     by = {(r.system, r.feature, r.backbone): r for r in results}
@@ -146,26 +180,31 @@ def claims_table(results) -> pd.DataFrame:
                 pb = _paper_row(
                     alias.get(sb, sb) if what.startswith("ablation") else sb, feature, backbone
                 )[1]
-            paper = pa - pb
+            ref = pa - pb
             if low <= 0 <= high:
                 verdict = "undecided"
-            elif np.sign(diff) == np.sign(paper):
+            elif not paper:
+                verdict = "A lower" if diff < 0 else "B lower"
+            elif np.sign(diff) == np.sign(ref):
                 verdict = "holds"
             else:
                 verdict = "reversed"
-            rows.append(
-                {
-                    "claim": what,
-                    "A": a.name,
-                    "B": b.name,
-                    "logloss_diff": diff,
-                    "diff_low": low,
-                    "diff_high": high,
-                    "paper_diff": paper,
-                    "verdict": verdict,
-                }
-            )
-    return pd.DataFrame(rows)
+            row = {
+                "claim": what,
+                "A": a.name,
+                "B": b.name,
+                "logloss_diff": diff,
+                "diff_low": low,
+                "diff_high": high,
+                "paper_diff": ref,
+                "verdict": verdict,
+            }
+            if not paper:
+                del row["paper_diff"]
+            rows.append(row)
+    columns = ["claim", "A", "B", "logloss_diff", "diff_low", "diff_high"]
+    columns += ["paper_diff", "verdict"] if paper else ["verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _paper_row(system: str, feature: str | None, backbone: str | None):
@@ -187,24 +226,34 @@ def _paper_row(system: str, feature: str | None, backbone: str | None):
 
 def confusion_of(result) -> np.ndarray:
     """The confusion matrix of a result's evaluate-subset segments."""
-    p = result.proba[list(LABELS)].to_numpy()
+    p = result.proba[_labels(result)].to_numpy()
     return confusion(result.proba["label"].to_numpy(), p)
 
 
 def per_class_of(results) -> pd.DataFrame:
     """Per-class log loss and accuracy (%) of each result with their 95 % intervals (bootstrap
-    over the class's evaluation clips), one block of rows per system."""
-    from avsc.evaluation.uncertainty import per_class_intervals
+    over the class's evaluation clips), on 1-s segments and (``clip_``) on the clips'
+    decisions, one block of rows per system."""
+    from avsc.evaluation.uncertainty import clip_table, per_class_intervals
 
     frames = []
     for r in results:
-        t = per_class_table(r.proba["label"].to_numpy(), r.proba[list(LABELS)].to_numpy())
+        labels = _labels(r)
+        t = per_class_table(r.proba["label"].to_numpy(), r.proba[labels].to_numpy(), labels)
         ci = per_class_intervals(r.proba).set_index("label")
         t.insert(t.columns.get_loc("logloss") + 1, "logloss_low", t.index.map(ci["logloss_low"]))
         t.insert(t.columns.get_loc("logloss") + 2, "logloss_high", t.index.map(ci["logloss_high"]))
         t["accuracy"] *= 100  # %, like every table
         t["accuracy_low"] = 100 * t.index.map(ci["accuracy_low"])
         t["accuracy_high"] = 100 * t.index.map(ci["accuracy_high"])
+        clips = clip_table(r.proba, labels, level="clip").groupby("label")
+        cci = per_class_intervals(r.proba, level="clip").set_index("label")
+        t["clip_logloss"] = t.index.map(clips["logloss"].mean())
+        t["clip_logloss_low"] = t.index.map(cci["logloss_low"])
+        t["clip_logloss_high"] = t.index.map(cci["logloss_high"])
+        t["clip_accuracy"] = 100 * t.index.map(clips["correct"].mean())
+        t["clip_accuracy_low"] = 100 * t.index.map(cci["accuracy_low"])
+        t["clip_accuracy_high"] = 100 * t.index.map(cci["accuracy_high"])
         t.insert(0, "system", r.name)
         frames.append(t)
     return pd.concat(frames, ignore_index=True)
@@ -224,6 +273,8 @@ _NAMES = {
     "top1_after_ncm": "top-1 % after (nearest class mean)",
     "logloss_diff": "Δ log loss (A - B)",
     "paper_diff": "paper Δ log loss",
+    "clip_logloss": "clip log loss (class-wise)",
+    "clip_accuracy": "clip accuracy % (class-wise)",
 }
 OFFICIAL_LOGLOSS = "log loss (class-wise, official)"
 OFFICIAL_ACCURACY = "accuracy % (class-wise, official)"
@@ -244,10 +295,23 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
     names = dict(_NAMES)
     names["logloss"] = OFFICIAL_LOGLOSS if results else "log loss"
     names["accuracy"] = OFFICIAL_ACCURACY if results else "accuracy %"
-    for metric, fmt in (("logloss", "{:.3f}"), ("accuracy", "{:.1f}"), ("diff", "{:+.3f}")):
+    intervals = (
+        ("logloss", "{:.3f}"),
+        ("accuracy", "{:.1f}"),
+        ("diff", "{:+.3f}"),
+        ("clip_logloss", "{:.3f}"),
+        ("clip_accuracy", "{:.1f}"),
+    )
+    for metric, fmt in intervals:
         lo, hi = f"{metric}_low", f"{metric}_high"
         if {lo, hi} <= set(out.columns):
-            name = {"logloss": "log loss", "accuracy": "accuracy", "diff": "Δ"}[metric]
+            name = {
+                "logloss": "log loss",
+                "accuracy": "accuracy",
+                "diff": "Δ",
+                "clip_logloss": "clip log loss",
+                "clip_accuracy": "clip accuracy",
+            }[metric]
             out[f"{name} 95 % CI"] = [
                 f"{fmt.format(a)} to {fmt.format(b)}" for a, b in zip(out[lo], out[hi], strict=True)
             ]
@@ -277,6 +341,10 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
         "accuracy % over seeds (mean ± std)",
         "paper accuracy %",
         "Δ accuracy (points)",
+        "clip log loss (class-wise)",
+        "clip log loss 95 % CI",
+        "clip accuracy % (class-wise)",
+        "clip accuracy 95 % CI",
     ]
     if results:
         ident = [

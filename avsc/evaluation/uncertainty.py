@@ -11,16 +11,34 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from avsc.data.tau import LABELS
-from avsc.evaluation.metrics import segment_log_loss
+from avsc.evaluation.metrics import clip_probabilities, probability_columns, segment_log_loss
 
 N_RESAMPLES = 2000
 LEVEL = 0.95
 
 
-def clip_table(proba: pd.DataFrame, labels: Sequence[str] = LABELS) -> pd.DataFrame:
-    """Per evaluation clip of a result's ``proba`` (one row per segment): its class, and the
-    sums and count of its segments' log loss and correctness, sorted by clip."""
+def clip_table(
+    proba: pd.DataFrame, labels: Sequence[str] | None = None, level: str = "segment"
+) -> pd.DataFrame:
+    """Per evaluation clip of a result's ``proba`` (one row per segment; ``labels`` its
+    probability columns, default all but the segment's own): its class, and the sums and
+    count of its segments' log loss and correctness (``level="segment"``, DCASE's figures),
+    or the log loss and correctness of the clip's own decision, the mean of its segments'
+    probabilities, with a count of 1 (``level="clip"``); sorted by clip."""
+    labels = probability_columns(proba) if labels is None else list(labels)
+    if level == "clip":
+        clips = clip_probabilities(proba, labels)
+        y = clips["label"].to_numpy()
+        p = clips[labels].to_numpy()
+        return pd.DataFrame(
+            {
+                "clip": clips["clip"].to_numpy(),
+                "label": y,
+                "logloss": segment_log_loss(y, p),
+                "correct": (p.argmax(axis=1) == y).astype(float),
+                "n": np.ones(len(clips), dtype=np.int64),
+            }
+        )
     y = proba["label"].to_numpy()
     p = proba[list(labels)].to_numpy()
     seg = pd.DataFrame(
@@ -87,12 +105,17 @@ def _bootstrap(samples: list[np.ndarray], statistic, seed: int, n_resamples: int
 
 
 def interval(
-    proba: pd.DataFrame, metric: str = "logloss", seed: int = 0, n_resamples: int = N_RESAMPLES
+    proba: pd.DataFrame,
+    metric: str = "logloss",
+    seed: int = 0,
+    n_resamples: int = N_RESAMPLES,
+    level: str = "segment",
 ) -> tuple[float, float]:
     """95 % interval of a result's class-wise ``metric`` ("logloss" or "accuracy", a
-    fraction), by stratified bootstrap over evaluation clips."""
+    fraction) at ``level`` ("segment": DCASE's 1-s figures; "clip": the clips' decisions),
+    by stratified bootstrap over evaluation clips."""
     column = "logloss" if metric == "logloss" else "correct"
-    samples = _samples([clip_table(proba)], column)
+    samples = _samples([clip_table(proba, level=level)], column)
 
     def stat(*groups, axis=-1):
         return _classwise([g[0] for g in groups], [g[1] for g in groups])
@@ -124,12 +147,12 @@ def paired_interval(
 
 
 def per_class_intervals(
-    proba: pd.DataFrame, seed: int = 0, n_resamples: int = N_RESAMPLES
+    proba: pd.DataFrame, seed: int = 0, n_resamples: int = N_RESAMPLES, level: str = "segment"
 ) -> pd.DataFrame:
-    """Per class: 95 % intervals of its log loss and accuracy (a fraction), by bootstrap over
-    its evaluation clips. Columns ``label``, ``logloss_low``, ``logloss_high``,
-    ``accuracy_low``, ``accuracy_high``."""
-    t = clip_table(proba)
+    """Per class: 95 % intervals of its log loss and accuracy (a fraction) at ``level``
+    (segments, or the clips' decisions), by bootstrap over its evaluation clips. Columns
+    ``label``, ``logloss_low``, ``logloss_high``, ``accuracy_low``, ``accuracy_high``."""
+    t = clip_table(proba, level=level)
     rows = []
     for k, g in t.groupby("label", sort=True):
         row: dict[str, float] = {"label": int(k)}

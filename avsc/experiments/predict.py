@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from avsc.config import ExperimentConfig
-from avsc.data.tau import LABELS
+from avsc.data.manifest import VIDEO_EXTENSIONS
 from avsc.experiments.registry import Parts, SystemUsageError, UnknownSystem, get_system
 from avsc.models.systems import AVSystem
 from avsc.models.visual import VisualEncoder
@@ -49,7 +49,7 @@ def system_from_checkpoint(
             warnings.simplefilter("ignore")
             ve = VisualEncoder(v["name"], weights=None, image_size=int(v["image_size"]))
     n_bins = int(extra["norm_mean"].shape[-1]) if extra.get("feature") else None
-    labels = extra.get("labels", LABELS)
+    labels = checkpoint_labels(extra, where)
     model = spec.build(Parts(cfg, len(labels), n_bins=n_bins, visual=ve, pretrained=None))
     try:
         model.load_state_dict(ck["model"])
@@ -59,6 +59,18 @@ def system_from_checkpoint(
             f"{where}: its weights do not fit the {spec.name} system registered now ({first})"
         ) from exc
     return model.eval(), extra, cfg
+
+
+def checkpoint_labels(extra: dict, where: str = "checkpoint") -> list[str]:
+    """The class names a checkpoint's outputs stand for (recorded by the training from its
+    feature store); a :class:`CheckpointError` when it records none."""
+    labels = extra.get("labels")
+    if not labels:
+        raise CheckpointError(
+            f"{where}: records no class names (extra.labels); it was not written by avsc "
+            "train, or by a version before labels were recorded: train it again"
+        )
+    return [str(x) for x in labels]
 
 
 class PredictNote(UserWarning):
@@ -90,9 +102,9 @@ def predict_clip(
 
     model, extra, cfg = _cached_system(checkpoint)
     model.to(device)
-    labels = list(extra.get("labels", LABELS))
+    labels = checkpoint_labels(extra, str(checkpoint))
     clip = Path(clip)
-    is_video = clip.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm")
+    is_video = clip.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS
     seg_s = cfg.audio.segment_seconds
     needs_video = model.visual_input is not None
     if needs_video and not is_video:
@@ -163,9 +175,7 @@ def predict_clip(
             "scene_label": [labels[i] for i in proba.argmax(axis=1)],
         }
     )
-    for k, name in enumerate(labels):
-        df[name] = proba[:, k]
-    return df
+    return pd.concat([df, pd.DataFrame(proba, columns=labels)], axis=1)
 
 
 @functools.lru_cache(maxsize=2)
@@ -185,33 +195,6 @@ def _cached_system(checkpoint: str | os.PathLike | dict):
     return _cached(str(Path(checkpoint).resolve()), st.st_mtime_ns, st.st_size)
 
 
-def evaluation_files(root: str | os.PathLike) -> pd.DataFrame:
-    """The files of a DCASE evaluation set (1-s clips, no labels): ``filename_audio`` and
-    ``filename_video`` of ``evaluation_setup/fold1_test.csv`` (also under a sibling
-    ``<name>.meta/`` folder), else every ``audio/*.wav`` with its ``video/<name>.mp4``."""
-    from avsc.data.tau import DatasetError, find_meta_dir, read_tsv
-
-    root = Path(root)
-    try:
-        listing = find_meta_dir(root) / "evaluation_setup" / "fold1_test.csv"
-    except DatasetError:
-        listing = root / "evaluation_setup" / "fold1_test.csv"
-    if listing.is_file():
-        return read_tsv(listing, ("filename_audio", "filename_video"))
-    wavs = sorted((root / "audio").glob("*.wav"))
-    if not wavs:
-        raise FileNotFoundError(
-            f"{root}: no evaluation_setup/fold1_test.csv and no audio/*.wav: not an evaluation "
-            "set root"
-        )
-    return pd.DataFrame(
-        {
-            "filename_audio": [f"audio/{w.name}" for w in wavs],
-            "filename_video": [f"video/{w.stem}.mp4" for w in wavs],
-        }
-    )
-
-
 def predict_folder(
     root: str | os.PathLike,
     checkpoint: str | os.PathLike,
@@ -219,19 +202,20 @@ def predict_folder(
     device: str = "cpu",
     every: int = 200,
 ) -> str:
-    """Classify every file of an evaluation set (:func:`evaluation_files`: 1-s clips, no
+    """Classify every file of an evaluation set (:func:`avsc.data.evaluation_files`: 1-s clips, no
     labels) with a trained system and write the DCASE submission file ``out`` (tab-separated
     ``filename  scene_label  airport ... tram``, ``filename`` the audio file's name; a file of
     more than one segment gets the mean of its segments). Rows are kept in
     ``<out>.partial.tsv`` every ``every`` files, so an interrupted run resumes where it
     stopped; the submission is written atomically at the end. Returns its preview."""
+    from avsc.data import evaluation_files
     from avsc.evaluation.metrics import write_submission
     from avsc.utils import atomic_path
 
     root, out = Path(root), Path(out)
     files = evaluation_files(root)
     model, extra, _ = _cached_system(checkpoint)
-    labels = list(extra.get("labels", LABELS))
+    labels = checkpoint_labels(extra, str(checkpoint))
     needs = [k for k, used in (("audio", model.ae is not None), ("video", model.visual_input))
              if used]  # fmt: skip
     partial = out.with_name(out.name + ".partial.tsv")

@@ -147,6 +147,14 @@ class SystemSpec:
     def takes(self, what: str) -> bool:
         return what in self.inputs
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The media the system needs: ``audio`` when it takes an acoustic feature, ``video``
+        when it takes a visual backbone."""
+        return tuple(
+            m for m, inp in (("audio", "feature"), ("video", "backbone")) if inp in self.inputs
+        )
+
     def result_name(self, feature: str | None = None, backbone: str | None = None) -> str:
         """Folder name of a trained instance: ``audio_only_scalogram``,
         ``video_only_resnet50``, ``joint_fbank_tf_efficientnetv2_s`` ..."""

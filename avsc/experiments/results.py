@@ -20,6 +20,10 @@ METRIC_KEYS = (
     "logloss_overall",
     "accuracy_classwise",
     "accuracy_overall",
+    "clip_logloss_classwise",
+    "clip_logloss_overall",
+    "clip_accuracy_classwise",
+    "clip_accuracy_overall",
     "best_epoch",
     "best_val_logloss",
     "fusion_weight_audio",
@@ -28,6 +32,24 @@ METRIC_KEYS = (
 
 class MissingArtifact(FileNotFoundError):
     """An artifact a step needs is absent; names what makes it (a notebook or a command)."""
+
+
+class NotebookSkipped(RuntimeError):
+    """The collection lacks what a notebook works on (video, audio, folds): the notebook has
+    nothing to do. ``avsc run`` skips such a notebook, saying so in its executed copy."""
+
+
+def skip_reason(missing: list[str], needed, store) -> str:
+    """Why a notebook that needs ``needed`` has nothing to do with ``store``'s collection."""
+    have = " + ".join(store.modalities) + (", folds" if store.folds else ", no folds")
+    if missing == ["folds"]:
+        why = (
+            "this collection has no folds (a fold column in its manifest), so there is nothing "
+            "to cross-validate"
+        )
+    else:
+        why = f"this collection has no {' and no '.join(missing)}"
+    return f"{why} (it holds {have}); this notebook works on {' and '.join(needed)}: skipped"
 
 
 @dataclass
@@ -47,6 +69,12 @@ class StrategyResult:
     #: the metrics of every trained seed (this result's own first), when trained with
     #: ``train.seeds`` (see :meth:`avsc.experiments.Results.load`)
     seed_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    #: the class names, in the order of the model's outputs (the feature store's labels)
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            self.labels = labels_of(self.proba)
 
     @staticmethod
     def name_for(system: str, feature: str | None = None, backbone: str | None = None) -> str:
@@ -62,6 +90,7 @@ class StrategyResult:
             **self.metrics,
             "seconds": round(self.seconds, 1),
             "checkpoint": str(self.checkpoint),
+            "labels": list(self.labels),
         }
 
     def save(self, folder: str | os.PathLike) -> None:
@@ -70,7 +99,7 @@ class StrategyResult:
         out = Path(folder)
         atomic_write_json(out / "metrics.json", self.summary())
         with atomic_path(out / "proba.csv") as tmp:
-            self.proba.to_csv(tmp, index=False, float_format="%.6g")
+            self.proba.to_csv(tmp, index=False, float_format="%.6g", encoding="utf-8")
         if self.embeddings:
             with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(
@@ -82,14 +111,14 @@ class StrategyResult:
     @staticmethod
     def load_metrics(folder: str | os.PathLike) -> dict[str, float]:
         """Only the metrics of the result saved in ``folder`` (its ``metrics.json``)."""
-        meta = json.loads((Path(folder) / "metrics.json").read_text())
+        meta = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
         return {k: meta[k] for k in METRIC_KEYS if k in meta}
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> StrategyResult:
         """The result saved in ``folder`` (by :meth:`save` and the fit loop)."""
         d = Path(folder)
-        meta = json.loads((d / "metrics.json").read_text())
+        meta = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
         emb = {}
         if (d / "embeddings.npz").is_file():
             with np.load(d / "embeddings.npz", allow_pickle=False) as z:
@@ -102,8 +131,26 @@ class StrategyResult:
             backbone=meta["backbone"],
             metrics={k: meta[k] for k in METRIC_KEYS if k in meta},
             checkpoint=Path(meta["checkpoint"]),
-            proba=pd.read_csv(d / "proba.csv"),
+            proba=_read_proba(d / "proba.csv", meta.get("labels")),
             embeddings=emb,
             history=pd.read_csv(history) if history.is_file() else pd.DataFrame(),
             seconds=float(meta.get("seconds", 0.0)),
+            labels=tuple(meta.get("labels") or ()),
         )
+
+
+def labels_of(proba: pd.DataFrame) -> tuple[str, ...]:
+    """The probability columns of a ``proba`` table (every column but the segment's own)."""
+    from avsc.evaluation.metrics import probability_columns
+
+    return tuple(probability_columns(proba))
+
+
+def _read_proba(path: Path, labels) -> pd.DataFrame:
+    """``proba.csv`` with the segment columns as written (clip ids and groups stay text,
+    whatever they look like) and each probability column as a number."""
+    text = {c: str for c in ("clip", "identifier", "filename")}
+    df = pd.read_csv(path, dtype=text, keep_default_na=False, encoding="utf-8")
+    if labels:  # the header holds the labels as written; pandas may mangle duplicates only
+        df.columns = [*df.columns[: len(df.columns) - len(labels)], *labels]
+    return df

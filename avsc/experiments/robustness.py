@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 
 from avsc.config import RobustnessConfig
-from avsc.data.tau import LABELS
 from avsc.evaluation.inference import decide_segments, encode_segments
 from avsc.evaluation.metrics import dcase_metrics
+from avsc.evaluation.tables import clip_columns
 from avsc.evaluation.uncertainty import interval
 from avsc.experiments.predict import system_from_checkpoint
 from avsc.experiments.results import StrategyResult
-from avsc.experiments.strategies import training_inputs
+from avsc.experiments.strategies import probability_frame, training_inputs
 from avsc.experiments.workspace import Workspace
 
 _STREAM = {"audio": 1, "video": 2, "asynchronous": 3}  # independent seeded draws
@@ -95,10 +95,12 @@ def evaluate_conditions(
     batch_size: int = 64,
     device="cpu",
     n_resamples: int | None = None,
+    labels: tuple[str, ...] | list[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Every condition of :func:`conditions` for ``model`` on ``segments`` (a
     ``SegmentSamples`` whose rows are ``seg_table``'s: ``filename``, ``clip``, ``segment``,
-    ``label``). Returns one row per condition (``condition``, ``modality``, ``rate``,
+    ``label``; ``labels`` names the model's outputs, default ``0 .. C-1``). Returns one
+    row per condition (``condition``, ``modality``, ``rate``,
     ``clips_affected``, class-wise ``logloss`` and ``accuracy`` (%) with their 95 % intervals,
     overall figures) and each condition's per-segment probabilities."""
     enc = encode_segments(model, segments, batch_size, device)
@@ -117,10 +119,9 @@ def evaluate_conditions(
             masks["video_order"] = asynchronous_order(clip, seg["segment"].to_numpy(), config.seed)
             affected = len(set(clip))
         p = decide_segments(model, enc, device=device, **masks)
-        proba = seg.copy()
-        for k, label in enumerate(LABELS):
-            proba[label] = p[:, k]
-        m = dcase_metrics(enc.label, p, n_classes=len(LABELS))
+        names = list(labels) if labels is not None else [str(k) for k in range(p.shape[1])]
+        proba = probability_frame(seg, p, names)
+        m = dcase_metrics(enc.label, p, n_classes=len(names))
         lo, hi = interval(proba, "logloss", **kwargs)
         alo, ahi = interval(proba, "accuracy", **kwargs)
         rows.append(
@@ -137,6 +138,7 @@ def evaluate_conditions(
                 "accuracy_high": 100 * ahi,
                 "logloss_overall": m["logloss_overall"],
                 "accuracy_overall": 100 * m["accuracy_overall"],
+                **clip_columns(proba, names, n_resamples),
             }
         )
         probas[c.name] = proba
@@ -162,6 +164,7 @@ def robustness_of(
         cfg.train.eval_batch_size,
         ws.device,
         n_resamples,
+        ws.labels,
     )
     ident = {
         "name": result.name,

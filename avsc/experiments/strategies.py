@@ -25,9 +25,8 @@ import pandas as pd
 import torch
 
 from avsc.config import FEATURE_KINDS, ExperimentConfig
-from avsc.data.tau import LABELS
 from avsc.evaluation.inference import predict_segments, validation_metrics
-from avsc.evaluation.metrics import dcase_metrics
+from avsc.evaluation.metrics import clip_metrics, dcase_metrics
 from avsc.experiments.registry import (
     Parts,
     SystemSpec,
@@ -80,8 +79,15 @@ def train_system(
             raise SystemUsageError(f"system {spec.name} takes no {what} (got {value!r})")
     if audio_checkpoint is not None and not spec.takes("audio_checkpoint"):
         raise SystemUsageError(f"system {spec.name} takes no audio checkpoint")
+    check_modalities(spec, ws.store)
     if spec.takes("feature"):
-        feature = feature or FEATURE_KINDS[0]
+        feature = feature or ws.store.features[0]
+        if feature not in ws.store.features:
+            raise SystemUsageError(
+                f"system {spec.name}: the feature store {ws.store.path} holds no {feature} "
+                f"features (it holds {', '.join(ws.store.features)}); run avsc preprocess "
+                f"--features {feature} on it"
+            )
     torch.manual_seed(cfg.train.seed)
     ve = ws.visual_encoder(backbone) if spec.takes("backbone") else None
     n_bins = _n_bins(ws, feature) if feature else None
@@ -109,7 +115,9 @@ def train_system(
             )
         return trained(other)
 
-    parts = Parts(cfg, len(LABELS), n_bins=n_bins, visual=ve, pretrained=pretrained, trained=needed)
+    parts = Parts(
+        cfg, len(ws.labels), n_bins=n_bins, visual=ve, pretrained=pretrained, trained=needed
+    )
     model = spec.build(parts)
     train, evals = training_inputs(ws, model, feature, backbone)
     name = spec.result_name(feature, ve.name if ve else None)
@@ -158,7 +166,24 @@ def training_inputs(
 
 
 def _n_bins(ws: Workspace, kind: str) -> int:
-    return int(ws.store.normalization(kind).mean.shape[-1])
+    return int(ws.normalization(kind).mean.shape[-1])
+
+
+def check_modalities(spec: SystemSpec, store) -> None:
+    """A :class:`SystemUsageError` in one line when the store lacks a modality ``spec``
+    needs (an audio-only collection asked for a system that sees video)."""
+    missing = [m for m in spec.modalities if m not in store.modalities]
+    if missing:
+        raise SystemUsageError(
+            f"system {spec.name} needs {' and '.join(spec.modalities)}, but the collection "
+            f"of {store.path} has no {missing[0]} (it holds {' + '.join(store.modalities)}); "
+            f"systems it can train: {', '.join(trainable_systems(store)) or 'none'}"
+        )
+
+
+def trainable_systems(store) -> list[str]:
+    """The registered systems whose modalities the store holds."""
+    return [s.name for s in systems() if set(s.modalities) <= set(store.modalities)]
 
 
 def _config(config: ExperimentConfig | dict | None) -> ExperimentConfig:
@@ -172,7 +197,7 @@ def load_acoustic_encoder(
 ) -> AcousticEncoder:
     """The AE of a trained audio-only (or any) system checkpoint."""
     ck = load_checkpoint(checkpoint)
-    ae = Parts(cfg, len(LABELS), n_bins=n_bins).acoustic_encoder()
+    ae = Parts(cfg, 1, n_bins=n_bins).acoustic_encoder()
     sd = {k[3:]: v for k, v in ck["model"].items() if k.startswith("ae.")}
     if not sd:
         raise CheckpointError(f"{checkpoint}: holds no acoustic encoder (no 'ae.' tensors)")
@@ -219,10 +244,10 @@ def _run(
             "backbone": backbone,
             "visual_input": model.visual_input,
             "ae_trainable": model.ae_trainable,
-            "labels": list(LABELS),
+            "labels": list(ws.labels),
         }
         if feature is not None:
-            stats = ws.store.normalization(feature)
+            stats = ws.normalization(feature)
             extra["norm_mean"] = torch.from_numpy(stats.mean)
             extra["norm_std"] = torch.from_numpy(stats.std)
         if model.ve is not None:
@@ -256,10 +281,9 @@ def _run(
             model, eval_sets["evaluate"], cfg.train.eval_batch_size, dev, embeddings=True
         )
         seg = ws.tables["evaluate"].segment_frame().iloc[pred["index"]].reset_index(drop=True)
-        proba = seg.copy()
-        for k, label in enumerate(LABELS):
-            proba[label] = pred["proba"][:, k]
-        metrics = dcase_metrics(pred["label"], pred["proba"], n_classes=len(LABELS))
+        proba = probability_frame(seg, pred["proba"], ws.labels)
+        metrics = dcase_metrics(pred["label"], pred["proba"], n_classes=len(ws.labels))
+        metrics.update(clip_metrics(proba, ws.labels))
         metrics["best_epoch"] = result.best_epoch + 1
         metrics["best_val_logloss"] = result.best_val_loss
         metrics.update(result.info)  # e.g. the late-fusion weight
@@ -278,6 +302,7 @@ def _run(
             # resumed or reloaded run reports its whole training, not this call's few seconds;
             # one-off precomputation (bank, embeddings) is logged by the workspace, not counted
             seconds=sum(row["seconds"] for row in result.history) or time.perf_counter() - t0,
+            labels=tuple(ws.labels),
         )
         if is_main_process():
             res.save(out)
@@ -295,6 +320,17 @@ def _run(
             res.seconds,
         )
         return res
+
+
+def probability_frame(segments: pd.DataFrame, proba: np.ndarray, labels) -> pd.DataFrame:
+    """``segments`` (one row per segment) with one probability column per label."""
+    return pd.concat(
+        [
+            segments.reset_index(drop=True),
+            pd.DataFrame(np.asarray(proba), columns=list(labels)),
+        ],
+        axis=1,
+    )
 
 
 def _fit_loop(job: TrainJob):
@@ -478,16 +514,24 @@ class Results:
         return first
 
     def collect(
-        self, features: Iterable[str], backbones: Iterable[str], everything: bool = False
+        self,
+        features: Iterable[str],
+        backbones: Iterable[str],
+        everything: bool = False,
+        modalities: Iterable[str] = ("audio", "video"),
     ) -> list[StrategyResult]:
         """The results of a results table, in its order: the registered systems (only those
         ``in_results`` unless ``everything``) over ``features`` and ``backbones``, grouped by
         the inputs they take (audio-only, then video-only, then audio-visual systems), each
-        group feature-major. A system the series makes (it names a notebook) must be there;
-        one registered by user code appears when it has been trained."""
+        group feature-major. A system the series makes (it names a notebook) must be there
+        where the collection has its ``modalities``; one registered by user code appears when
+        it has been trained."""
         features, backbones = list(features), list(backbones)
+        have = set(modalities)
         groups: dict[tuple[bool, bool], list[SystemSpec]] = {}
         for spec in systems():
+            if not set(spec.modalities) <= have:
+                continue
             if spec.in_results or everything:
                 key = (spec.takes("feature"), spec.takes("backbone"))
                 groups.setdefault(key, []).append(spec)

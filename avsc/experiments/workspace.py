@@ -45,15 +45,22 @@ class StoreSettingsWarning(UserWarning):
 def warn_store_overrides(
     store: FeatureStore, config: ExperimentConfig, asked: Iterable[str] | None = None
 ) -> list[str]:
-    """Warn when the store's ``audio`` / ``frames`` / ``data`` settings, which decide what
-    training sees, differ from the experiment's (only the keys in ``asked``, the ones the
-    user set, when given); returns the differences."""
+    """Warn when the store's ``audio`` / ``frames`` settings or the data keys that decide its
+    contents (:data:`avsc.features.store.STORE_DATA_KEYS`) differ from the experiment's
+    (only the keys in ``asked``, the ones the user set, when given); returns the differences.
+    The keys that choose the split (``data.test_fold``, ``data.seed``, ...) are the
+    experiment's own: a store serves every split of its clips."""
+    from avsc.features.store import STORE_DATA_KEYS
+
     wanted = config.preprocess_config(store.config.features)
     keys = None if asked is None else set(asked)
+    used = {f"data.{k}" for k in STORE_DATA_KEYS}
     diffs = [
         d
         for d in config_differences(wanted, store.config)
-        if not d.startswith("features:") and (keys is None or d.split(":")[0] in keys)
+        if not d.startswith("features:")
+        and (not d.startswith("data.") or d.split(":")[0] in used)
+        and (keys is None or d.split(":")[0] in keys)
     ]
     if diffs:
         warnings.warn(
@@ -79,11 +86,18 @@ class Workspace:
         self.store = store if isinstance(store, FeatureStore) else FeatureStore(store)
         self.visual_weights = dict(visual_weights or {})  # backbone -> weights (fine-tuned)
         sc = self.store.config
-        # the store decides the audio / frames / data sections, and says so when they differ
+        # the store decides the audio and frames sections and which clips it holds, and says
+        # so when they differ; the split is the experiment's (data.test_fold, data.seed, ...)
         warn_store_overrides(self.store, config, asked)
-        self.config = config.replace(audio=sc.audio, frames=sc.frames, data=sc.data)
+        data = sc.data.replace(**config.data.split_keys())
+        self.config = config.replace(audio=sc.audio, frames=sc.frames, data=data)
         self.device = resolve_device(self.config.train.device)
-        self.tables = {s: ClipTable(self.store, subset_clips(self.store, s)) for s in SUBSETS}
+        self.labels: tuple[str, ...] = self.store.labels
+        self.split = self.store.split(data)
+        subsets = self.split.subsets()
+        self.tables = {
+            s: ClipTable(self.store, subset_clips(self.store, s, subsets)) for s in SUBSETS
+        }
         self._audio: dict[tuple[str, str], torch.Tensor] = {}
         self._frames: dict[tuple[str, bool], FrameSource] = {}
         self._ve: dict[tuple[str, str | None, int | None], VisualEncoder] = {}
@@ -105,15 +119,20 @@ class Workspace:
         ``train.audio_in_memory`` "no" (or "auto" past 2 GB), read per sample from the store."""
         key = (subset, kind)
         if key not in self._audio:
-            table, stats = self.tables[subset], self.store.normalization(kind)
+            table, stats = self.tables[subset], self.normalization(kind)
             one = load_entry(
                 table.store.audio_path(table.clips[0], kind), table.clips[0], mmap=True
             )
-            if self._stream(len(table) * one.size * 4):  # float32 bytes of the whole subset
+            nbytes = table.total_segments * (one.size // max(1, one.shape[0])) * 4
+            if self._stream(nbytes):  # float32 bytes of the whole subset
                 self._audio[key] = StoreAudio(table, kind, stats)
             else:
                 self._audio[key] = load_audio_bank(table, kind, stats)
         return self._audio[key]
+
+    def normalization(self, kind: str):
+        """The normalisation statistics of ``kind`` over this split's training clips."""
+        return self.split.normalization(kind)
 
     def _stream(self, nbytes: int, limit: float = 2e9) -> bool:
         """Read from the store per sample rather than hold ``nbytes`` in memory?"""
@@ -148,7 +167,7 @@ class Workspace:
         """Embeddings of ``views`` augmented views of every segment's frame, computed once by
         the frozen VE under ``torch.inference_mode`` and kept as float16 in the feature store
         (``bank/<key>/<subset>.npy``, reused by later runs with the same encoder, weights,
-        image size, augmentation, view count and seed): ``(clips, S, views, D)``."""
+        image size, augmentation, view count and seed): ``(segments, views, D)``."""
         import hashlib
 
         ve = self.visual_encoder(backbone)
@@ -161,6 +180,7 @@ class Workspace:
             "views": int(views),
             "seed": cfg.train.seed,
             "clips": self.tables[subset].clips,
+            "layout": "segment rows",  # (segments, views, D); earlier banks were per clip
         }
         key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         folder = self.store.path / "bank" / key
@@ -173,7 +193,7 @@ class Workspace:
         tf = train_transform(ve.input_size[-1], cfg.augment)
         ds = SegmentSamples(table, frames=self.frames(subset), transform=tf)
         loader = torch.utils.data.DataLoader(ds, batch_size=cfg.train.eval_batch_size)
-        out = np.empty((len(table) * table.segments, views, ve.num_features), dtype=np.float16)
+        out = np.empty((table.total_segments, views, ve.num_features), dtype=np.float16)
         ve.to(self.device).eval()
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -184,7 +204,6 @@ class Workspace:
                     f = ve(batch["image"].to(self.device)).float().cpu().numpy()
                     out[row : row + len(f), k] = f
                     row += len(f)
-        out = out.reshape(len(table), table.segments, views, -1)
         # written under the store's lock: a preprocess run starting meanwhile must neither
         # clean up this temporary file nor rewrite the store under it
         with store_lock(self.store.path, wait=True):
@@ -199,7 +218,7 @@ class Workspace:
             key,
             subset,
             views,
-            len(table) * table.segments,
+            table.total_segments,
             time.perf_counter() - t0,
         )
         if self._stream(out.nbytes):
@@ -207,7 +226,7 @@ class Workspace:
         return torch.from_numpy(out)
 
     def visual_embeddings(self, subset: str, backbone: str | None = None) -> torch.Tensor:
-        """Frozen-VE features of every segment's eval-transformed frame: ``(clips, S, D)``,
+        """Frozen-VE features of every segment's eval-transformed frame: ``(segments, D)``,
         computed once under ``torch.inference_mode``."""
         ve = self.visual_encoder(backbone)
         key = (subset, f"{ve.name}|{ve.weights}|{ve.input_size}")
@@ -224,7 +243,7 @@ class Workspace:
             with torch.inference_mode():
                 for batch in loader:
                     feats.append(ve(batch["image"].to(self.device)).float().cpu())
-            self._vemb[key] = torch.cat(feats).view(len(table), table.segments, -1).clone()
+            self._vemb[key] = torch.cat(feats).view(table.total_segments, -1).clone()
         return self._vemb[key]
 
 

@@ -7,7 +7,8 @@ import numpy as np
 
 
 def clip_feature_figure(dataset, clip: str, config, source: str):
-    """Waveform, STFT, scalogram and FBank of one clip (mid channel) as one figure."""
+    """Waveform, STFT, scalogram and FBank of one clip (mid channel) as one figure;
+    ``dataset`` is the collection's :class:`avsc.data.Manifest`."""
     from avsc.features.audio import (
         features_from_waveform,
         prepare_waveform,
@@ -18,8 +19,10 @@ def clip_feature_figure(dataset, clip: str, config, source: str):
     from avsc.features.filterbanks import scalogram_centre_frequencies
     from avsc.viz.plots import plot_clip_features
 
-    row = dataset.meta.set_index("clip").loc[clip]
-    x, sr = read_audio(dataset.audio_path(row["filename_audio"]))
+    path = dataset.audio_path(clip)
+    if path is None:
+        raise ValueError(f"clip {clip!r} has no audio")
+    x, sr = read_audio(path)
     ac = config.audio
     feats = features_from_waveform(x, sr, ("scalogram", "fbank"), ac)
     ms = prepare_waveform(x, sr, ac)

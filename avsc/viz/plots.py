@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from avsc.data.tau import LABELS  # noqa: E402
-
+#: shorter names for long labels in crowded axes (TAU's; any other label shows as it is, cut
+#: to :data:`TICK_CHARS` characters)
 SHORT = {
     "airport": "airport",
     "bus": "bus",
@@ -33,6 +33,17 @@ SHORT = {
     "street_traffic": "st. traffic",
     "tram": "tram",
 }
+TICK_CHARS = 14
+#: above this many classes a figure leaves out what would be unreadable per class (cell
+#: numbers of a confusion matrix, legend entries)
+MANY_CLASSES = 20
+
+
+def short_label(name: str) -> str:
+    """A label as an axis shows it: TAU's abbreviations, else cut to a few characters."""
+    if name in SHORT:
+        return SHORT[name]
+    return name if len(name) <= TICK_CHARS else name[: TICK_CHARS - 1] + "…"
 
 
 def set_style() -> None:
@@ -163,34 +174,47 @@ def plot_frame_strip(frames: np.ndarray, title: str = "", source: str | None = N
 def plot_confusion(
     cm: np.ndarray,
     title: str = "",
-    labels: Sequence[str] = LABELS,
+    labels: Sequence[str] | None = None,
     source: str | None = None,
     ax=None,
 ):
-    """Row-normalised confusion matrix (true class in rows) as a heat map."""
+    """Row-normalised confusion matrix (true class in rows) as a heat map; the cells carry
+    their values up to :data:`MANY_CLASSES` classes, the axes their labels up to 60."""
     import seaborn as sns
 
+    n = cm.shape[0]
+    labels = list(labels) if labels is not None else [str(k) for k in range(n)]
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(5.2, 4.6))
+        size = (5.2, 4.6) if n <= MANY_CLASSES else (9.0, 8.0)
+        fig, ax = plt.subplots(figsize=size)
     else:
         fig = ax.figure
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    short = [SHORT.get(name, name) for name in labels]
-    sns.heatmap(
-        norm,
-        ax=ax,
-        vmin=0,
-        vmax=1,
-        cmap="Blues",
-        annot=True,
-        fmt=".2f",
-        annot_kws={"size": 6},
-        xticklabels=short,
-        yticklabels=short,
-        cbar=False,
-        square=True,
-    )
+    if n > MANY_CLASSES:  # an image, not a million vector cells
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        if n <= 60:
+            short = [short_label(name) for name in labels]
+            ax.set_xticks(range(n), short, rotation=90, fontsize=6)
+            ax.set_yticks(range(n), short, fontsize=6)
+        ax.grid(False)
+    else:
+        short = [short_label(name) for name in labels]
+        sns.heatmap(
+            norm,
+            ax=ax,
+            vmin=0,
+            vmax=1,
+            cmap="Blues",
+            annot=True,
+            fmt=".2f",
+            annot_kws={"size": 6},
+            xticklabels=short,
+            yticklabels=short,
+            cbar=False,
+            square=True,
+        )
     ax.set(xlabel="predicted", ylabel="true", title=title)
     ax.tick_params(labelsize=7)
     if own:
@@ -200,12 +224,22 @@ def plot_confusion(
 
 
 def plot_per_class_accuracy(table: pd.DataFrame, source: str | None = None):
-    """Grouped bars: per-class accuracy (%) of several systems; ``table`` has columns
-    ``system``, ``scene_label``, ``accuracy``."""
+    """Per-class accuracy (%) of several systems; ``table`` has columns ``system``,
+    ``scene_label``, ``accuracy``: grouped bars, or beyond :data:`MANY_CLASSES` classes each
+    system's per-class accuracies sorted (how many classes reach which accuracy)."""
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(10, 3.4))
-    df = table.assign(scene=table["scene_label"].map(lambda s: SHORT.get(s, s)))
+    if table["scene_label"].nunique() > MANY_CLASSES:
+        for name, g in table.groupby("system", sort=False):
+            acc = np.sort(g["accuracy"].dropna().to_numpy())[::-1]
+            ax.plot(np.arange(1, len(acc) + 1), acc, label=name)
+        ax.set(xlabel="classes, best first", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _stamp(fig, source)
+        return fig
+    df = table.assign(scene=table["scene_label"].map(short_label))
     sns.barplot(df, x="scene", y="accuracy", hue="system", ax=ax)
     ax.set(xlabel="", ylabel="accuracy (%)", ylim=(0, 100))
     ax.legend(fontsize=7, ncols=3)
@@ -319,24 +353,31 @@ def tsne_embed(x: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.nda
 
 def plot_tsne_panels(
     panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    labels: Sequence[str] = LABELS,
+    labels: Sequence[str] | None = None,
     source: str | None = None,
 ):
     """Figure 2 of the paper: one t-SNE panel per entry ``title -> (points (N, 2), y (N,))``,
-    coloured by class, two columns."""
+    coloured by class (a legend up to :data:`MANY_CLASSES` classes), two columns."""
     import seaborn as sns
 
     n = len(panels)
+    if labels is None:
+        top = max(int(np.max(y)) for _, y in panels.values()) + 1
+        labels = [str(k) for k in range(top)]
     cols = 2
     rows = (n + 1) // 2
     fig, axes = plt.subplots(rows, cols, figsize=(9, 4.2 * rows))
     axes = np.atleast_1d(axes).ravel()
-    palette = sns.color_palette("tab10", len(labels))
+    palette = sns.color_palette(
+        "tab10" if len(labels) <= 10 else "tab20" if len(labels) <= 20 else "husl", len(labels)
+    )
     for ax, (title, (pts, y)) in zip(axes, panels.items(), strict=False):
         for k, name in enumerate(labels):
             m = y == k
+            if not m.any() and len(labels) > MANY_CLASSES:
+                continue
             ax.scatter(
-                pts[m, 0], pts[m, 1], s=5, color=palette[k], label=SHORT.get(name, name), alpha=0.8
+                pts[m, 0], pts[m, 1], s=5, color=palette[k], label=short_label(name), alpha=0.8
             )
         ax.set_title(title)
         ax.set_xticks([])
@@ -344,7 +385,10 @@ def plot_tsne_panels(
     for ax in axes[n:]:
         ax.axis("off")
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower left", ncols=5, fontsize=8, markerscale=3, frameon=False)
+    if len(labels) <= MANY_CLASSES:
+        fig.legend(
+            handles, names, loc="lower left", ncols=5, fontsize=8, markerscale=3, frameon=False
+        )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     _stamp(fig, source)
     return fig
