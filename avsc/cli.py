@@ -75,7 +75,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     root = make_synthetic_dataset(
         args.out,
         clips_per_class=args.clips_per_class,
-        seconds=_config(args).data.clip_seconds,
+        seconds=_config(args).data.clip_seconds or 10.0,
         seed=args.seed,
         fps=args.fps,
         workers=args.workers,
@@ -103,16 +103,59 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_config(args: argparse.Namespace):
+    """The command's ``data`` section, with ``--recipe`` / ``--labels`` over ``-p``."""
+    data = _config(args).data
+    changes = {}
+    if getattr(args, "recipe", None):
+        changes["recipe"] = args.recipe
+    if getattr(args, "labels", None):
+        changes["labels"] = args.labels
+    return data.replace(**changes) if changes else data
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from avsc.data import load_manifest, write_manifest
+
+    _import_modules(args)
+    data = _data_config(args)
+    manifest = load_manifest(args.root, data.recipe, data.labels, data.modalities)
+    out = write_manifest(manifest, args.out)
+    import pandas as pd
+
+    print(f"{manifest.source}: {manifest.describe()}; written to {out}")
+    with pd.option_context("display.width", 160, "display.max_columns", 10):
+        print(
+            pd.read_csv(out, dtype=str, keep_default_na=False)
+            .head(args.head)
+            .to_string(index=False)
+        )
+    for p in manifest.problems[: args.limit]:
+        print(f"  {p.severity.upper():7s} {p.file}: {p.problem}")
+    if len(manifest.problems) > args.limit:
+        print(f"  ... and {len(manifest.problems) - args.limit} more (avsc validate lists all)")
+    if manifest.errors:
+        print(
+            f"{len(manifest.errors)} error(s): fix them (in the files, or by editing {out} and "
+            f"using it as the dataset), then: avsc validate {out}"
+        )
+        return 1
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from avsc.data.validate import validate_dataset
 
-    data = _config(args).data
+    _import_modules(args)
+    data = _data_config(args)
     report = validate_dataset(
         args.root,
         deep=args.deep,
         clip_seconds=data.clip_seconds,
         length_tolerance=data.length_tolerance,
         workers=args.workers,
+        recipe=data.recipe,
+        data=data,
     )
     print(report.format(limit=args.limit))
     if args.report:
@@ -127,8 +170,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from avsc.features.store import PreprocessError, StoreError, preprocess
 
+    _import_modules(args)
     features = tuple(f.strip() for f in args.features.split(",") if f.strip())
-    config = _config(args).preprocess_config(features)
+    cfg = _config(args)
+    config = cfg.replace(data=_data_config(args)).preprocess_config(features)
     try:
         report = preprocess(
             args.data,
@@ -181,7 +226,49 @@ def cmd_train(args: argparse.Namespace) -> int:
             for path in clear_run(results.folder(spec.name, feature, backbone, seed)):
                 print(f"removed {path} (--restart)")
     result = results.train_seeds(spec.name, ws, **inputs)
-    print(json.dumps(result.summary(), indent=2))
+    print(json.dumps(result.summary(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    import warnings
+
+    from avsc.config import ExperimentConfig
+    from avsc.experiments import get_system
+    from avsc.experiments.crossval import crossval, crossval_view, save_crossval
+    from avsc.experiments.registry import SystemUsageError
+
+    _import_modules(args)
+    spec = get_system(args.system)
+    asked = _overrides(args)
+    cfg = ExperimentConfig().override(asked)
+    for what in ("feature", "backbone"):
+        if getattr(args, what) is not None and not spec.takes(what):
+            raise SystemUsageError(f"system {spec.name} takes no --{what}")
+    folds = [f.strip() for f in args.folds.split(",") if f.strip()] if args.folds else None
+    with warnings.catch_warnings(record=True) as caught:  # the store's settings win
+        warnings.simplefilter("always")
+        result = crossval(
+            spec.name,
+            args.cache,
+            args.out,
+            cfg,
+            folds=folds,
+            feature=args.feature,
+            backbone=args.backbone,
+            asked=set(asked),
+            audio_checkpoint=None,
+        )
+    for note in dict.fromkeys(str(w.message) for w in caught):
+        print(f"avsc crossval: warning: {note}", file=sys.stderr)
+    csv_path, md_path = save_crossval(result, args.out, f"avsc crossval {spec.name}, {args.cache}")
+    import pandas as pd
+
+    with pd.option_context("display.width", 220, "display.max_columns", 20):
+        print(crossval_view(result.table).to_string(index=False))
+    print(
+        f"cross-validation of {result.name} over {len(result.folds)} fold(s): {csv_path}, {md_path}"
+    )
     return 0
 
 
@@ -264,9 +351,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"avsc run: error: {exc}", file=sys.stderr)
         return 1
     ok = [n for n in manifest.notebooks if n.get("status") == "ok"]
+    skipped = [n["notebook"][:2] for n in manifest.notebooks if n.get("status") == "skipped"]
     total = sum(n.get("seconds", 0) for n in ok)
+    also = f", {len(skipped)} skipped ({', '.join(skipped)}: see why in each)" if skipped else ""
     print(
-        f"profile {args.profile}: {len(ok)} notebook(s) ok in {total:.0f} s; "
+        f"profile {args.profile}: {len(ok)} notebook(s) ok in {total:.0f} s{also}; "
         f"outputs in {manifest.run_dir}"
     )
     return 0
@@ -282,6 +371,18 @@ def _config_options(parser: argparse.ArgumentParser, what: str = "config overrid
         action="append",
         metavar="SECTION.KEY=VALUE",
         help=f"{what}, e.g. -p train.max_epochs=5 (repeatable; applied after --config)",
+    )
+
+
+def _recipe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="how the folder becomes a clip manifest: tau2021av, folders, csv or one of your "
+        "own (default: data.recipe, auto: the one recipe that recognises it)",
+    )
+    parser.add_argument(
+        "--labels", metavar="FILE", help="labels file fixing the class order (one per line)"
     )
 
 
@@ -350,18 +451,40 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(s, "config override (data.clip_seconds sets the clip length)")
     s.set_defaults(func=cmd_synth)
 
+    m = _sub(
+        sub,
+        "manifest",
+        "write the clip manifest avsc makes of a collection, to inspect and edit",
+        "avsc manifest /data/my_sounds --out manifest.csv",
+    )
+    m.add_argument("root", help="a collection's folder (or a manifest file, to check it)")
+    _recipe_options(m)
+    m.add_argument("--out", required=True, help="the manifest file to write (.csv or .tsv)")
+    m.add_argument("--head", type=int, default=5, help="rows to print")
+    m.add_argument("--limit", type=int, default=20, help="print at most this many problems")
+    _module_option(m, "it registers recipes of its own")
+    _config_options(m, "config override (data.modalities, data.labels)")
+    m.set_defaults(func=cmd_manifest)
+
     v = _sub(
         sub,
         "validate",
-        "check a TAU-layout dataset and list every problem",
+        "check a collection (a folder or a manifest file) and list every problem",
         "avsc validate /data/tau --deep --report problems.csv",
     )
-    v.add_argument("root", help="dataset root (audio/, video/, meta.csv or a sibling ROOT.meta/)")
+    v.add_argument(
+        "root",
+        help="a collection: TAU root (audio/, video/, meta.csv), class folders, or a manifest file",
+    )
+    _recipe_options(v)
+    _module_option(v, "it registers recipes of its own")
     v.add_argument("--deep", action="store_true", help="decode every file completely")
     v.add_argument("--workers", type=_workers, default=4, help="parallel threads")
     v.add_argument("--limit", type=int, default=None, help="print at most this many problems")
     v.add_argument("--report", help="also write the problems as CSV to this file")
-    _config_options(v, "config override (data.clip_seconds, data.length_tolerance)")
+    _config_options(
+        v, "config override (data.clip_seconds, data.length_tolerance, data.split, ...)"
+    )
     v.set_defaults(func=cmd_validate)
 
     pp = _sub(
@@ -370,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
         "featurize a dataset into an on-disk feature store",
         "avsc preprocess --data /data/tau --cache runs/paper/cache -p frames.short_side=320",
     )
-    pp.add_argument("--data", required=True, help="dataset root")
+    pp.add_argument("--data", required=True, help="a collection's folder or a manifest file")
+    _recipe_options(pp)
+    _module_option(pp, "it registers recipes of its own")
     pp.add_argument("--cache", required=True, help="feature store folder")
     pp.add_argument(
         "--features",
@@ -430,6 +555,29 @@ def build_parser() -> argparse.ArgumentParser:
     _module_option(t, "it registers systems of its own")
     _config_options(t)
     t.set_defaults(func=cmd_train)
+
+    cv = _sub(
+        sub,
+        "crossval",
+        "train a system once per held-out fold of the collection and tabulate the folds",
+        "avsc crossval audio_only --cache runs/own/cache --out runs/own/crossval",
+    )
+    cv.add_argument("system", help="a registered system, e.g. audio_only")
+    cv.add_argument("--cache", required=True, help="feature store of a collection with folds")
+    cv.add_argument(
+        "--out",
+        required=True,
+        help="results folder: fold K trains into OUT/foldK (as avsc train --out OUT/foldK "
+        "-p data.test_fold=K would)",
+    )
+    cv.add_argument("--folds", help="comma list of the folds to hold out (default: all)")
+    cv.add_argument(
+        "--feature", choices=FEATURE_KINDS, default=None, help="acoustic feature, if it takes one"
+    )
+    cv.add_argument("--backbone", default=None, help="timm name, if it takes one")
+    _module_option(cv, "it registers systems of its own")
+    _config_options(cv)
+    cv.set_defaults(func=cmd_crossval)
 
     pr = _sub(
         sub,
@@ -535,7 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--figures", default="figures", help="folder of figures (figures/<profile>/)")
     r.add_argument("--notebooks", default=None, help="notebook folder (default: the repo's)")
     r.add_argument(
-        "--data", default=None, help="dataset root (default: AVSC_DATA_ROOT or runs/<profile>/data)"
+        "--data",
+        default=None,
+        help="a collection's folder or manifest file (recipe guessed, or -p data.recipe=NAME; "
+        "default: AVSC_DATA_ROOT or runs/<profile>/data)",
     )
     r.add_argument("--cache", default=None, help="feature store (default: runs/<profile>/cache)")
     r.add_argument(

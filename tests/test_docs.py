@@ -49,8 +49,8 @@ def test_every_option_has_help_and_every_subcommand_an_example():
     parser = build_parser()
     subs = _subparsers(parser)
     assert set(subs) == {
-        "synth", "download", "validate", "preprocess", "train", "predict", "submit", "finetune",
-        "run",
+        "synth", "download", "manifest", "validate", "preprocess", "train", "crossval", "predict",
+        "submit", "finetune", "run",
     }  # fmt: skip
     for name, sub in subs.items():
         assert sub.description and sub.epilog and f"avsc {name} " in sub.epilog, name

@@ -804,11 +804,12 @@ def test_format_warnings_of_preprocess_reach_the_terminal(copy, tmp_path):
         "preprocess", "--data", str(copy), "--cache", str(tmp_path / "c"), "--workers", "1", *PRE2
     )
     assert res.returncode == 0, res.stderr
-    assert "1 clip(s) not in the TAU format, converted" in res.stdout
-    assert "24000 Hz (resampled to 16000 Hz), mono (duplicated to two channels)" in res.stdout
-    assert f"{wav}: not the TAU format" in res.stderr  # logged as the clip is done
+    assert "1 clip(s) converted to the method's input" in res.stdout
+    assert "24000 Hz, resampled to 16000 Hz: 1 clip(s)" in res.stdout
+    assert "mono, duplicated to two channels (side = 0): 1 clip(s)" in res.stdout
+    assert f"{wav}: 24000 Hz, resampled to 16000 Hz" in res.stderr  # logged as the clip is done
     again = _avsc("preprocess", "--data", str(copy), "--cache", str(tmp_path / "c"), *PRE2)
-    assert "1 clip(s) not in the TAU format" in again.stdout  # also when nothing is redone
+    assert "1 clip(s) converted" in again.stdout  # also when nothing is redone
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = pd.read_csv(tmp_path / "c" / "index.csv", keep_default_na=False)
