@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from avsc.data.manifest import DatasetError, Manifest, Problem
 
@@ -65,6 +64,8 @@ def holdout_mask(
     labels = np.asarray(labels)
     groups = np.asarray(groups)
     if method == "random":
+        from sklearn.model_selection import train_test_split
+
         idx = np.arange(len(labels))
         _, val_idx = train_test_split(
             idx, test_size=fraction, random_state=seed, stratify=labels, shuffle=True
@@ -108,6 +109,8 @@ def holdout_mask(
 def _stratified_group_kfold(
     labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
 ) -> np.ndarray:
+    from sklearn.model_selection import StratifiedGroupKFold
+
     n_splits = max(2, round(1 / fraction))
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     best = None

@@ -127,8 +127,54 @@ def scalogram_filters(q: int = 32, j: int = 12, sigma0: float = 0.1) -> list[Mor
     return [_morlet_for(x, s, p) for x, s, p in scattering_centres(q, j, sigma0)]
 
 
+def _disk_cached(name: str, key: tuple, compute) -> np.ndarray:
+    """``compute()`` (a float32 matrix), kept between processes in avsc's cache folder
+    (``$AVSC_CACHE_DIR``, else ``$XDG_CACHE_HOME/avsc`` or ``~/.cache/avsc``) under a digest
+    of ``key`` and the versions of the libraries that compute it, so that a worker process
+    loads in milliseconds what takes a second to build (librosa's import, the Morlet bank).
+    ``np.save`` and ``np.load`` keep every bit; any trouble with the folder just computes."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    import numpy
+
+    try:
+        import importlib.metadata as md
+
+        libs = tuple(md.version(m) for m in ("librosa", "PyWavelets"))
+    except Exception:
+        return compute()
+    base = os.environ.get("AVSC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "avsc"
+    )
+    digest = hashlib.sha1(repr((name, key, libs, numpy.__version__, 1)).encode()).hexdigest()
+    path = Path(base) / "filterbanks" / f"{name}-{digest[:16]}.npy"
+    try:
+        w = np.load(path, allow_pickle=False)
+        w.setflags(write=False)
+        return w
+    except (OSError, ValueError):
+        pass
+    w = compute()
+    try:
+        from avsc.utils import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, w, allow_pickle=False)
+    except OSError:
+        pass  # a read-only home: computed each time, as before
+    return w
+
+
 @lru_cache(maxsize=16)
 def _scalogram_matrix(sr: int, n_fft: int, q: int, j: int, sigma0: float) -> np.ndarray:
+    return _disk_cached(
+        "scalogram", (sr, n_fft, q, j, sigma0), lambda: _scalogram_compute(sr, n_fft, q, j, sigma0)
+    )
+
+
+def _scalogram_compute(sr: int, n_fft: int, q: int, j: int, sigma0: float) -> np.ndarray:
     freqs = np.arange(n_fft // 2 + 1, dtype=np.float64) / n_fft  # cycles/sample
     filters = scalogram_filters(q, j, sigma0)
     w = np.stack([f.response(freqs) for f in filters])
@@ -167,6 +213,12 @@ def scalogram_centre_frequencies(
 
 @lru_cache(maxsize=16)
 def _mel_matrix(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    return _disk_cached(
+        "mel", (sr, n_fft, n_mels, fmin, fmax), lambda: _mel_compute(sr, n_fft, n_mels, fmin, fmax)
+    )
+
+
+def _mel_compute(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     import librosa
 
     w = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(

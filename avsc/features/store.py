@@ -25,6 +25,7 @@ back only a small record, so memory does not grow with the number of clips.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -298,21 +299,33 @@ def _check_length(path: Path, seconds: float, clip_seconds: float, dc) -> None:
         )
 
 
+_BLAS = None  # a worker's threadpoolctl controller (scanning the loaded libraries takes ms)
+
+
 def _process_clip(task: dict[str, Any]) -> dict[str, Any]:
     """Worker: featurize one clip, write its files atomically, return its index record.
 
     BLAS runs single-threaded here: parallelism comes from the worker processes, and a
     threaded BLAS on busy cores slows the small filterbank products down tenfold or more."""
-    from threadpoolctl import threadpool_limits
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
 
-    with threadpool_limits(limits=1, user_api="blas"):
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1, user_api="blas"):
         return _process_clip_unlimited(task)
+
+
+@functools.lru_cache(maxsize=4)
+def _config_of(text: str) -> PreprocessConfig:
+    """A task's config (its JSON text), checked once per worker rather than per clip."""
+    return PreprocessConfig.from_dict(json.loads(text))
 
 
 def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
     import warnings
 
-    config = PreprocessConfig.from_dict(task["config"])
+    config = _config_of(json.dumps(task["config"], sort_keys=True))
     cache = Path(task["cache"])
     clip = task["clip"]
     t0 = time.perf_counter()
