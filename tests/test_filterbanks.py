@@ -167,3 +167,30 @@ def test_fbank_equals_librosa_melspectrogram_of_the_same_stft():
     assert ours.shape == (1, 6, 2, 256)
     np.testing.assert_allclose(ours[0, :, 0], ref, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(ours[0, :, 1], np.log(cfg.log_eps), atol=1e-6)
+
+
+def test_filterbanks_kept_between_processes_are_the_same_bits(tmp_path, monkeypatch):
+    """Worker processes load the filterbanks from avsc's cache folder instead of importing
+    librosa and building the Morlet bank again: the very same bits as computing them."""
+    import librosa
+
+    from avsc.features import filterbanks as fb
+
+    monkeypatch.setenv("AVSC_CACHE_DIR", str(tmp_path))
+    for matrix in (fb._mel_matrix, fb._scalogram_matrix):
+        matrix.cache_clear()
+    built = fb.mel_filterbank(), fb.scalogram_filterbank()
+    assert len(list((tmp_path / "filterbanks").glob("*.npy"))) == 2
+    for matrix in (fb._mel_matrix, fb._scalogram_matrix):
+        matrix.cache_clear()
+    loaded = fb.mel_filterbank(), fb.scalogram_filterbank()
+    ref = librosa.filters.mel(sr=16000, n_fft=8192, n_mels=256, fmin=0, fmax=8000)
+    np.testing.assert_array_equal(loaded[0], ref.astype(np.float32))
+    for a, b in zip(built, loaded, strict=True):
+        assert a.dtype == b.dtype == np.float32 and not b.flags.writeable
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setenv("AVSC_CACHE_DIR", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a folder")  # nowhere to keep them: computed each time
+    fb._mel_matrix.cache_clear()
+    np.testing.assert_array_equal(fb.mel_filterbank(), loaded[0])
+    fb._mel_matrix.cache_clear()

@@ -271,7 +271,10 @@ def test_the_own_profile_runs_the_series_on_a_users_collection(folds_csv, tmp_pa
     assert status == {"01": "ok", "02": "skipped", "03": "ok", "04": "skipped", "05": "skipped",
                       "06": "skipped", "07": "ok", "08": "skipped", "09": "ok"}  # fmt: skip
     why = {n["notebook"][:2]: n.get("why", "") for n in manifest["notebooks"]}
-    assert why["04"].startswith("this collection has no video (it holds audio, folds)")
+    assert why["04"] == (
+        "this collection has no video (it holds audio, folds); this notebook's systems need "
+        "audio and video"
+    )
     fig = tmp_path / "fig" / "own"
     results = pd.read_csv(fig / "results_all.csv")
     assert list(results["system"]) == ["audio_only"]

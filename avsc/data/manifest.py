@@ -176,17 +176,22 @@ class Manifest:
 
     def raise_errors(self, limit: int = 20) -> None:
         """A :class:`DatasetError` listing every error (one per line), if there is any."""
-        errors = self.errors
-        if not errors:
-            return
-        lines = [
-            f"{self.source}: {len(errors)} metadata problem(s); nothing was done "
-            f"(avsc validate {self.source} lists every problem):"
-        ]
-        lines += [f"  {p.file}: {p.problem}" for p in errors[:limit]]
-        if len(errors) > limit:
-            lines.append(f"  ... and {len(errors) - limit} more")
-        raise DatasetError("\n".join(lines))
+        raise_problems(self.source, self.errors, limit)
+
+
+def raise_problems(source, errors: list[Problem], limit: int = 20) -> None:
+    """A :class:`DatasetError` listing ``errors`` of the collection at ``source``, one per
+    line (at most ``limit``), saying that nothing was done; nothing when there are none."""
+    if not errors:
+        return
+    lines = [
+        f"{source}: {len(errors)} metadata problem(s); nothing was done "
+        f"(avsc validate {source} lists every problem):"
+    ]
+    lines += [f"  {p.file}: {p.problem}" for p in errors[:limit]]
+    if len(errors) > limit:
+        lines.append(f"  ... and {len(errors) - limit} more")
+    raise DatasetError("\n".join(lines))
 
 
 # --------------------------------------------------------------------------------------

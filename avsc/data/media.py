@@ -99,7 +99,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), "soundfile")
     except (sf.LibsndfileError, RuntimeError) as exc:
         if path.suffix.lower() in SOUNDFILE_SUFFIXES:
-            raise ValueError(f"unreadable audio ({exc})") from exc
+            raise ValueError(f"unreadable audio file ({exc})") from exc
     import av
 
     try:

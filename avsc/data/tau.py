@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from avsc.data.manifest import DatasetError, Manifest, Problem
+from avsc.data.manifest import DatasetError, Manifest, Problem, raise_problems
 
 #: Scene labels in class-index order (method.md section 1).
 LABELS: tuple[str, ...] = (
@@ -148,17 +148,7 @@ class MetadataCheck:
 
     def raise_errors(self, limit: int = 20) -> None:
         """A :class:`DatasetError` listing every error (one per line), if there is any."""
-        errors = self.errors
-        if not errors:
-            return
-        lines = [
-            f"{self.root}: {len(errors)} metadata problem(s); nothing was done "
-            f"(avsc validate {self.root} lists every problem):"
-        ]
-        lines += [f"  {p.file}: {p.problem}" for p in errors[:limit]]
-        if len(errors) > limit:
-            lines.append(f"  ... and {len(errors) - limit} more")
-        raise DatasetError("\n".join(lines))
+        raise_problems(self.root, self.errors, limit)
 
 
 def path_problem(filename: str, folder: str) -> str | None:

@@ -41,15 +41,16 @@ class NotebookSkipped(RuntimeError):
 
 def skip_reason(missing: list[str], needed, store) -> str:
     """Why a notebook that needs ``needed`` has nothing to do with ``store``'s collection."""
-    have = " + ".join(store.modalities) + (", folds" if store.folds else ", no folds")
+    have = " + ".join(store.modalities) + (", folds" if store.folds else "")
     if missing == ["folds"]:
-        why = (
-            "this collection has no folds (a fold column in its manifest), so there is nothing "
-            "to cross-validate"
+        return (
+            f"this collection has no folds (no fold column in its manifest; it holds {have}): "
+            "nothing to cross-validate"
         )
-    else:
-        why = f"this collection has no {' and no '.join(missing)}"
-    return f"{why} (it holds {have}); this notebook works on {' and '.join(needed)}: skipped"
+    return (
+        f"this collection has no {' and no '.join(missing)} (it holds {have}); this notebook's "
+        f"systems need {' and '.join(needed)}"
+    )
 
 
 @dataclass

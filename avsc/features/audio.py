@@ -32,7 +32,6 @@ class AudioFormatWarning(UserWarning):
     """Input that is not in the TAU format (48 kHz stereo) and was converted."""
 
 
-SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 
 @dataclass(frozen=True)
@@ -80,36 +79,19 @@ class AudioSource:
 
 
 def open_audio(path: str | os.PathLike) -> AudioSource:
-    """Open ``path`` for block-wise reading (see :class:`AudioSource`); :class:`AudioError`
-    naming the file when it is missing, unreadable or has no audio stream."""
-    import soundfile as sf
+    """Open ``path`` for block-wise reading (see :class:`AudioSource`; its header read by
+    :func:`avsc.data.media.audio_info`); :class:`AudioError` naming the file when it is
+    missing, unreadable or has no audio stream."""
+    from avsc.data.media import audio_info
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
     try:
-        info = sf.info(str(path))
-        return AudioSource(path, int(info.samplerate), int(info.channels), info.frames, "soundfile")
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
-            raise AudioError(f"{path}: unreadable audio file ({exc})") from exc
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path}: no audio stream")
-            stream = container.streams.audio[0]
-            sr = int(stream.rate or stream.codec_context.sample_rate)
-            channels = int(stream.codec_context.channels)
-            frames = None
-            if stream.duration is not None and stream.time_base is not None:
-                frames = int(round(float(stream.duration * stream.time_base) * sr))
-    except AudioError:
-        raise
-    except Exception as exc:
-        raise AudioError(f"{path}: unreadable audio ({type(exc).__name__}: {exc})") from exc
-    return AudioSource(path, sr, channels, frames, "pyav")
+        info = audio_info(path)
+    except ValueError as exc:
+        raise AudioError(f"{path}: {exc}") from exc
+    return AudioSource(path, info.sample_rate, info.channels, info.frames, info.backend)
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
