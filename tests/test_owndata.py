@@ -120,7 +120,7 @@ def test_validate_lists_every_problem_of_a_collection_at_once(audio_root, tmp_pa
     out = res.stdout
     for expect in (
         f"{airport / 'airport-1.ogg'}: unreadable audio",
-        f"{airport / 'airport-3.ogg'}: ",
+        f"{airport / 'airport-3.ogg'}: empty file (0 bytes)",
         f"{airport / 'short.wav'}: too short: 0.600 s of audio",
         "label 'two of them' has 2 clip(s) in 2 group(s)",
         "file(s) with an unknown extension, not used: notes.txt",
@@ -129,8 +129,6 @@ def test_validate_lists_every_problem_of_a_collection_at_once(audio_root, tmp_pa
         assert expect in out, (expect, out)
     assert out.splitlines()[0].startswith(f"{root}: 18 clips checked,")
     assert out.rstrip().endswith("FAILED")
-    empty_line = next(line for line in out.splitlines() if f"{airport / 'airport-3.ogg'}:" in line)
-    assert "unreadable" in empty_line or "empty" in empty_line
 
 
 def test_preprocess_cuts_any_length_into_whole_segments_and_says_each_conversion_once(

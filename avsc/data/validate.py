@@ -175,6 +175,8 @@ def _check_files(
     if audio is not None:
         if not audio.is_file():
             found.append(Problem(str(audio), "audio file missing"))
+        elif audio.stat().st_size == 0:
+            found.append(Problem(str(audio), "empty file (0 bytes)"))
         else:
             try:
                 seconds, rate, channels = _audio_facts(audio, deep)
@@ -194,6 +196,8 @@ def _check_files(
     if video is not None and video != audio:
         if not video.is_file():
             found.append(Problem(str(video), "video file missing"))
+        elif video.stat().st_size == 0:
+            found.append(Problem(str(video), "empty file (0 bytes)"))
         else:
             try:
                 vi = video_info(video)

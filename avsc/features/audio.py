@@ -32,8 +32,6 @@ class AudioFormatWarning(UserWarning):
     """Input that is not in the TAU format (48 kHz stereo) and was converted."""
 
 
-
-
 @dataclass(frozen=True)
 class AudioSource:
     """An audio file opened for reading in blocks: its rate, channel count and, where the
