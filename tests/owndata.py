@@ -70,8 +70,10 @@ def recording(wav: str) -> tuple[np.ndarray, int]:
     noise = np.cumsum(rng.standard_normal((2, t.size)), axis=1)
     noise = 0.05 * (noise - noise.mean(axis=1, keepdims=True)) / noise.std()
     x = (tone + noise).astype(np.float32)
-    x[1] = 0.8 * x[1] + 0.1 * rng.standard_normal(t.size).astype(np.float32)
-    return np.clip(x, -1, 1), sr
+    other = np.cumsum(rng.standard_normal(t.size))  # the other ear: more brown noise
+    x[1] = 0.8 * x[1] + 0.05 * ((other - other.mean()) / other.std()).astype(np.float32)
+    x = np.round(np.clip(x, -1, 1 - 2.0**-23) * 2**23) / 2**23  # 24-bit samples, like TUT's
+    return x.astype(np.float32), sr
 
 
 def cut(x: np.ndarray, sr: int, start: float, seconds: float) -> np.ndarray:
