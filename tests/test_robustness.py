@@ -259,6 +259,20 @@ def test_robust_settings_do_not_stop_other_systems_from_resuming():
     assert diffs == ["extra.drop_audio: 0.25 stored, 0.5 now"]
 
 
+def test_a_run_from_before_a_new_setting_resumes_with_it_at_its_default():
+    """A setting added since a run was made (absent from its checkpoint's config) counts as
+    its default: left there it does not stop the run resuming; set otherwise, it does."""
+    from avsc.training.loop import run_differences
+
+    now = ExperimentConfig().to_dict()
+    old = {**now, "train": {k: v for k, v in now["train"].items() if k != "fused_optimizer"}}
+    assert run_differences({"config": old, "extra": {}}, {"config": now, "extra": {}}) == []
+    fused = ExperimentConfig().override({"train.fused_optimizer": True}).to_dict()
+    assert run_differences({"config": old, "extra": {}}, {"config": fused, "extra": {}}) == [
+        "train.fused_optimizer: False stored, True now"
+    ]
+
+
 def test_the_robustness_view_reads_one_row_per_system():
     from avsc.evaluation.tables import robustness_view
 

@@ -690,3 +690,65 @@ def test_streamed_audio_and_bank_match_in_memory_and_train_identically(synth_sto
     r_mem = S.train_system("joint", mem.config, mem.store, tmp_path / "mem", workspace=mem)
     r_disk = S.train_system("joint", disk.config, disk.store, tmp_path / "disk", workspace=disk)
     assert r_disk.metrics == pytest.approx(r_mem.metrics)
+
+
+def test_the_fused_optimizer_takes_the_steps_of_the_default_one_to_rounding():
+    """``train.fused_optimizer``: torch's fused SGD, the same update as the default loop's
+    (momentum, weight decay) within float32 rounding after 30 steps, and off by default."""
+    from avsc.training.loop import make_optimizer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 2, 290), torch.randint(0, 10, (64,))
+    runs = []
+    for fused in (False, True):
+        torch.manual_seed(1)
+        model = AcousticEncoder(n_bins=290, hidden=64, embedding_dim=10)
+        cfg = TrainConfig(fused_optimizer=fused)
+        opt = make_optimizer(model, cfg)
+        assert opt.defaults.get("fused") is (True if fused else None)
+        for step in range(30):
+            torch.manual_seed(step)  # the same dropout masks
+            loss = torch.nn.functional.cross_entropy(model(x[step % 2 :: 2]), y[step % 2 :: 2])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert TrainConfig().fused_optimizer is False
+    assert not torch.equal(runs[0], torch.zeros_like(runs[0]))
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
+    reason="glibc's malloc only",
+)
+def test_training_on_the_cpu_reuses_freed_memory_instead_of_fresh_pages():
+    """After ``retain_freed_memory`` (called by the fit loop on the CPU), a 40 MB block freed
+    and allocated again comes from the process's own heap: no new pages from the kernel
+    (glibc's default maps every block over 32 MB afresh: about 10,000 page faults each)."""
+    probe = """
+import ctypes, resource, sys
+from avsc.utils import retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory() and retain_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def step():  # what a training step does with a gradient: allocate, write, free
+    block = libc.malloc(40 << 20)
+    ctypes.memset(block, 1, 40 << 20)
+    libc.free(block)
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+"""
+    faults = {}
+    for mode in ("default", "retain"):
+        res = subprocess.run(
+            [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True
+        )
+        faults[mode] = float(res.stdout)
+    assert faults["default"] > 5000  # 10,240 pages of 4 KiB per block
+    assert faults["retain"] < 100, faults
