@@ -431,10 +431,17 @@ class Context:
                 out.append(name)
         return out
 
-    def crossval(self, system: str, feature: str | None = None, backbone: str | None = None):
+    def crossval(
+        self,
+        system: str,
+        feature: str | None = None,
+        backbone: str | None = None,
+        jobs: int = 1,
+    ):
         """Cross-validate ``system`` over the collection's folds into ``crossval/`` of this
         run (fold by fold, finished folds reloaded; ``feature`` and ``backbone`` where it
-        takes them); save its table as ``crossval_<name>`` beside the other tables and return
+        takes them; ``jobs`` folds at once, each in its own process with cores/jobs threads);
+        save its table as ``crossval_<name>`` beside the other tables and return
         the :class:`avsc.experiments.crossval.CrossvalResult` (its ``view()`` is the table
         as a person reads it)."""
         from avsc.experiments import get_system
@@ -450,6 +457,7 @@ class Context:
             backbone=backbone if spec.takes("backbone") else None,
             asked=set(self.experiment or {}),
             visual_weights=self.visual_weights,
+            jobs=jobs,
         )
         save_crossval(result, self.figures, self.source)
         return result

@@ -8,7 +8,9 @@
   floors measured the same way (2 processes, nothing written): decoding every file alone,
   and decoding plus the acoustic features alone. No frames are extracted.
 * ``crossval``: ``avsc crossval audio_only`` over the 5 folds, 10 epochs per fold, batch 32,
-  with the settings of the ``own`` profile.
+  with the settings of the ``own`` profile (``train.fused_optimizer``): ``--jobs 3`` (three
+  folds at once, one thread each, as the profile's notebook 09), then ``--jobs 1`` (one fold
+  after the other, torch's default threads).
 * ``threads``: seconds per training epoch (one fold, 2 epochs) with torch's default threads
   and with ``train.cpu_threads`` 1, each with and without ``OMP_WAIT_POLICY=PASSIVE``.
 
@@ -139,24 +141,26 @@ def part_preprocess(manifest: Path, work: Path, workers: int) -> dict[str, float
 
 def own_settings(epochs: int) -> list[str]:
     return ["-p", f"train.max_epochs={epochs}", "-p", "train.batch_size=32",
-            "-p", f"train.t0_epochs={epochs}", "-p", "train.select_window=3"]  # fmt: skip
+            "-p", f"train.t0_epochs={epochs}", "-p", "train.select_window=3",
+            "-p", "train.fused_optimizer=true"]  # fmt: skip
 
 
-def part_crossval(work: Path, epochs: int, threads: int | None) -> dict[str, float]:
-    out = work / f"cv-{threads}"
+def part_crossval(work: Path, epochs: int, threads: int | None, jobs: int) -> dict[str, float]:
+    out = work / f"cv-{threads}-{jobs}"
     extra = ["-p", f"train.cpu_threads={threads}"] if threads else []
     wall, _ = avsc("crossval", "audio_only", "--cache", str(work / "cache"), "--out", str(out),
-                *own_settings(epochs), *extra)  # fmt: skip
+                "--jobs", str(jobs), *own_settings(epochs), *extra)  # fmt: skip
     epoch_s = []
     for h in sorted(out.glob("fold*/audio_only_scalogram/history.csv")):
         epoch_s += list(pd.read_csv(h)["seconds"])
     table = pd.read_csv(out / "crossval_audio_only_scalogram.csv").set_index("fold")
     pooled = table.loc["pooled (out of fold)"]
+    tag = f"jobs{jobs}"
     return {
-        "crossval_5fold_s": wall,
-        "crossval_epoch_median_s": float(np.median(epoch_s)),
-        "crossval_pooled_clip_accuracy_pct": float(pooled["clip_accuracy"]),
-        "crossval_pooled_segment_logloss": float(pooled["logloss"]),
+        f"crossval_5fold_s_{tag}": wall,
+        f"crossval_epoch_median_s_{tag}": float(np.median(epoch_s)),  # per process
+        f"crossval_pooled_clip_accuracy_pct_{tag}": float(pooled["clip_accuracy"]),
+        f"crossval_pooled_segment_logloss_{tag}": float(pooled["logloss"]),
     }
 
 
@@ -186,6 +190,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="40 clips, 1 epoch: does it run?")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="train.cpu_threads of crossval")
+    ap.add_argument(
+        "--jobs",
+        type=lambda t: [int(j) for j in t.split(",")],
+        default=[3, 1],
+        help="crossval --jobs, each timed in turn (default 3,1: the own profile's, then one "
+        "fold after the other)",
+    )
     ap.add_argument("--keep", help="work in this folder (kept) instead of a temporary one")
     args = ap.parse_args()
     per_class, epochs = (4, 1) if args.quick else (40, 10)
@@ -201,7 +212,15 @@ def main() -> None:
         if args.part in ("preprocess", "all") or not (work / "cache" / "store.json").is_file():
             figures.update(part_preprocess(manifest, work, args.workers))
         if args.part in ("crossval", "all"):
-            figures.update(part_crossval(work, epochs, args.threads))
+            for jobs in args.jobs:
+                figures.update(part_crossval(work, epochs, args.threads, jobs))
+            if len(args.jobs) > 1:
+                first, *rest = args.jobs
+                for jobs in rest:
+                    figures[f"crossval_speedup_jobs{first}_vs_jobs{jobs}"] = (
+                        figures[f"crossval_5fold_s_jobs{jobs}"]
+                        / figures[f"crossval_5fold_s_jobs{first}"]
+                    )
         if args.part in ("threads", "all"):
             figures.update(part_threads(work, 2 if not args.quick else 1))
     print(json.dumps({"machine_cores": os.cpu_count()}))

@@ -257,6 +257,59 @@ def test_crossval_trains_each_fold_as_a_direct_train_would(audio_store, tmp_path
     assert "segment accuracy % (official)" in res.stdout  # printed as well
 
 
+def test_crossval_jobs_trains_folds_at_once_each_as_its_direct_train_would(audio_store, tmp_path):
+    """``--jobs 2``: two folds at a time in worker processes, cores/2 torch threads each
+    (``train.cpu_threads``, recorded in each fold's config); fold 2 is exactly ``avsc train
+    -p data.test_fold=2 -p train.cpu_threads=N``. A rerun trains nothing."""
+    from avsc.experiments.crossval import usable_cores
+    from avsc.training.checkpoint import load_checkpoint
+
+    threads = max(1, usable_cores() // 2)
+    cv = tmp_path / "cv"
+    res = _avsc("crossval", "audio_only", "--cache", audio_store, "--out", cv, "--jobs", "2",
+                *QUICK)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"folds 1, 2, 3, 2 at a time, {threads} thread(s) each" in res.stderr
+    assert "fold 3 avsc.training.loop: audio_only_scalogram epoch 2/2" in res.stderr  # named
+    one = ["-p", "data.test_fold=2", "-p", f"train.cpu_threads={threads}", *QUICK]
+    res2 = _avsc("train", "audio_only", "--cache", audio_store, "--out", tmp_path / "one", *one)
+    assert res2.returncode == 0, res2.stderr
+    run = cv / "fold2" / "audio_only_scalogram"
+    a = pd.read_csv(run / "proba.csv")
+    b = pd.read_csv(tmp_path / "one" / "audio_only_scalogram" / "proba.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert load_checkpoint(run / "best.pt")["config"]["train"]["cpu_threads"] == threads
+    table = pd.read_csv(cv / "crossval_audio_only_scalogram.csv")
+    assert list(table["fold"][:3]) == ["1", "2", "3"]
+    direct = json.loads((tmp_path / "one" / "audio_only_scalogram" / "metrics.json").read_text())
+    assert table.iloc[1]["logloss"] == pytest.approx(direct["logloss_classwise"])
+    # a finished cross-validation is reloaded, not trained again
+    stamps = {h: h.stat().st_mtime_ns for h in cv.glob("fold*/*/last.pt")}
+    res3 = _avsc("crossval", "audio_only", "--cache", audio_store, "--out", cv, "--jobs", "2",
+                 *QUICK)  # fmt: skip
+    assert res3.returncode == 0, res3.stderr
+    assert len(stamps) == 3 and {h: h.stat().st_mtime_ns for h in stamps} == stamps
+    assert pd.read_csv(cv / "crossval_audio_only_scalogram.csv").equals(table)
+
+
+def test_a_failing_fold_of_a_parallel_crossval_is_named_and_the_others_are_kept(
+    audio_store, tmp_path
+):
+    """A user's system (registered by ``--module``, imported in the workers too) that fails
+    on fold 2: one line naming the fold; folds 1 and 3 finish and stay for the rerun."""
+    cv = tmp_path / "cv"
+    res = _avsc("crossval", "audio_only_but_fold2", "--module", "tests.user_fold_systems",
+                "--cache", audio_store, "--out", cv, "--jobs", "2", *QUICK)  # fmt: skip
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last == (
+        "avsc crossval: error: fold 2: ValueError: this system will not train with fold 2 held out"
+    ), res.stderr[-2000:]
+    done = sorted(p.parent.parent.name for p in cv.glob("fold*/*/metrics.json"))
+    assert done == ["fold1", "fold3"]
+    assert not (cv / "crossval_audio_only_but_fold2_scalogram.csv").exists()
+
+
 @pytest.mark.slow
 def test_the_own_profile_runs_the_series_on_a_users_collection(folds_csv, tmp_path):
     res = _avsc(

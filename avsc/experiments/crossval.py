@@ -7,6 +7,13 @@ clip is featurized again), its own results folder. Finished folds are reloaded, 
 interrupted one resumes. The table (:func:`crossval_table`) gives each fold's figures at
 segment and clip level, the pooled out-of-fold figures with their 95 % intervals (bootstrap
 over clips, stratified by class), and the mean and standard deviation over folds.
+
+``jobs`` > 1 trains that many folds at once, each in its own process with
+``cores // jobs`` torch threads (``train.cpu_threads``, unless set; recorded in each fold's
+config). On a small CPU machine two one-thread trainings finish sooner than one after the
+other with two threads each: most of a step of the acoustic encoder is too small to share
+between threads. The numbers are then those of ``train.cpu_threads`` = 1, not of torch's
+default, and a fold is ``avsc train ... -p data.test_fold=K -p train.cpu_threads=1``.
 """
 
 from __future__ import annotations
@@ -21,12 +28,18 @@ import pandas as pd
 
 from avsc.config import ExperimentConfig
 from avsc.evaluation.metrics import clip_metrics, dcase_metrics
+from avsc.experiments.registry import get_system
 from avsc.experiments.results import MissingArtifact, StrategyResult
 from avsc.experiments.strategies import Results
 from avsc.experiments.workspace import Workspace
 from avsc.features.store import FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
+
+
+class FoldFailed(RuntimeError):
+    """Folds of a parallel cross-validation failed; the message names each and why (the
+    other folds finished and are kept: a rerun trains only the failed ones)."""
 
 
 @dataclass
@@ -77,10 +90,17 @@ def crossval(
     asked: Iterable[str] | None = None,
     visual_weights: dict[str, str] | None = None,
     audio_checkpoint: str | os.PathLike | None = None,
+    jobs: int = 1,
+    modules: Iterable[str] = (),
 ) -> CrossvalResult:
     """Train ``system`` once per held-out fold of the store's collection (``folds``, default
     all) into ``out/fold<K>``, resuming fold by fold, and tabulate the results. A collection
-    without folds is a :class:`StoreError` saying how to give it folds."""
+    without folds is a :class:`StoreError` saying how to give it folds.
+
+    ``jobs`` folds train at once in worker processes (module docstring); ``modules`` are
+    imported there first (the user modules that registered ``system``)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     have = store.folds
     if not have:
@@ -93,18 +113,40 @@ def crossval(
     unknown = [f for f in wanted if f not in have]
     if unknown:
         raise StoreError(f"--folds: {store.path} has folds {', '.join(have)}, not {unknown[0]}")
+    parallel = jobs > 1 and len(wanted) > 1
+    home = getattr(get_system(system).build, "__module__", "") or ""
+    if parallel and home == "__main__":
+        log.warning(
+            "system %s is defined in this script or notebook, which worker processes cannot "
+            "import: its folds train one after the other (put it in a module to use jobs)",
+            system,
+        )
+        parallel = False
+    if parallel:
+        modules = [*modules, *([] if home.startswith("avsc.") else [home])]
+        config = _train_in_parallel(
+            system, store, out, config, wanted, jobs, feature, backbone, asked, visual_weights,
+            audio_checkpoint, modules,
+        )  # fmt: skip
     result = None
-    for k in wanted:
+    for k in wanted:  # (folds trained in parallel are reloaded here)
         cfg = config.override({"data.test_fold": k})
         ws = Workspace(store, cfg, visual_weights, asked=asked)
         results = Results(
             fold_root(out, k), primary_seed=ws.config.train.seed, seeds=ws.config.seeds
         )
-        log.info("cross-validation of %s: fold %s of %s held out", system, k, ", ".join(wanted))
         try:
-            r = results.train_seeds(
-                system, ws, feature=feature, backbone=backbone, audio_checkpoint=audio_checkpoint
-            )
+            if parallel:  # trained (and checked against these settings) by the workers
+                f, b = results.inputs(system, feature, backbone, ws.config)
+                r = results.load(system, f, b)
+            else:
+                log.info(
+                    "cross-validation of %s: fold %s of %s held out", system, k, ", ".join(wanted)
+                )
+                r = results.train_seeds(
+                    system, ws, feature=feature, backbone=backbone,
+                    audio_checkpoint=audio_checkpoint,
+                )  # fmt: skip
         except MissingArtifact as exc:
             raise MissingArtifact(
                 f"fold {k}: {exc} (cross-validate it first: avsc crossval ... --out {out})"
@@ -115,6 +157,117 @@ def crossval(
     assert result is not None
     result.table = crossval_table(result.folds)
     return result
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _train_in_parallel(
+    system, store, out, config, wanted, jobs, feature, backbone, asked, visual_weights,
+    audio_checkpoint, modules,
+) -> ExperimentConfig:  # fmt: skip
+    """Train the folds ``wanted`` in ``jobs`` worker processes (a finished fold is reloaded
+    there at once, an interrupted one resumes); returns the config they trained with. A fold
+    that fails stops no other; the first failure is raised once all have ended."""
+    from avsc.parallel import WorkerDied, process_map
+
+    jobs = min(jobs, len(wanted))
+    if config.train.cpu_threads is None:
+        config = config.override({"train.cpu_threads": max(1, usable_cores() // jobs)})
+    level = logging.getLogger().getEffectiveLevel()
+    tasks = [
+        {
+            "fold": k,
+            "system": system,
+            "store": str(store.path),
+            "out": str(out),
+            "config": config,
+            "feature": feature,
+            "backbone": backbone,
+            "asked": None if asked is None else sorted(asked),
+            "visual_weights": visual_weights,
+            "audio_checkpoint": None if audio_checkpoint is None else str(audio_checkpoint),
+            "modules": list(modules),
+            "log_level": level,
+        }
+        for k in wanted
+    ]
+    log.info(
+        "cross-validation of %s: folds %s, %d at a time, %d thread(s) each",
+        system, ", ".join(wanted), jobs, config.train.cpu_threads,
+    )  # fmt: skip
+    failed: dict[str, str] = {}
+    for task, outcome in process_map(_train_fold, tasks, jobs, name=lambda t: f"fold {t['fold']}"):
+        if isinstance(outcome, WorkerDied):
+            failed[task["fold"]] = str(outcome)
+        elif outcome is not None:
+            failed[task["fold"]] = outcome
+        else:
+            log.info("cross-validation of %s: fold %s done", system, task["fold"])
+    if failed:
+        raise FoldFailed("; ".join(failed[k] for k in wanted if k in failed))
+    return config
+
+
+_FOLD_HANDLER: logging.Handler | None = None  # in a worker: its log handler, fold named
+
+
+def _log_as_fold(fold: str, level: int) -> None:
+    """In a spawned worker: log as the parent does, each line naming the fold it trains now
+    (a worker may train several folds one after the other)."""
+    global _FOLD_HANDLER
+    root = logging.getLogger()
+    if _FOLD_HANDLER is None:
+        if root.handlers:  # logging set up by someone else: leave it as it is
+            return
+        _FOLD_HANDLER = logging.StreamHandler()
+        root.addHandler(_FOLD_HANDLER)
+        root.setLevel(level)
+    _FOLD_HANDLER.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s %(levelname)s fold {fold} %(name)s: %(message)s", "%H:%M:%S"
+        )
+    )
+
+
+def _train_fold(task: dict) -> str | None:
+    """In a worker process: train (or reload) one fold, as the sequential loop would. A
+    failure comes back as one line naming the fold (a string: it always crosses back to the
+    parent), so the other folds go on."""
+    import importlib
+    import warnings
+
+    k = task["fold"]
+    _log_as_fold(k, task["log_level"])
+    log.info("cross-validation of %s: fold %s held out", task["system"], k)
+    try:
+        for name in task["modules"]:
+            importlib.import_module(name)
+        cfg = task["config"].override({"data.test_fold": k})
+        asked = None if task["asked"] is None else set(task["asked"])
+        with warnings.catch_warnings():  # the parent says them once, on reloading the folds
+            warnings.simplefilter("ignore")
+            ws = Workspace(task["store"], cfg, task["visual_weights"], asked=asked)
+        results = Results(
+            fold_root(task["out"], k), primary_seed=ws.config.train.seed, seeds=ws.config.seeds
+        )
+        results.train_seeds(
+            task["system"], ws, feature=task["feature"], backbone=task["backbone"],
+            audio_checkpoint=task["audio_checkpoint"],
+        )  # fmt: skip
+    except MissingArtifact as exc:
+        return f"fold {k}: {exc} (cross-validate it first: avsc crossval ... --out {task['out']})"
+    except Exception as exc:  # noqa: BLE001 - named by fold, raised in the parent
+        log.debug("fold %s failed", k, exc_info=True)  # --verbose: the worker's traceback
+        own = type(exc).__module__.split(".")[0] == "avsc" or isinstance(exc, OSError)
+        text = " ".join(str(exc).split())
+        return f"fold {k}: {text if own else f'{type(exc).__name__}: {text}'}"
+    return None
 
 
 def crossval_table(
@@ -245,9 +398,11 @@ def save_crossval(
 
 __all__ = [
     "CrossvalResult",
+    "FoldFailed",
     "crossval",
     "crossval_table",
     "crossval_view",
     "fold_root",
     "save_crossval",
+    "usable_cores",
 ]
