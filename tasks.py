@@ -67,7 +67,7 @@ def test(argv: list[str]) -> None:
     run(PY, "-m", "ruff", "format", "--check", "avsc", "tests", "benchmarks", "tasks.py")
     run(BIN / "lint-imports")  # the layering contract of pyproject.toml
     env = dict(os.environ, AVSC_PROGRESS="0")
-    run(PY, "-m", "pytest", *argv, env=env)
+    run(PY, "-m", "pytest", "--durations=15", *argv, env=env)  # and the 15 slowest tests
 
 
 def lab(argv: list[str]) -> None:
