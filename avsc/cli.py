@@ -28,6 +28,19 @@ def _workers(text: str) -> int:
     return n
 
 
+def _clips_per_class(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 3:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 3 (each class needs clips for training, validation and "
+            f"evaluation), got {n}"
+        )
+    return n
+
+
 def _jobs(text: str) -> int:
     try:
         n = int(text)
@@ -454,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         "avsc synth --out data/synth --clips-per-class 10 -p data.clip_seconds=10",
     )
     s.add_argument("--out", required=True, help="output folder (the dataset root)")
-    s.add_argument("--clips-per-class", type=int, default=10, help="clips per scene class")
+    s.add_argument(
+        "--clips-per-class", type=_clips_per_class, default=10, help="clips per scene class (>= 3)"
+    )
     s.add_argument("--seed", type=int, default=0, help="seed: the same seed, the same bytes")
     s.add_argument("--size", type=_size, default=None, help="video WIDTHxHEIGHT (default 480x270)")
     s.add_argument("--fps", type=int, default=24, help="video frame rate")

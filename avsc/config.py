@@ -99,6 +99,48 @@ def _describe_type(hint: Any) -> str:
     return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to a readable length (a message never prints a whole structure:
+    a YAML alias graph can stand for billions of strings)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother = 3, 6, 6, 6, 60, 60
+    return r.repr(value)
+
+
+class _NoAliasLoader:
+    """Made on first use: PyYAML's ``SafeLoader`` refusing aliases (``*name``), so that a
+    config file or ``-p`` value cannot expand into a huge structure (an alias bomb)."""
+
+    loader: Any = None
+
+    @classmethod
+    def get(cls) -> Any:
+        if cls.loader is None:
+            import yaml
+
+            class Loader(yaml.SafeLoader):
+                def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+                    if self.check_event(yaml.AliasEvent):
+                        event = self.peek_event()
+                        raise ConfigError(
+                            f"line {event.start_mark.line + 1}: the YAML alias *{event.anchor} "
+                            "(avsc's configuration takes no aliases: write the value out)"
+                        )
+                    return super().compose_node(parent, index)
+
+            cls.loader = Loader
+        return cls.loader
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)`` without aliases (:class:`_NoAliasLoader`): plain data only."""
+    import yaml
+
+    return yaml.load(text, Loader=_NoAliasLoader.get())  # noqa: S506 - a SafeLoader
+
+
 class _Section:
     #: the key prefix of this section in messages and overrides ("train", "audio", ...)
     _name: ClassVar[str] = ""
@@ -110,7 +152,7 @@ class _Section:
             value = getattr(self, f.name)
             ok, conv = _type_ok(value, hints[f.name])
             if not ok:
-                self._fail(f.name, f"expected {_describe_type(hints[f.name])}, got {value!r}")
+                self._fail(f.name, f"expected {_describe_type(hints[f.name])}, got {_shown(value)}")
             if isinstance(conv, float) and not math.isfinite(conv):
                 self._fail(f.name, f"must be a finite number, got {conv!r}")
             if conv is not value:
@@ -153,7 +195,7 @@ class _Section:
     def from_dict(cls: type[C], d: dict[str, Any] | None) -> C:
         if d is not None and not isinstance(d, dict):
             where = f"config section {cls._name}" if cls._name else cls.__name__
-            raise ConfigError(f"{where}: expected a mapping of keys to values, got {d!r}")
+            raise ConfigError(f"{where}: expected a mapping of keys to values, got {_shown(d)}")
         d = dict(d or {})
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(d) - names)
@@ -321,7 +363,7 @@ class PreprocessConfig(_Section):
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PreprocessConfig:
         if d is not None and not isinstance(d, dict):
-            raise ConfigError(f"preprocess config: expected a mapping, got {d!r}")
+            raise ConfigError(f"preprocess config: expected a mapping, got {_shown(d)}")
         d = dict(d or {})
         unknown = sorted(set(d) - {"audio", "frames", "data", "features"})
         if unknown:
@@ -608,7 +650,7 @@ class ExperimentConfig(_Section):
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ExperimentConfig:
         if d is not None and not isinstance(d, dict):
-            raise ConfigError(f"config: expected a mapping of sections, got {d!r}")
+            raise ConfigError(f"config: expected a mapping of sections, got {_shown(d)}")
         d = dict(d or {})
         unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
@@ -665,7 +707,9 @@ def parse_overrides(
             raise ConfigError(f"override {item!r} is not {form}")
         k, v = item.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v)
+            out[k.strip()] = safe_yaml(v)
+        except ConfigError as exc:
+            raise ConfigError(f"override {_shown(item)}: {exc}") from None
         except yaml.YAMLError as exc:
             why = " ".join(str(exc).split())
             raise ConfigError(f"override {item!r}: the value is not YAML ({why})") from exc
@@ -687,10 +731,10 @@ def config_differences(asked: _Section, used: _Section, prefix: str = "") -> lis
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a plain dict, read with ``yaml.safe_load``: a missing or
+    """A YAML config file as a plain dict, read with PyYAML's ``SafeLoader``: a missing or
     unreadable file, YAML that is not plain data (``!!python/object`` tags are refused, never
-    constructed) or a top level that is not a mapping is a :class:`ConfigError` naming the
-    file."""
+    constructed), an alias (``*name``: a bomb can expand to billions of values) or a top
+    level that is not a mapping is a :class:`ConfigError` naming the file."""
     import yaml
 
     path = Path(path)
@@ -699,7 +743,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}, {exc}") from None
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())[:300]
         raise ConfigError(
@@ -708,5 +754,5 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file is a mapping of sections, got {data!r}")
+        raise ConfigError(f"{path}: a config file is a mapping of sections, got {_shown(data)}")
     return data

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from avsc.config import ALIASES, SECTIONS, ConfigError
+from avsc.config import ALIASES, SECTIONS, ConfigError, safe_yaml
 from avsc.config import parse_overrides as _parse
 from avsc.utils import BATCH_ENV, atomic_path, atomic_write_json, numerics, versions
 
@@ -64,7 +64,7 @@ def load_profile(name: str) -> dict[str, Any]:
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise RunError(f"unknown profile {name!r}; available: {', '.join(list_profiles())}")
-    prof = yaml.safe_load(path.read_text()) or {}
+    prof = safe_yaml(path.read_text()) or {}  # plain data, no aliases
     unknown = set(prof) - {"description", "parameters", "experiment"}
     if unknown:
         raise RunError(f"{path}: unknown top-level key(s) {sorted(unknown)}")

@@ -814,3 +814,21 @@ def test_format_warnings_of_preprocess_reach_the_terminal(copy, tmp_path):
         warnings.simplefilter("ignore")
         table = pd.read_csv(tmp_path / "c" / "index.csv", keep_default_na=False)
     assert (table["warnings"] != "").sum() == 1
+
+
+def test_synth_below_its_minimum_of_clips_says_the_minimum_not_unexpected(tmp_path, capsys):
+    """Issue 21: ``synth --clips-per-class 2`` printed ``ValueError ... (unexpected ...)``;
+    the option now states its minimum, and the library's own error is avsc's."""
+    from avsc.data.synth import SynthError, make_synthetic_dataset
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["synth", "--out", str(tmp_path / "d"), "--clips-per-class", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unexpected" not in err
+    assert err.strip().splitlines()[-1] == (
+        "avsc synth: error: argument --clips-per-class: must be at least 3 (each class needs "
+        "clips for training, validation and evaluation), got 2"
+    )
+    with pytest.raises(SynthError, match=r"^clips_per_class must be an integer >= 3, got 2$"):
+        make_synthetic_dataset(tmp_path / "e", clips_per_class=2, show_progress=False)
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()

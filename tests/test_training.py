@@ -2,6 +2,7 @@
 determinism, divergence, DistributedDataParallel; visual fine-tuning; prediction."""
 
 import json
+import logging
 import math
 import os
 import socket
@@ -220,7 +221,7 @@ def _model():
 TC = TrainConfig(batch_size=32, max_epochs=4, t0_epochs=1, lr=0.02, eval_batch_size=32)
 
 
-def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_store, tmp_path):
+def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_store, tmp_path, caplog):
     tr, va = _small_problem(synth_store[1])
     ev = lambda m: validation_metrics(m, va, 32)  # noqa: E731
     full = fit(_model(), tr, ev, TC, tmp_path / "full")
@@ -235,7 +236,13 @@ def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_store, tm
     with pytest.raises(Stop):
         fit(_model(), tr, ev, TC, tmp_path / "cut", callbacks=[kill_after_epoch_2])
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
-    resumed = fit(_model(), tr, ev, TC, tmp_path / "cut")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="avsc.training.loop"):
+        resumed = fit(_model(), tr, ev, TC, tmp_path / "cut")
+    said = [r.getMessage() for r in caplog.records]
+    # two epochs were done: it resumes after epoch 2 and goes on with epoch 3 (not "after 1")
+    assert any(m.endswith("last.pt after epoch 2") for m in said), said
+    assert any(m.startswith("train epoch 3/4:") for m in said), said
     a, b = (
         load_checkpoint(full.last_checkpoint)["model"],
         load_checkpoint(resumed.last_checkpoint)["model"],

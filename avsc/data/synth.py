@@ -500,9 +500,13 @@ def _readme(s: dict[str, Any]) -> str:
     )
 
 
+class SynthError(ValueError):
+    """A setting of the synthetic dataset out of its range (the message names it)."""
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise SynthError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:

@@ -428,7 +428,7 @@ def _fit(
             int(st["bad_epochs"]),
         )
         history = list(st["history"])
-        log.info("%s: resuming from %s after epoch %d", name, last_path, start_epoch - 1)
+        log.info("%s: resuming from %s after epoch %d", name, last_path, start_epoch)
 
     stopped_early = False
     epochs_bar = progress(  # interactive runs: one bar per training (batch runs: none)
