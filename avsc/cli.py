@@ -297,6 +297,13 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_device(name: str) -> None:
+    """``--device`` checked against this machine before any work (a :class:`DeviceError`)."""
+    from avsc.training.loop import resolve_device
+
+    resolve_device(name, "--device")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import warnings
 
@@ -305,6 +312,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from avsc.experiments.predict import predict_clip
 
     _import_modules(args)
+    _check_device(args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         df = predict_clip(args.clip, args.checkpoint, audio=args.audio, device=args.device)
@@ -321,6 +329,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from avsc.experiments.predict import predict_folder
 
     _import_modules(args)
+    _check_device(args.device)
     print(predict_folder(args.root, args.checkpoint, args.out, device=args.device))
     return 0
 

@@ -832,3 +832,49 @@ def test_synth_below_its_minimum_of_clips_says_the_minimum_not_unexpected(tmp_pa
     with pytest.raises(SynthError, match=r"^clips_per_class must be an integer >= 3, got 2$"):
         make_synthetic_dataset(tmp_path / "e", clips_per_class=2, show_progress=False)
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_the_machine_lacks_is_named_before_any_work(synth_store, tmp_path, capsys):
+    """Issue 21 (5): ``-p train.device=cuda`` without a GPU, ``predict --device cuda`` and
+    ``--device banana`` gave torch's errors as unexpected ones, and training left a results
+    folder holding only a lock file. Now one line naming the key or option and the devices
+    there are, and nothing written."""
+    out = tmp_path / "results"
+    code = main(["train", "audio_only", "--cache", str(synth_store[1]), "--out", str(out),
+                 "-p", "train.device=cuda"])  # fmt: skip
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 2 and lines == [
+        "avsc train: error: config key train.device: cuda asked, but this machine has no CUDA "
+        "device (no driver or no GPU visible to torch); it has cpu"
+    ]
+    assert not out.exists()
+    for device, why in (
+        ("cuda:1", "cuda:1 asked, but this machine has no CUDA device"),
+        ("banana", "'banana' is not a device (cpu, cuda, cuda:N, mps); this machine has cpu"),
+    ):
+        code = main(["predict", str(tmp_path / "clip.wav"), "--checkpoint",
+                     str(tmp_path / "best.pt"), "--device", device])  # fmt: skip
+        lines = _error_lines(capsys.readouterr().err)
+        assert (
+            code == 2
+            and len(lines) == 1
+            and lines[0].startswith(f"avsc predict: error: --device: {why}")
+        ), lines
+
+
+def test_an_unknown_backbone_is_named_with_close_timm_names_before_any_work(
+    synth_store, tmp_path, capsys
+):
+    """Issue 21 (6): ``-p visual.backbone=does_not_exist`` gave timm's "Unknown model" as an
+    unexpected RuntimeError. Now one line naming the key and the closest timm names."""
+    out = tmp_path / "results"
+    code = main(["train", "video_only", "--cache", str(synth_store[1]), "--out", str(out),
+                 "-p", "visual.backbone=efficientnet_lite"])  # fmt: skip
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(
+        "avsc train: error: config key visual.backbone: timm has no model 'efficientnet_lite'; "
+        "close names: efficientnet_lite"
+    ), lines
+    assert not out.exists()

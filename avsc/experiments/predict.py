@@ -22,6 +22,7 @@ from avsc.experiments.registry import Parts, SystemUsageError, UnknownSystem, ge
 from avsc.models.systems import AVSystem
 from avsc.models.visual import VisualEncoder
 from avsc.training.checkpoint import CheckpointError, load_checkpoint
+from avsc.training.loop import resolve_device
 
 
 def system_from_checkpoint(
@@ -100,6 +101,7 @@ def predict_clip(
     from avsc.features.datasets import eval_transform
     from avsc.features.video import VideoError, iter_frames, video_info
 
+    device = resolve_device(device)  # a device this machine lacks: one line, before any work
     model, extra, cfg = _cached_system(checkpoint)
     model.to(device)
     labels = checkpoint_labels(extra, str(checkpoint))

@@ -41,6 +41,7 @@ from avsc.features.datasets import FrameSamples, SegmentSamples, eval_transform,
 from avsc.features.store import FeatureStore
 from avsc.models.acoustic import AcousticEncoder
 from avsc.models.systems import AVSystem
+from avsc.models.visual import check_backbone
 from avsc.training.checkpoint import CheckpointError, load_checkpoint
 from avsc.training.loop import fit, is_main_process
 from avsc.utils import LOCK_NAME, exclusive_lock
@@ -89,6 +90,11 @@ def train_system(
                 f"--features {feature} on it"
             )
     torch.manual_seed(cfg.train.seed)
+    if spec.takes("backbone"):  # a name timm lacks: one line naming the key, before any work
+        name = backbone or cfg.visual.backbone
+        check_backbone(
+            name, "config key visual.backbone" if name == cfg.visual.backbone else "backbone"
+        )
     ve = ws.visual_encoder(backbone) if spec.takes("backbone") else None
     n_bins = _n_bins(ws, feature) if feature else None
 

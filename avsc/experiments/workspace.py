@@ -91,7 +91,7 @@ class Workspace:
         warn_store_overrides(self.store, config, asked)
         data = sc.data.replace(**config.data.split_keys())
         self.config = config.replace(audio=sc.audio, frames=sc.frames, data=data)
-        self.device = resolve_device(self.config.train.device)
+        self.device = resolve_device(self.config.train.device, "config key train.device")
         self.labels: tuple[str, ...] = self.store.labels
         self.split = self.store.split(data)
         subsets = self.split.subsets()

@@ -163,6 +163,29 @@ def _hub_model(name: str, **kwargs: Any) -> nn.Module:
     return timm.create_model(name, pretrained=True, **kwargs)
 
 
+class UnknownBackbone(ValueError):
+    """A visual backbone name that timm does not know (the message names the key or option
+    and the closest names it knows)."""
+
+
+def check_backbone(name: str, what: str = "backbone") -> None:
+    """An :class:`UnknownBackbone` naming ``what`` (the key or option) when timm has no model
+    ``name``, with the closest names it has (``timm.list_models``), before any work."""
+    import difflib
+
+    import timm
+
+    if timm.is_model(name):
+        return
+    known = timm.list_models()
+    close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+    close += [m for m in timm.list_models(f"*{name}*") if m not in close][: 4 - len(close)]
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    raise UnknownBackbone(
+        f"{what}: timm has no model {name!r}{hint} (timm.list_models('*name*') lists them)"
+    )
+
+
 def create_backbone(
     name: str, weights: str | os.PathLike | None = None, **kwargs: Any
 ) -> nn.Module:

@@ -153,12 +153,53 @@ def clear_run(out_dir: str | os.PathLike) -> list[Path]:
 # devices and distributed
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+class DeviceError(ValueError):
+    """A device that is not one, or that this machine does not have (the message names the
+    key or option it came from and the devices there are)."""
+
+
+def available_devices() -> list[str]:
+    """The torch devices of this machine: ``cpu``, then ``cuda:N`` and ``mps`` where present."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def resolve_device(name: str = "auto", what: str = "device") -> torch.device:
+    """The torch device ``name`` (``auto``: CUDA where there is one, else the CPU), checked
+    against this machine before any work: a name that is not a device, or a device the
+    machine lacks, is a :class:`DeviceError` naming ``what`` (the key or option it came from)
+    and the devices there are."""
     if name == "auto":
         if dist_info()[0] > 1 and torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    here = ", ".join(available_devices())
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(
+            f"{what}: {name!r} is not a device (cpu, cuda, cuda:N, mps); this machine has {here}"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"{what}: {name} asked, but this machine has no CUDA device (no driver or no "
+                f"GPU visible to torch); it has {here}"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"{what}: {name} asked, but this machine has {here}")
+    elif dev.type == "mps" and "mps" not in here:
+        raise DeviceError(f"{what}: mps asked, but this machine has {here}")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(
+            f"{what}: avsc runs on cpu, cuda or mps, not {name}; this machine has {here}"
+        )
+    return dev
 
 
 def dist_info() -> tuple[int, int]:
