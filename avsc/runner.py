@@ -26,7 +26,14 @@ import yaml
 
 from avsc.config import ALIASES, SECTIONS, ConfigError, safe_yaml
 from avsc.config import parse_overrides as _parse
-from avsc.utils import BATCH_ENV, atomic_path, atomic_write_json, numerics, versions
+from avsc.utils import (
+    BATCH_ENV,
+    atomic_path,
+    atomic_write_json,
+    exclusive_lock,
+    numerics,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +313,6 @@ def run_profile(
     (:data:`REHEARSAL_PARAMETERS`), stamped as a rehearsal on every output, then
     ``projection.json`` in its run folder and a printed table: the full run's hours, disk
     and memory projected from what the rehearsal measured (:mod:`avsc.experiments.projection`)."""
-    import papermill as pm
-
     nbs = notebooks(notebooks_dir)
     params, per_nb = resolve(
         profile,
@@ -328,6 +333,22 @@ def run_profile(
         if problems:
             raise RunError(str(PreflightError(profile, problems)))
     run_dir = Path(params["run_dir"])
+    # one run per run folder at a time: a second would overwrite the first's notebooks
+    lock = run_dir.with_name(f".{run_dir.name}.run.lock")
+    with exclusive_lock(lock, f"run folder {run_dir}"):
+        return _run_series(
+            profile, params, per_nb, nbs, run_dir, start, only, runs_root, figures_root, kernel,
+            rehearse, standin,
+        )  # fmt: skip
+
+
+def _run_series(
+    profile, params, per_nb, nbs, run_dir, start, only, runs_root, figures_root, kernel,
+    rehearse, standin,
+) -> Manifest:  # fmt: skip
+    """:func:`run_profile` after its checks, under the run folder's lock."""
+    import papermill as pm
+
     if rehearse and not (start or only) and run_dir.exists():
         if not (run_dir / REHEARSAL).is_file():  # not ours: never touched
             raise RunError(

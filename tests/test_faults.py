@@ -878,3 +878,31 @@ def test_an_unknown_backbone_is_named_with_close_timm_names_before_any_work(
         "close names: efficientnet_lite"
     ), lines
     assert not out.exists()
+
+
+def test_a_second_avsc_run_into_one_run_folder_is_refused(tmp_path, capsys):
+    """Issue 21: two ``avsc run`` of one profile into one folder overwrote each other's
+    executed notebooks. The second is refused, naming the first (pid, host, command)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom avsc.utils import exclusive_lock\n"
+         "with exclusive_lock(sys.argv[1], 'a run'):\n    print('held', flush=True)\n"
+         "    time.sleep(120)\n",
+         str(tmp_path / "runs" / ".smoke.run.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(["run", "--profile", "smoke", "--runs", str(tmp_path / "runs"),
+                     "--figures", str(tmp_path / "fig"), "--no-preflight"])  # fmt: skip
+        lines = _error_lines(capsys.readouterr().err)
+        assert code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith(
+            f"avsc run: error: run folder {tmp_path / 'runs' / 'smoke'} is in use by another "
+            f"avsc run (pid {holder.pid} on "
+        ), lines
+        assert lines[0].endswith("; wait for it to finish or use another folder")
+        assert not (tmp_path / "runs" / "smoke").exists()
+    finally:
+        holder.kill()
+        holder.wait()
