@@ -171,6 +171,29 @@ def _lock_owner(owner_file: Path) -> str:
         return "a process that has not said who it is yet"
 
 
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """While the block runs, SIGTERM (a scheduler's preemption, ``kill``) raises
+    ``SystemExit(143)`` in the main thread instead of ending the process on the spot, so the
+    block's ``except``/``finally`` keep its work as they do on Ctrl-C. Elsewhere than the
+    main thread, nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # type: ignore[no-untyped-def]
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 #: set by ``avsc run`` for the notebooks it executes (papermill saves no widget state)
 BATCH_ENV = "AVSC_BATCH"
 

@@ -132,6 +132,46 @@ def test_an_interrupted_submission_resumes(evaluation_set, tmp_path, monkeypatch
     assert out.read_text() == whole.read_text() and not partial.exists()
 
 
+def test_a_submission_keeps_its_work_every_few_seconds_and_on_sigterm(evaluation_set, tmp_path):
+    """Issue 21: a scheduler's SIGTERM kept no partial file (it was written every 200 files
+    or on Ctrl-C only). Now also every ``every_seconds``, and on SIGTERM, as on Ctrl-C."""
+    import signal
+    import textwrap
+
+    _, root, _, ck = evaluation_set
+    out = tmp_path / "s.csv"
+    driver = textwrap.dedent(
+        """
+        import sys, time
+        import avsc.experiments.predict as P
+        real = P.predict_clip
+        def slow(*args, **kwargs):  # one file every 0.3 s; says when each is done
+            df = real(*args, **kwargs)
+            time.sleep(0.3)
+            print("done", flush=True)
+            return df
+        P.predict_clip = slow
+        P.predict_folder(sys.argv[1], sys.argv[2], sys.argv[3], every=1000, every_seconds=0.5)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", driver, str(root), str(ck), str(out)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    partial = tmp_path / "s.csv.partial.tsv"
+    done = 0
+    while done < 4:  # a few files in, and past one 0.5-s keep
+        assert child.stdout.readline().strip() == "done"
+        done += 1
+    assert partial.is_file()  # kept on time, long before 1000 files
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    kept = pd.read_csv(partial, sep="\t")
+    # every file finished at the signal was kept (the one being recorded as "done" printed
+    # may be the exception)
+    assert len(kept) >= done - 1 and not out.exists()
+
+
 def test_a_missing_file_is_named_in_one_line(evaluation_set, tmp_path):
     import shutil
 

@@ -203,16 +203,21 @@ def predict_folder(
     out: str | os.PathLike,
     device: str = "cpu",
     every: int = 200,
+    every_seconds: float = 5.0,
 ) -> str:
     """Classify every file of an evaluation set (:func:`avsc.data.evaluation_files`: 1-s clips, no
     labels) with a trained system and write the DCASE submission file ``out`` (tab-separated
     ``filename  scene_label  airport ... tram``, ``filename`` the audio file's name; a file of
     more than one segment gets the mean of its segments). Rows are kept in
-    ``<out>.partial.tsv`` every ``every`` files, so an interrupted run resumes where it
-    stopped; the submission is written atomically at the end. Returns its preview."""
+    ``<out>.partial.tsv`` every ``every`` files or ``every_seconds``, whichever comes first,
+    and on an error, Ctrl-C or SIGTERM (a scheduler's preemption), so an interrupted run
+    resumes where it stopped, losing seconds of work; the submission is written atomically
+    at the end. Returns its preview."""
+    import time
+
     from avsc.data import evaluation_files
     from avsc.evaluation.metrics import write_submission
-    from avsc.utils import atomic_path
+    from avsc.utils import atomic_path, terminate_as_exit
 
     root, out = Path(root), Path(out)
     files = evaluation_files(root)
@@ -235,29 +240,32 @@ def predict_folder(
             )
 
     names = [Path(a).name for a in files["filename_audio"]]
+    kept = time.monotonic()
     try:
-        for i, (a, v) in enumerate(
-            zip(files["filename_audio"], files["filename_video"], strict=True), 1
-        ):
-            name = Path(a).name
-            if name in done:
-                continue
-            video, audio = root / v, root / a
-            for kind, path in (("audio", audio), ("video", video)):
-                if kind in needs and not path.is_file():
-                    raise FileNotFoundError(
-                        f"{path}: listed as evaluation file {name} but missing (the system "
-                        f"needs its {kind}); the {len(done)} file(s) done are kept in "
-                        f"{partial.name} and a rerun resumes after them"
-                    )
-            df = predict_clip(video if video.is_file() else audio, checkpoint, audio=audio,
-                              device=device)  # fmt: skip
-            if df.empty:
-                raise ValueError(f"{audio}: shorter than one segment; nothing to classify")
-            done[name] = df[labels].to_numpy().mean(axis=0)
-            if i % every == 0:
-                keep()
-    except BaseException:  # an error or an interrupt: keep what is done, for the rerun
+        with terminate_as_exit():  # SIGTERM keeps the work done, as Ctrl-C does
+            for i, (a, v) in enumerate(
+                zip(files["filename_audio"], files["filename_video"], strict=True), 1
+            ):
+                name = Path(a).name
+                if name in done:
+                    continue
+                video, audio = root / v, root / a
+                for kind, path in (("audio", audio), ("video", video)):
+                    if kind in needs and not path.is_file():
+                        raise FileNotFoundError(
+                            f"{path}: listed as evaluation file {name} but missing (the system "
+                            f"needs its {kind}); the {len(done)} file(s) done are kept in "
+                            f"{partial.name} and a rerun resumes after them"
+                        )
+                df = predict_clip(video if video.is_file() else audio, checkpoint, audio=audio,
+                                  device=device)  # fmt: skip
+                if df.empty:
+                    raise ValueError(f"{audio}: shorter than one segment; nothing to classify")
+                done[name] = df[labels].to_numpy().mean(axis=0)
+                if i % every == 0 or time.monotonic() - kept >= every_seconds:
+                    keep()
+                    kept = time.monotonic()
+    except BaseException:  # an error, Ctrl-C or SIGTERM: keep what is done, for the rerun
         if done:
             keep()
         raise
