@@ -906,3 +906,41 @@ def test_a_second_avsc_run_into_one_run_folder_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_full_disk_while_writing_a_checkpoint_says_so_and_keeps_the_previous(
+    tmp_path, monkeypatch
+):
+    """Issue 21 (4): a full disk while saving a checkpoint came out as torch's "unexpected
+    pos 17701888 vs 17701784" (an unexpected RuntimeError). Now "no space left" naming the
+    file and folder; the previous checkpoint stays intact and no temporary file is left."""
+    import errno
+    import shutil
+
+    import torch
+
+    import avsc.training.checkpoint as C
+    from avsc.cli import describe_error
+
+    path = tmp_path / "best.pt"
+    C.save_checkpoint(path, {"epoch": 1, "w": torch.ones(3)})
+
+    def short_write(obj, f):  # what torch's zip writer does when the device fills up
+        Path(f).write_bytes(b"PK\x03\x04 half of a checkpoint")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . unexpected pos 17701888 vs 17701784"
+        )
+
+    monkeypatch.setattr(C.torch, "save", short_write)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(2**30, 2**30, 0))
+    with pytest.raises(OSError) as err:
+        C.save_checkpoint(path, {"epoch": 2, "w": torch.zeros(3)})
+    assert err.value.errno == errno.ENOSPC
+    assert describe_error(err.value) == (
+        f"{path}: no space left on the device of {tmp_path} (0.0 MiB free) while writing this "
+        "checkpoint; the previous one, if any, is intact: free some space and rerun (the run "
+        "resumes)"
+    )
+    monkeypatch.undo()
+    assert C.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
