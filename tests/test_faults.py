@@ -944,3 +944,32 @@ def test_a_full_disk_while_writing_a_checkpoint_says_so_and_keeps_the_previous(
     monkeypatch.undo()
     assert C.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+@pytest.mark.parametrize("subset", ["evaluate", "val"])
+def test_nan_in_a_stored_clip_is_named_instead_of_a_nan_metric(
+    synth_store, tmp_path, subset, capsys
+):
+    """Issue 21 (2, 3): NaN in an evaluation clip's stored features gave
+    ``"logloss_overall": NaN`` and exit 0; in a validation clip, NaN validation losses and
+    then "best.pt: checkpoint not found". Now one line naming the clip and the way to rebuild
+    it, and no metric written."""
+    cache = Path(shutil.copytree(synth_store[1], tmp_path / "cache"))
+    store = FeatureStore(cache)
+    subsets = store.split(DataConfig()).subsets()
+    clip = sorted(subsets[subsets["subset"] == subset]["clip"])[0]
+    entry = np.load(store.audio_path(clip, "scalogram"), mmap_mode="r+")
+    entry[0, 0, 0] = np.nan  # same size: a plain preprocess rerun would not notice
+    entry.flush()
+    del entry
+    out = tmp_path / "results"
+    code = main(["train", "audio_only", "--cache", str(cache), "--out", str(out),
+                 "-p", "train.max_epochs=1", "-p", "train.batch_size=32"])  # fmt: skip
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0] == (
+        f"avsc train: error: clip {clip} (segment 0): its stored audio input holds NaN or "
+        f"infinite values (a damaged entry of {cache}?); avsc preprocess --verify rebuilds the "
+        "entries whose checksum is wrong"
+    )
+    assert not list(out.rglob("metrics.json"))

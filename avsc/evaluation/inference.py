@@ -15,6 +15,44 @@ from avsc.features.datasets import batches
 
 
 @torch.no_grad()
+class NonFiniteOutput(ValueError):
+    """A segment whose inputs or probabilities are NaN or infinite (the message names the clip
+    and says what to do); no metric is computed from it."""
+
+
+def _check_finite(
+    segments: Dataset, batch: dict[str, torch.Tensor], proba: torch.Tensor, index: torch.Tensor
+) -> None:
+    """A :class:`NonFiniteOutput` naming the first segment of the batch whose probabilities
+    are not finite, and whether its stored inputs already were."""
+    bad = ~torch.isfinite(proba).all(dim=1)
+    if not bool(bad.any()):
+        return
+    k = int(bad.nonzero()[0, 0])
+    row = int(index[k])
+    table = getattr(segments, "table", None)
+    where = f"segment row {row}"
+    if table is not None:
+        clip = table.clips[int(table.clip_of[row])]
+        where = f"clip {clip} (segment {int(table.segment_of[row])})"
+    inputs = [
+        n
+        for n, x in batch.items()
+        if x.is_floating_point() and not bool(torch.isfinite(x[k]).all())
+    ]
+    if inputs:
+        store = getattr(getattr(table, "store", None), "path", "the feature store")
+        raise NonFiniteOutput(
+            f"{where}: its stored {' and '.join(inputs)} input holds NaN or infinite values (a "
+            f"damaged entry of {store}?); avsc preprocess --verify rebuilds the entries whose "
+            "checksum is wrong"
+        )
+    raise NonFiniteOutput(
+        f"{where}: the model's probabilities are NaN or infinite though its inputs are finite "
+        "(a diverged model?)"
+    )
+
+
 def predict_segments(
     model: nn.Module,
     segments: Dataset,
@@ -35,6 +73,7 @@ def predict_segments(
         index = batch.pop("index")
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model.segment_outputs(**batch)
+        _check_finite(segments, batch, out["proba"], index)  # never a NaN metric
         parts.setdefault("proba", []).append(out["proba"].float().cpu().numpy())
         parts.setdefault("label", []).append(label.numpy())
         parts.setdefault("index", []).append(index.numpy())
