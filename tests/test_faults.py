@@ -973,3 +973,29 @@ def test_nan_in_a_stored_clip_is_named_instead_of_a_nan_metric(
         "entries whose checksum is wrong"
     )
     assert not list(out.rglob("metrics.json"))
+
+
+def test_a_folder_as_the_clip_and_a_joint_checkpoint_as_the_audio_one_are_said(
+    checkpoints, tmp_path, capsys, caplog
+):
+    """Issue 21: a folder passed as the clip was reported as "audio file not found"; a
+    pipeline/joint checkpoint given as the audio checkpoint was taken silently. Now the folder
+    is named as a folder, and the log says which part of the checkpoint is used."""
+    import logging
+
+    from avsc.experiments.strategies import load_acoustic_encoder
+
+    ws, audio_ck, pipeline_ck = checkpoints
+    folder = tmp_path / "my clips"
+    folder.mkdir()
+    code = main(["predict", str(folder), "--checkpoint", str(audio_ck)])
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 2 and lines == [f"avsc predict: error: {folder}: a folder, not an audio file"]
+    with caplog.at_level(logging.WARNING, logger="avsc.experiments.strategies"):
+        load_acoustic_encoder(audio_ck, ws.config, 290)
+        assert not caplog.records  # the audio-only system's own: nothing to say
+        load_acoustic_encoder(pipeline_ck, ws.config, 290)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{pipeline_ck} is a pipeline system's checkpoint: only its acoustic encoder is used "
+        "(its scene classifier and visual parts are not)"
+    ]

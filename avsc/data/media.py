@@ -32,7 +32,8 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 
     path = Path(path)
     if not path.is_file():
-        raise VideoError(f"{path}: video file not found")
+        what = "a folder, not an video file" if path.is_dir() else "video file not found"
+        raise VideoError(f"{path}: {what}")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

@@ -207,6 +207,12 @@ def load_acoustic_encoder(
     sd = {k[3:]: v for k, v in ck["model"].items() if k.startswith("ae.")}
     if not sd:
         raise CheckpointError(f"{checkpoint}: holds no acoustic encoder (no 'ae.' tensors)")
+    system = (ck.get("extra") or {}).get("system")
+    if system not in (None, "audio_only"):  # e.g. a joint system's: say which part is used
+        log.warning(
+            "%s is a %s system's checkpoint: only its acoustic encoder is used (its scene "
+            "classifier and visual parts are not)", checkpoint, system,
+        )  # fmt: skip
     try:
         ae.load_state_dict(sd)
     except RuntimeError as exc:

@@ -84,7 +84,8 @@ def open_audio(path: str | os.PathLike) -> AudioSource:
 
     path = Path(path)
     if not path.is_file():
-        raise AudioError(f"{path}: audio file not found")
+        what = "a folder, not an audio file" if path.is_dir() else "audio file not found"
+        raise AudioError(f"{path}: {what}")
     try:
         info = audio_info(path)
     except ValueError as exc:

@@ -69,7 +69,8 @@ def iter_frames(
 
     path = Path(path)
     if not path.is_file():
-        raise VideoError(f"{path}: video file not found")
+        what = "a folder, not an video file" if path.is_dir() else "video file not found"
+        raise VideoError(f"{path}: {what}")
     seg = Fraction(segment_seconds).limit_denominator(1_000_000)
     max_off = Fraction(max_offset if max_offset is not None else segment_seconds / 2)
     try:
