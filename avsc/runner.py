@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,6 +343,27 @@ def run_profile(
         )  # fmt: skip
 
 
+def local_kernel_manager(folder: str | os.PathLike):
+    """A Jupyter kernel manager class whose kernels talk over Unix sockets in ``folder``
+    (IPC transport), not TCP ports: local to this machine, and without ipykernel's "Kernel is
+    running over TCP without encryption" in every run's output. On a system without Unix
+    sockets, or where ``folder`` is too long for a socket path, the default (TCP on
+    127.0.0.1)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    prefix = str(Path(folder) / "kernel")
+    if os.name != "posix" or len(prefix) > 80:  # sun_path holds 108 bytes with the suffix
+        return AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = prefix
+
+    return LocalKernelManager
+
+
 def _run_series(
     profile, params, per_nb, nbs, run_dir, start, only, runs_root, figures_root, kernel,
     rehearse, standin,
@@ -392,6 +414,8 @@ def _run_series(
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ[BATCH_ENV] = "1"
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    sockets = tempfile.TemporaryDirectory(prefix="avsc-kernel-")  # the kernels' IPC sockets
+    kernel_manager = local_kernel_manager(sockets.name)
     try:
         for nb in selected:
             own = {k: v for k, v in params.items() if k in per_nb[nb.stem]}
@@ -421,6 +445,7 @@ def _run_series(
                     kernel_name=kernel,
                     progress_bar=False,
                     cwd=str(REPO),
+                    kernel_manager_class=kernel_manager,
                 )
             except pm.PapermillExecutionError as exc:
                 entry.update(
@@ -442,6 +467,7 @@ def _run_series(
             manifest.write()
             print(f"[avsc run {profile}] {nb.stem} ok ({entry['seconds']:.0f} s)", flush=True)
     finally:
+        sockets.cleanup()
         for k, v in env_before.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -239,3 +239,40 @@ def _numbers(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _numbers(v)
+
+
+def test_batch_kernels_talk_over_local_sockets_and_say_nothing_of_tcp(tmp_path):
+    """Issue 21: every batch run printed ipykernel's "Kernel is running over TCP without
+    encryption ... susceptible to eavesdropping". avsc run's kernels use the IPC transport
+    (Unix sockets in a private folder): the same outputs, no such line, no socket left."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, str(tmp_path / "t.ipynb"))
+    driver = (
+        "import sys, papermill as pm\n"
+        "from avsc.runner import local_kernel_manager\n"
+        "km = local_kernel_manager(sys.argv[3]) if sys.argv[3] != '-' else None\n"
+        "extra = {'kernel_manager_class': km} if km else {}\n"
+        "pm.execute_notebook(sys.argv[1], sys.argv[2], kernel_name='python3',\n"
+        "                    progress_bar=False, **extra)\n"
+    )
+    sockets = tmp_path / "sk"
+    sockets.mkdir()
+    said = {}
+    for mode, folder in (("tcp", "-"), ("ipc", str(sockets))):
+        out = tmp_path / f"{mode}.ipynb"
+        res = subprocess.run(
+            [sys.executable, "-c", driver, str(tmp_path / "t.ipynb"), str(out), folder],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert nbformat.read(str(out), 4).cells[0].outputs[0]["text"] == "42\n"
+        said[mode] = res.stderr
+    assert "running over TCP without encryption" in said["tcp"]  # what it was
+    assert "running over TCP" not in said["ipc"]
+    assert not list(sockets.iterdir())  # the kernel removed its sockets
