@@ -999,3 +999,30 @@ def test_a_folder_as_the_clip_and_a_joint_checkpoint_as_the_audio_one_are_said(
         f"{pipeline_ck} is a pipeline system's checkpoint: only its acoustic encoder is used "
         "(its scene classifier and visual parts are not)"
     ]
+
+
+def test_a_store_whose_first_run_finished_no_clip_says_how_to_start_over(
+    synth_store, tmp_path, capsys
+):
+    """Issue 21: a store whose first run failed every clip (wrong settings) then refused the
+    corrected settings with only "use a new --cache folder". It now says that nothing is lost
+    by deleting it, and how; a store holding finished clips is not offered for deletion."""
+    cache = tmp_path / "cache"
+    base = ["preprocess", "--data", str(synth_store[0]), "--cache", str(cache),
+            "--features", "scalogram", "--workers", "1", "--no-progress"]  # fmt: skip
+    assert main([*base, "-p", "data.clip_seconds=10"]) == 3  # every 3-s clip: wrong length
+    capsys.readouterr()
+    assert main([*base, "-p", "data.clip_seconds=3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"avsc preprocess: error: {cache}: built with different data settings "
+        "{'clip_seconds': (10.0, 3.0)} (stored, asked); use a new --cache folder; it holds no "
+        f"finished clip yet, so nothing is lost by deleting it: rm -r {cache} and rerun with "
+        "the new settings"
+    )
+    assert main([*base, "-p", "data.clip_seconds=10"]) == 3  # nothing was touched
+    capsys.readouterr()
+    full = shutil.copytree(synth_store[1], tmp_path / "full")
+    assert main(["preprocess", "--data", str(synth_store[0]), "--cache", str(full),
+                 "--no-progress", "-p", "data.clip_seconds=10"]) == 1  # fmt: skip
+    assert "rm -r" not in capsys.readouterr().err  # finished clips: never offered for deletion

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import time
 import unicodedata
 from collections.abc import Iterable
@@ -759,6 +760,11 @@ def _open_store(cache: Path, config: PreprocessConfig, manifest=None) -> Preproc
                 f"{meta_path}: store format {old.get('version')}, expected {STORE_VERSION}"
             )
         old_cfg = PreprocessConfig.from_dict(old["config"])
+        # a store whose runs finished no clip (e.g. every clip failed on wrong settings)
+        empty = "" if read_index(cache) else (
+            f"; it holds no finished clip yet, so nothing is lost by deleting it: rm -r "
+            f"{shlex.quote(str(cache))} and rerun with the new settings"
+        )  # fmt: skip
         for section in ("audio", "frames", "data"):
             a, b = getattr(old_cfg, section).to_dict(), getattr(config, section).to_dict()
             keys = STORE_DATA_KEYS if section == "data" else list(a)
@@ -766,7 +772,7 @@ def _open_store(cache: Path, config: PreprocessConfig, manifest=None) -> Preproc
             if diff:
                 raise StoreError(
                     f"{cache}: built with different {section} settings {diff} (stored, asked); "
-                    "use a new --cache folder"
+                    f"use a new --cache folder{empty}"
                 )
         if manifest is not None:
             for what, stored, now in (
@@ -776,7 +782,7 @@ def _open_store(cache: Path, config: PreprocessConfig, manifest=None) -> Preproc
                 if stored is not None and list(stored) != now:
                     raise StoreError(
                         f"{cache}: built for a collection with the {what} {_short(stored)}; "
-                        f"{manifest.source} has {_short(now)}; use a new --cache folder"
+                        f"{manifest.source} has {_short(now)}; use a new --cache folder{empty}"
                     )
         features = tuple(sorted(set(old_cfg.features) | set(config.features)))
         return config.replace(features=features)
