@@ -41,6 +41,16 @@ def _clips_per_class(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return x
+
+
 def _jobs(text: str) -> int:
     try:
         n = int(text)
@@ -117,7 +127,9 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.list:
         print(describe(pkgs, args.out))
         return 0
-    root = download(args.dataset, args.out, remove_zips=args.remove_zips, packages=pkgs)
+    root = download(
+        args.dataset, args.out, remove_zips=args.remove_zips, packages=pkgs, timeout=args.timeout
+    )
     kind = "development" if args.dataset == "dev" else "evaluation"
     use = f"AVSC_DATA_ROOT={root}" if args.dataset == "dev" else f"avsc submit {root} ..."
     print(f"TAU Urban Audio-Visual Scenes 2021 {kind} set ({DATASETS[args.dataset][1]}) in "
@@ -665,6 +677,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dl.add_argument(
         "--list", action="store_true", help="print the packages and what --out holds; fetch none"
+    )
+    dl.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up on a connection silent for this long, then resume (default: 60)",
     )
     dl.set_defaults(func=cmd_download)
 

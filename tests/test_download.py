@@ -10,6 +10,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Server(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.files, self.cut, self.corrupt, self.log = files, {}, set(), []
         self.sent: dict[str, int] = {}
+        self.stall: dict[str, int] = {}  # name -> bytes sent before going silent (once)
 
     @property
     def url(self) -> str:
@@ -63,6 +65,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not rng and name in srv.cut:
             body = body[: srv.cut.pop(name)]
             self.close_connection = True
+        if name in srv.stall:  # a server that goes silent mid-transfer
+            self.wfile.write(body[: srv.stall.pop(name)])
+            self.wfile.flush()
+            time.sleep(3)
+            self.close_connection = True
+            return
         self.wfile.write(body)
         srv.sent[name] = srv.sent.get(name, 0) + len(body)
 
@@ -186,3 +194,45 @@ def test_no_network_names_the_local_file_alternative(tmp_path):
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "evaluation.meta.zip: cannot download" in lines[0]
     assert f"into {tmp_path / 'ev' / 'packages'} and rerun" in lines[0]
+
+
+def test_a_stalled_server_keeps_the_bytes_received_and_resumes_after_them(standin, tmp_path):
+    """Issue 21: a read waited for a whole 1-MiB block, so a server going silent mid-block
+    lost what it had sent. The bytes received are kept, and the retry asks for the rest."""
+    _, srv, pkgs = standin
+    pkg = pkgs[1]  # an audio package, larger than what is sent before the stall
+    assert pkg.size > 20000
+    srv.stall[pkg.name] = 5000
+    srv.log.clear()
+    say = []
+    path = fetch(pkg, tmp_path, retries=1, timeout=0.5, backoff=0, say=say.append)
+    assert hashlib.md5(path.read_bytes()).hexdigest() == pkg.md5
+    asked = [rng for name, rng in srv.log if name == pkg.name]
+    assert asked == [None, "bytes=5000-"], srv.log
+    assert any("timed out" in s and "retrying" in s for s in say), say
+
+
+def test_a_zip_bomb_is_refused_naming_its_member(tmp_path):
+    """Issue 21: zip expansion had no bound, so a custom package list could deliver a bomb.
+    A member expanding beyond reason is refused before anything is written."""
+    from avsc.data.download import unpack
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{TOP}/meta.csv", "filename\tscene_label\n")
+        z.writestr(f"{TOP}/audio/zeros.wav", bytes(80 << 20))  # 80 MiB of zeros: ~80 kB
+    with pytest.raises(DownloadError, match=r"member '.*/audio/zeros.wav' would expand from "
+                       r"\d+ to 83886080 bytes \(\d+x\); refused as a zip bomb"):  # fmt: skip
+        unpack(bomb, tmp_path / "root")
+    assert not (tmp_path / "root").exists() or not list((tmp_path / "root").rglob("*.*"))
+
+
+def test_download_timeout_is_an_option(tmp_path, capsys):
+    from avsc.cli import build_parser
+
+    base = ["download", "--dataset", "eval", "--out", str(tmp_path), "--timeout"]
+    args = build_parser().parse_args([*base, "7.5"])
+    assert args.timeout == 7.5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "0"])
+    assert "--timeout: must be a positive number of seconds, got 0" in capsys.readouterr().err

@@ -166,7 +166,9 @@ def _request(url: str, start: int, part: Path, timeout: float) -> None:
         if resumed and not (r.headers.get("Content-Range") or "").startswith(f"bytes {start}-"):
             resumed = False  # a range we did not ask for: start again
         with open(part, "ab" if resumed else "wb") as f:
-            while block := r.read(CHUNK):
+            # read1: what has arrived, up to a block (read(CHUNK) waits for a whole block, and
+            # a stall or timeout inside it loses the bytes already received)
+            while block := r.read1(CHUNK):
                 f.write(block)
 
 
@@ -284,15 +286,46 @@ def _members(zf: zipfile.ZipFile, path: Path) -> list[tuple[zipfile.ZipInfo, Pur
     return out
 
 
+#: a member expanding more than this many times its compressed size, once past
+#: :data:`BOMB_FLOOR` bytes, is refused (TAU's WAV and MP4 members expand less than 2x)
+BOMB_RATIO = 100
+BOMB_FLOOR = 64 << 20
+
+
+def _check_expansion(path: Path, members) -> None:
+    """A :class:`DownloadError` naming the first member whose declared size is beyond reason
+    for its compressed size (a zip bomb), or when all of them together would expand past
+    :data:`BOMB_RATIO` times the zip. zipfile never writes more than a member declares."""
+    total = 0
+    for info, _ in members:
+        total += info.file_size
+        if info.file_size > BOMB_FLOOR and info.file_size > BOMB_RATIO * max(info.compress_size, 1):
+            raise DownloadError(
+                f"{path}: member {info.filename!r} would expand from {info.compress_size} to "
+                f"{info.file_size} bytes ({info.file_size / max(info.compress_size, 1):.0f}x); "
+                "refused as a zip bomb (the dataset's members expand less than 2x)"
+            )
+    size = path.stat().st_size
+    if total > BOMB_FLOOR and total > BOMB_RATIO * max(size, 1):
+        raise DownloadError(
+            f"{path}: its members would expand to {total} bytes, {total / size:.0f}x the zip; "
+            "refused as a zip bomb"
+        )
+
+
 def unpack(path: str | os.PathLike, root: str | os.PathLike) -> int:
     """Unpack the zip ``path`` into ``root``; returns the number of files written. A member
     already there with its size is kept (a rerun after a kill); a different file where a
-    member goes is an error, never overwritten. zipfile checks each member's CRC."""
+    member goes is an error, never overwritten. zipfile checks each member's CRC; a zip
+    that would expand beyond reason is refused before anything is written
+    (:func:`_check_expansion`)."""
     path, root = Path(path), Path(root)
     written = 0
     try:
         with zipfile.ZipFile(path) as zf:
-            for info, rel in _members(zf, path):
+            members = _members(zf, path)
+            _check_expansion(path, members)
+            for info, rel in members:
                 target = root.joinpath(*rel.parts)
                 if target.is_file():
                     if target.stat().st_size == info.file_size:
