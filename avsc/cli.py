@@ -628,9 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_jobs,
         default=1,
         help="folds trained at once, each in its own process with cores/JOBS torch threads "
-        "(train.cpu_threads, unless set; the numbers are those of that setting). On a small "
-        "CPU machine --jobs 2 takes about two thirds of the time of one fold after the other "
-        "(default: 1)",
+        "(train.cpu_threads, unless set; the numbers are those of that setting). On 2 cores, "
+        "--jobs 3 took 0.7x the time of one fold after the other (default: 1)",
     )
     _module_option(cv, "it registers systems of its own")
     _config_options(cv)
@@ -681,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument(
         "--timeout",
         type=_seconds,
-        default=60.0,
+        default=60,
         metavar="SECONDS",
         help="give up on a connection silent for this long, then resume (default: 60)",
     )
