@@ -759,3 +759,34 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
         faults[mode] = float(res.stdout)
     assert faults["default"] > 5000  # 10,240 pages of 4 KiB per block
     assert faults["retain"] < 100, faults
+
+
+def test_evaluation_builds_no_autograd_graph():
+    """``predict_segments`` runs under ``torch.no_grad`` (a class defined above it once took
+    its decorator, and evaluation then recorded a graph for every batch)."""
+    from avsc.evaluation.inference import predict_segments
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return {
+                "audio": torch.randn(2, 290),
+                "label": torch.tensor(i % 2),
+                "index": torch.tensor(i),
+            }
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(580, 2)
+            self.grad_modes = []
+
+        def segment_outputs(self, audio):
+            self.grad_modes.append(torch.is_grad_enabled())
+            return {"proba": self.lin(audio.flatten(1)).softmax(1)}
+
+    model = Probe()
+    out = predict_segments(model, Items(), batch_size=4)
+    assert out["proba"].shape == (6, 2) and model.grad_modes == [False, False]

@@ -14,7 +14,6 @@ from avsc.evaluation.metrics import dcase_metrics
 from avsc.features.datasets import batches
 
 
-@torch.no_grad()
 class NonFiniteOutput(ValueError):
     """A segment whose inputs or probabilities are NaN or infinite (the message names the clip
     and says what to do); no metric is computed from it."""
@@ -53,6 +52,7 @@ def _check_finite(
     )
 
 
+@torch.no_grad()
 def predict_segments(
     model: nn.Module,
     segments: Dataset,
