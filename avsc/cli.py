@@ -28,17 +28,20 @@ def _workers(text: str) -> int:
     return n
 
 
-def _clips_per_class(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if n < 3:
-        raise argparse.ArgumentTypeError(
-            f"must be at least 3 (each class needs clips for training, validation and "
-            f"evaluation), got {n}"
-        )
-    return n
+def _whole_number(minimum: int, why: str = ""):
+    """An argparse type: a whole number of at least ``minimum`` (``why`` says the reason)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if n < minimum:
+            because = f" ({why})" if why else ""
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{because}, got {n}")
+        return n
+
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -49,16 +52,6 @@ def _seconds(text: str) -> float:
     if not x > 0 or x == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return x
-
-
-def _jobs(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--jobs must be a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--jobs must be >= 1, got {n}")
-    return n
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -489,7 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--out", required=True, help="output folder (the dataset root)")
     s.add_argument(
-        "--clips-per-class", type=_clips_per_class, default=10, help="clips per scene class (>= 3)"
+        "--clips-per-class",
+        type=_whole_number(3, "each class needs clips for training, validation and evaluation"),
+        default=10,
+        help="clips per scene class (>= 3)",
     )
     s.add_argument("--seed", type=int, default=0, help="seed: the same seed, the same bytes")
     s.add_argument("--size", type=_size, default=None, help="video WIDTHxHEIGHT (default 480x270)")
@@ -625,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--backbone", default=None, help="timm name, if it takes one")
     cv.add_argument(
         "--jobs",
-        type=_jobs,
+        type=_whole_number(1),
         default=1,
         help="folds trained at once, each in its own process with cores/JOBS torch threads "
         "(train.cpu_threads, unless set; the numbers are those of that setting). On 2 cores, "
