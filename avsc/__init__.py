@@ -11,3 +11,17 @@ the feature store), ``avsc.models``, ``avsc.training`` / ``avsc.evaluation`` / `
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+import sys as _sys
+
+# torch's OpenMP threads wait for each other between operations by spinning. On a machine
+# with another busy process (a shared workstation, a node's neighbours) a spinning thread
+# holds a core the thread it waits for needs: a training step at 2 threads took 3-5x its
+# time alone. Threads that sleep while they wait (PASSIVE) lose much of that, give the same
+# numbers, and cost little with nothing else running (README, "Threads under load";
+# benchmarks/threads.py). OpenMP reads the setting once, when torch loads, so it is set
+# here, before avsc imports torch. A setting of your own is kept: OMP_WAIT_POLICY, or
+# GOMP_SPINCOUNT (GOMP_SPINCOUNT=300000 gives GNU OpenMP's own default back).
+if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"

@@ -484,8 +484,9 @@ class TrainConfig(_Section):
     seeds: tuple[int, ...] | None = None
     num_workers: int = 0
     # torch's threads for training on the CPU (torch.set_num_threads); None: torch's own
-    # choice (one per core). The numbers depend on it (README: reproducing the demo); on a
-    # small, busy machine 1 can train several times faster than 2
+    # choice (one per core it may run on), but no more than the CPUs granted (affinity,
+    # cgroup quota: avsc.utils.granted_cpus). The numbers depend on it (README: reproducing
+    # the demo); beside busy neighbours 1 slows least (README: threads under load)
     cpu_threads: int | None = None
     # torch's fused SGD (one pass over weights, gradients and momentum in place of four):
     # about 12 % off a step of the acoustic encoder on a CPU, with results that differ from

@@ -201,6 +201,34 @@ BATCH_ENV = "AVSC_BATCH"
 _RETAINED = False
 
 
+def granted_cpus() -> int:
+    """The CPUs this process is granted: the fewest of the machine's cores, its affinity mask
+    (``taskset``, a Slurm job's cpuset), the cgroup CPU quota where the container shows one
+    at ``/sys/fs/cgroup`` (Docker ``--cpus``, Kubernetes limits; rounded up) and
+    ``LOKY_MAX_CPU_COUNT``. joblib's ``cpu_count`` (loky) reads them all."""
+    from joblib import cpu_count
+
+    return max(1, int(cpu_count(only_physical_cores=False)))
+
+
+_TORCH_DEFAULT_THREADS: int | None = None  # torch's own count, seen before avsc first sets it
+
+
+def training_threads(asked: int | None) -> int:
+    """torch's intra-op thread count for CPU work: ``asked`` (``train.cpu_threads``) where
+    given; else torch's own count (which follows ``OMP_NUM_THREADS`` and the affinity mask,
+    as it was before avsc first set one), but never more than the CPUs granted (a cgroup
+    quota, which torch does not see: 64 threads on a 4-CPU container quota otherwise)."""
+    global _TORCH_DEFAULT_THREADS
+    import torch
+
+    if _TORCH_DEFAULT_THREADS is None:
+        _TORCH_DEFAULT_THREADS = torch.get_num_threads()
+    if asked is not None:
+        return asked
+    return max(1, min(_TORCH_DEFAULT_THREADS, granted_cpus()))
+
+
 def retain_freed_memory() -> bool:
     """Keep the memory a process frees for its next allocations (glibc only; idempotent).
 

@@ -261,10 +261,10 @@ def test_crossval_jobs_trains_folds_at_once_each_as_its_direct_train_would(audio
     """``--jobs 2``: two folds at a time in worker processes, cores/2 torch threads each
     (``train.cpu_threads``, recorded in each fold's config); fold 2 is exactly ``avsc train
     -p data.test_fold=2 -p train.cpu_threads=N``. A rerun trains nothing."""
-    from avsc.experiments.crossval import usable_cores
     from avsc.training.checkpoint import load_checkpoint
+    from avsc.utils import granted_cpus
 
-    threads = max(1, usable_cores() // 2)
+    threads = max(1, granted_cpus() // 2)
     cv = tmp_path / "cv"
     res = _avsc("crossval", "audio_only", "--cache", audio_store, "--out", cv, "--jobs", "2",
                 *QUICK)  # fmt: skip

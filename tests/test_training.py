@@ -1,6 +1,7 @@
 """Training: every system beats chance on synthetic data; frozen parts stay frozen; resume,
 determinism, divergence, DistributedDataParallel; visual fine-tuning; prediction."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -790,3 +791,99 @@ def test_evaluation_builds_no_autograd_graph():
     model = Probe()
     out = predict_segments(model, Items(), batch_size=4)
     assert out["proba"].shape == (6, 2) and model.grad_modes == [False, False]
+
+
+def test_training_takes_no_more_threads_than_the_cpus_granted(synth_store, tmp_path, monkeypatch):
+    """With ``train.cpu_threads`` unset, a training on the CPU uses torch's own thread count
+    but no more than the CPUs granted (here ``LOKY_MAX_CPU_COUNT``, one of the limits
+    ``granted_cpus`` reads beside the affinity mask and a cgroup quota); a value set wins."""
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("needs torch to see 2 cores or more")
+    tr, va = _small_problem(synth_store[1])
+    ev = lambda m: validation_metrics(m, va, 32)  # noqa: E731
+    seen = []
+    cfg = TrainConfig(batch_size=32, max_epochs=1, max_train_batches=1, eval_batch_size=32)
+    try:
+        monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
+        fit(_model(), tr, ev, cfg, tmp_path / "granted",
+            callbacks=[lambda e, r: seen.append(torch.get_num_threads())])  # fmt: skip
+        monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "64")
+        fit(_model(), tr, ev, cfg, tmp_path / "free",
+            callbacks=[lambda e, r: seen.append(torch.get_num_threads())])  # fmt: skip
+        fit(_model(), tr, ev, dataclasses.replace(cfg, cpu_threads=1), tmp_path / "set",
+            callbacks=[lambda e, r: seen.append(torch.get_num_threads())])  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, before, 1]
+
+
+def _cgroup_v1_cpu() -> str | None:
+    """Why a real CPU quota cannot be set up here, or None where it can (root, cgroup v1's
+    cpu controller, unshare)."""
+    import shutil
+
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return "needs root on Linux"
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+        return "no cgroup v1 cpu controller at /sys/fs/cgroup/cpu"
+    if shutil.which("unshare") is None:
+        return "no unshare"
+    return None
+
+
+@pytest.mark.skipif(_cgroup_v1_cpu() is not None, reason=str(_cgroup_v1_cpu()))
+def test_a_real_cgroup_cpu_quota_limits_the_training_threads():
+    """In a real cgroup with a quota of half a CPU, shown at /sys/fs/cgroup the way a
+    container sees its own (a private mount namespace), torch still sees every core, and
+    avsc's training thread count is 1."""
+    group = f"/sys/fs/cgroup/cpu/avsc-test-{os.getpid()}"
+    try:
+        os.mkdir(group)
+    except OSError as e:
+        pytest.skip(f"cannot make a cgroup: {e}")
+    try:
+        with open(f"{group}/cpu.cfs_period_us", "w") as f:
+            f.write("100000")
+        with open(f"{group}/cpu.cfs_quota_us", "w") as f:
+            f.write("50000")
+        probe = (
+            "import torch; from avsc.utils import granted_cpus, training_threads; "
+            "print(torch.get_num_threads(), granted_cpus(), training_threads(None))"
+        )
+        inner = (
+            f"mount --bind {group} /sys/fs/cgroup/cpu && echo $$ > /sys/fs/cgroup/cpu/cgroup.procs"
+            f" && exec {sys.executable} -c '{probe}'"
+        )
+        res = subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True)
+        if res.returncode != 0 and "mount" in res.stderr:
+            pytest.skip(f"no private mount namespace here: {res.stderr.strip()[-200:]}")
+        assert res.returncode == 0, res.stderr
+        torch_sees, granted, threads = map(int, res.stdout.split())
+        assert granted == 1 and threads == 1
+        assert torch_sees == torch.get_num_threads()  # torch itself does not see the quota
+    finally:
+        os.rmdir(group)
+
+
+def test_importing_avsc_makes_torchs_openmp_threads_sleep_while_they_wait():
+    """``import avsc`` before torch sets ``OMP_WAIT_POLICY=PASSIVE`` (threads that spin hold
+    the cores a busy machine's other work needs), and torch's OpenMP takes it: GNU OpenMP's
+    own report (``OMP_DISPLAY_ENV=verbose``) shows a spin count of 0, not its default
+    300000. A setting of the user's own is kept."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["OMP_DISPLAY_ENV"] = "verbose"
+
+    def spin_count(code: str, **extra: str) -> str:
+        res = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        found = [ln.split("=")[1].strip(" '") for ln in res.stderr.splitlines()
+                 if ln.strip().startswith("GOMP_SPINCOUNT")]  # fmt: skip
+        if not found:
+            pytest.skip("torch's OpenMP here is not GNU OpenMP (no GOMP_SPINCOUNT report)")
+        return found[0]
+
+    assert spin_count("import torch") == "300000"  # OpenMP's default: spin about 3 ms
+    assert spin_count("import avsc, torch") == "0"
+    assert spin_count("import avsc, torch", OMP_WAIT_POLICY="ACTIVE") == "30000000000"
+    assert spin_count("import avsc, torch", GOMP_SPINCOUNT="300000") == "300000"

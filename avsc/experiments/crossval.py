@@ -33,6 +33,7 @@ from avsc.experiments.results import MissingArtifact, StrategyResult
 from avsc.experiments.strategies import Results
 from avsc.experiments.workspace import Workspace
 from avsc.features.store import FeatureStore, StoreError
+from avsc.utils import granted_cpus
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +160,6 @@ def crossval(
     return result
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the system has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def _train_in_parallel(
     system, store, out, config, wanted, jobs, feature, backbone, asked, visual_weights,
     audio_checkpoint, modules,
@@ -178,7 +171,7 @@ def _train_in_parallel(
 
     jobs = min(jobs, len(wanted))
     if config.train.cpu_threads is None:
-        config = config.override({"train.cpu_threads": max(1, usable_cores() // jobs)})
+        config = config.override({"train.cpu_threads": max(1, granted_cpus() // jobs)})
     level = logging.getLogger().getEffectiveLevel()
     tasks = [
         {
@@ -404,5 +397,4 @@ __all__ = [
     "crossval_view",
     "fold_root",
     "save_crossval",
-    "usable_cores",
 ]

@@ -43,6 +43,7 @@ from avsc.utils import (
     progress,
     progress_enabled,
     retain_freed_memory,
+    training_threads,
     versions,
 )
 
@@ -420,8 +421,7 @@ def _fit(
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     if device.type == "cpu":
-        if cfg.cpu_threads is not None:
-            torch.set_num_threads(cfg.cpu_threads)
+        torch.set_num_threads(training_threads(cfg.cpu_threads))
         retain_freed_memory()  # a step's freed gradients reused, not fresh pages: 1.3x a step
     distributed = init_distributed(device)
     world, rank = dist_info()
