@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from avsc import __version__
+from avsc.utils import TEXT_OUT, read_names_csv
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -154,7 +156,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     print(f"{manifest.source}: {manifest.describe()}; written to {out}")
     with pd.option_context("display.width", 160, "display.max_columns", 10):
         print(
-            pd.read_csv(out, dtype=str, keep_default_na=False)
+            read_names_csv(out, dtype=str, keep_default_na=False)
             .head(args.head)
             .to_string(index=False)
         )
@@ -190,7 +192,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from avsc.utils import atomic_path
 
         with atomic_path(args.report) as tmp:
-            report.to_frame().to_csv(tmp, index=False)
+            report.to_frame().to_csv(tmp, index=False, **TEXT_OUT)
         print(f"report written to {args.report}")
     return 0 if report.ok else 1
 
@@ -324,7 +326,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for note in dict.fromkeys(str(w.message) for w in caught):  # each once, in order
         print(f"avsc predict: note: {note}", file=sys.stderr)
     if args.csv:
-        df.to_csv(args.csv, index=False)
+        df.to_csv(args.csv, index=False, **TEXT_OUT)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(df.round(3).to_string(index=False))
     return 0
@@ -766,6 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``avsc`` console script and ``python -m avsc``."""
+    _utf8_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -787,6 +790,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if _is_avsc_error(exc) else " (unexpected: --debug shows the traceback)"
         print(f"avsc {args.command}: error: {describe_error(exc)}{hint}", file=sys.stderr)
         return 2
+
+
+def _utf8_streams() -> None:
+    """Under an ASCII locale (``LC_ALL=C`` with ``PYTHONUTF8=0``) print UTF-8, as Python's own
+    UTF-8 mode would: a table's "±" or a label's "é" cannot fail, and a file name the system
+    gave with surrogate escapes prints as its own bytes."""
+    import codecs
+
+    for stream in (sys.stdout, sys.stderr):
+        enc = getattr(stream, "encoding", None)
+        with contextlib.suppress(LookupError, AttributeError, ValueError):
+            if enc and codecs.lookup(enc).name == "ascii":
+                stream.reconfigure(encoding="utf-8", errors="surrogateescape")
 
 
 def _is_avsc_error(exc: BaseException) -> bool:

@@ -740,9 +740,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text ({exc.reason})") from exc
     try:
         data = safe_yaml(text)
     except ConfigError as exc:

@@ -72,7 +72,7 @@ def load_profile(name: str) -> dict[str, Any]:
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise RunError(f"unknown profile {name!r}; available: {', '.join(list_profiles())}")
-    prof = safe_yaml(path.read_text()) or {}  # plain data, no aliases
+    prof = safe_yaml(path.read_text(encoding="utf-8")) or {}  # plain data, no aliases
     unknown = set(prof) - {"description", "parameters", "experiment"}
     if unknown:
         raise RunError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
@@ -396,7 +396,10 @@ def _run_series(
 
             make_places365_layout_standin(standin)
     with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump({"profile": profile, "parameters": params}, sort_keys=True))
+        tmp.write_text(
+            yaml.safe_dump({"profile": profile, "parameters": params}, sort_keys=True),
+            encoding="utf-8",
+        )
     selected = [p for p in nbs if _selected(p, start, only)]
     if not selected:
         raise RunError(f"no notebook matches --from {start} / --only {only}")

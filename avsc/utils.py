@@ -57,7 +57,8 @@ def _umask() -> int:
     """The process umask, read without changing it where Linux allows (os.umask's
     set-and-restore would race with other threads creating files)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        status = Path("/proc/self/status").read_text(encoding="ascii", errors="replace")
+        for line in status.splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except OSError:
@@ -145,7 +146,7 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str, wait: bool = False) 
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         with contextlib.suppress(OSError):
-            owner_file.write_text(json.dumps(info) + "\n")
+            owner_file.write_text(json.dumps(info) + "\n", encoding="utf-8")
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -165,7 +166,7 @@ def _command_line() -> str:
 
 def _lock_owner(owner_file: Path) -> str:
     try:
-        info = json.loads(owner_file.read_text())
+        info = json.loads(owner_file.read_text(encoding="utf-8"))
         return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
     except (OSError, ValueError, KeyError):
         return "a process that has not said who it is yet"
@@ -199,6 +200,54 @@ BATCH_ENV = "AVSC_BATCH"
 
 
 _RETAINED = False
+
+
+# Names and text files, whatever the locale. Under a non-UTF-8 locale (LC_ALL=C with
+# PYTHONUTF8=0) Python holds a non-ASCII file name as the str os.fsdecode gives: its bytes
+# with surrogate escapes. avsc keeps every name in that form (what the file system gives it,
+# what the OS functions take), writes its text files as UTF-8 with the escapes turned back
+# into the name's own bytes (TEXT_OUT), and reads the names in a text file back into the
+# same form (NAMES_IN, fs_str). Where the locale is UTF-8, all of this is plain UTF-8.
+TEXT_OUT = {"encoding": "utf-8", "errors": "surrogateescape"}
+NAMES_IN = {"encoding": sys.getfilesystemencoding(), "errors": "surrogateescape"}
+
+
+def fs_str(text: str) -> str:
+    """UTF-8 text (a name read from a user's CSV, labels file or manifest) as the str the
+    file system gives for a name of those bytes: the text itself where the locale is UTF-8,
+    its UTF-8 bytes with surrogate escapes where it is not (``LC_ALL=C``)."""
+    if NAMES_IN["encoding"].lower().replace("-", "").replace("_", "") == "utf8":
+        return text
+    return os.fsdecode(text.encode("utf-8", "surrogateescape"))
+
+
+def read_names_csv(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """``pandas.read_csv`` of a CSV avsc wrote (UTF-8), with its text (clip ids, paths,
+    labels, the header) in the form the file system gives names (:func:`fs_str`)."""
+    import pandas as pd
+
+    df = pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape", **kwargs)
+    if fs_str("\u00e9") == "\u00e9":  # a UTF-8 locale: nothing to convert
+        return df
+    df.columns = [fs_str(c) if isinstance(c, str) else c for c in df.columns]
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = [fs_str(v) if isinstance(v, str) else v for v in df[c]]
+    return df
+
+
+def text_bytes(text: str) -> bytes:
+    """``text`` as the bytes avsc writes for it (UTF-8; a name's surrogate escapes as the
+    name's own bytes): for digests that must not depend on the locale."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def native_path(path: str | os.PathLike) -> str | bytes:
+    """``path`` for a library that encodes file names strictly (libsndfile through
+    ``soundfile``): its bytes (``os.fsencode``) on POSIX, so a non-ASCII name opens whatever
+    the locale (under ``LC_ALL=C`` Python holds it with surrogate escapes, which an ASCII
+    encoder refuses); the path itself on Windows, whose wide-character API takes any name."""
+    return os.fspath(path) if os.name == "nt" else os.fsencode(path)
 
 
 def granted_cpus() -> int:

@@ -24,7 +24,7 @@ import pandas as pd
 from avsc.config import ExperimentConfig
 from avsc.experiments import MissingArtifact, Results, StrategyResult, SystemSpec, Workspace
 from avsc.experiments.results import NotebookSkipped, skip_reason
-from avsc.utils import atomic_path, atomic_write_json
+from avsc.utils import TEXT_OUT, atomic_path, atomic_write_json
 
 __all__ = ["Context", "MissingArtifact", "NotebookSkipped", "repo_root"]
 
@@ -354,12 +354,12 @@ class Context:
         from avsc.evaluation.tables import readable
 
         with atomic_path(self.figures / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False)
+            df.to_csv(tmp, index=False, **TEXT_OUT)
         view = readable(df)
         md = view.to_markdown(index=False, disable_numparse=True)  # the digits as rounded
         md = f"<!-- {self.source} -->\n\n{md}\n"
         with atomic_path(self.figures / f"{name}.md") as tmp:
-            tmp.write_text(md)
+            tmp.write_text(md, **TEXT_OUT)
         return view
 
     def save_metrics(self, name: str, metrics: dict[str, Any]) -> None:

@@ -1026,3 +1026,72 @@ def test_a_store_whose_first_run_finished_no_clip_says_how_to_start_over(
     assert main(["preprocess", "--data", str(synth_store[0]), "--cache", str(full),
                  "--no-progress", "-p", "data.clip_seconds=10"]) == 1  # fmt: skip
     assert "rm -r" not in capsys.readouterr().err  # finished clips: never offered for deletion
+
+
+def test_non_ascii_names_work_under_a_non_utf8_locale(tmp_path):
+    """Under ``LC_ALL=C PYTHONUTF8=0`` (an ASCII locale: Python holds non-ASCII file names
+    with surrogate escapes) a collection whose root, labels and clip names are not ASCII
+    validates, preprocesses, trains and predicts; the one broken file is named as it is
+    named on disk; every file avsc writes is UTF-8 holding the names' own text. (validate
+    called every clip unreadable, preprocess crashed writing failures.csv, predict failed
+    without naming the file.)"""
+    root = tmp_path / "dätä"
+    rng = np.random.default_rng(0)
+    for k, label in enumerate(["café", "straße", "park"]):
+        for i in range(4):
+            tone = np.sin(2 * np.pi * (300 + 200 * k) * np.arange(32000) / 16000)
+            x = 0.3 * tone + 0.05 * rng.standard_normal(32000)
+            path = root / label / f"clïp_{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(os.fsencode(path), x, 16000)
+    (root / "park" / "brøken.wav").write_bytes(b"not a wave file")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k != "LANG"}
+    env.update(LC_ALL="C", PYTHONUTF8="0", PYTHONIOENCODING="", AVSC_PROGRESS="0")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        res = subprocess.run([sys.executable, "-m", "avsc", *args], capture_output=True, env=env)
+        return res.returncode, res.stdout.decode("utf-8"), res.stderr.decode("utf-8")
+
+    probe = "import sys; print(sys.getfilesystemencoding())"
+    fs = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert fs.stdout.strip() == "ascii", "the locale under test is not an ASCII one"
+
+    rc, out, err = run("validate", str(root))
+    assert rc == 1, out + err
+    assert f"{root}/park/brøken.wav: unreadable audio file" in out
+    assert "13 clips checked, 1 error(s)" in out, out
+    assert "codec can't" not in out + err
+
+    rc, out, err = run("manifest", str(root), "--out", str(tmp_path / "mänifest.csv"))
+    assert rc == 0, err
+    text = (tmp_path / "mänifest.csv").read_bytes().decode("utf-8")
+    assert "café/clïp_0,dätä/café/clïp_0.wav,café" in text.splitlines()
+
+    cache = tmp_path / "cäche"
+    rc, out, err = run("preprocess", "--data", str(root), "--cache", str(cache))
+    assert rc == 3, err  # some clips failed
+    assert f"FAILED park/brøken: {root}/park/brøken.wav: unreadable audio file" in out
+    failures = pd.read_csv(cache / "failures.csv", encoding="utf-8")
+    assert list(failures["clip"]) == ["park/brøken"]
+    assert list(failures["file"]) == [f"{root}/park/brøken.wav"]
+
+    out_dir = tmp_path / "rün"
+    rc, out, err = run("train", "audio_only", "--cache", str(cache), "--out", str(out_dir),
+                       "-p", "train.max_epochs=1")  # fmt: skip
+    assert rc == 0, err
+    assert json.loads(out[out.index("{") :])["labels"] == ["café", "park", "straße"]
+
+    ckpt = str(out_dir / "audio_only_scalogram" / "best.pt")
+    csv_out = tmp_path / "prédictions.csv"
+    rc, out, err = run("predict", str(root / "café" / "clïp_1.wav"), "--checkpoint", ckpt,
+                       "--csv", str(csv_out))  # fmt: skip
+    assert rc == 0, err
+    assert "café" in out.splitlines()[0] and "straße" in out.splitlines()[0]
+    header = csv_out.read_bytes().decode("utf-8").splitlines()[0]
+    assert header.endswith(",café,park,straße")
+    rc, out, err = run("predict", str(root / "park" / "brøken.wav"), "--checkpoint", ckpt)
+    assert rc == 2
+    assert err.strip() == (
+        f"avsc predict: error: {root}/park/brøken.wav: unreadable audio file "
+        "(Format not recognised.)"
+    )

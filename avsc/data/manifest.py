@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from avsc.utils import TEXT_OUT, fs_str, text_bytes
+
 #: the manifest's columns, in the order a manifest file lists them
 COLUMNS: tuple[str, ...] = ("clip", "audio", "video", "label", "group", "fold", "split")
 MODALITIES: tuple[str, ...] = ("audio", "video")
@@ -169,9 +171,9 @@ class Manifest:
         the same collection gives the same digest wherever its root lies."""
         df = self.standard().sort_values("clip")
         h = hashlib.sha1()
-        h.update("\x1f".join(self.labels).encode())
+        h.update(text_bytes("\x1f".join(self.labels)))
         h.update(b"\x1e")
-        h.update(df.to_csv(index=False, lineterminator="\n").encode())
+        h.update(text_bytes(df.to_csv(index=False, lineterminator="\n")))
         return h.hexdigest()
 
     def raise_errors(self, limit: int = 20) -> None:
@@ -340,7 +342,7 @@ def read_labels_file(path: str | os.PathLike) -> tuple[str, ...]:
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: the labels file is not UTF-8 text ({exc.reason})") from exc
     labels: list[str] = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(fs_str(text).splitlines(), start=1):
         if not line.strip():
             continue
         why = label_problem(line)
@@ -400,11 +402,11 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
             df = df.drop(columns=c)
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, sep=sep, encoding="utf-8", lineterminator="\n")
+        df.to_csv(tmp, index=False, sep=sep, lineterminator="\n", **TEXT_OUT)
     labels_path = labels_file_for(path)
     if tuple(manifest.labels) != tuple(sorted(manifest.labels)):
         with atomic_path(labels_path) as tmp:
-            tmp.write_text("".join(f"{name}\n" for name in manifest.labels), encoding="utf-8")
+            tmp.write_text("".join(f"{name}\n" for name in manifest.labels), **TEXT_OUT)
     return path
 
 
@@ -428,6 +430,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[int]]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DatasetError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from exc
+    text = fs_str(text)  # its names as the file system names them, whatever the locale
     if not text.strip():
         raise DatasetError(f"{path}: the manifest is empty (no header)")
     header = text.splitlines()[0]

@@ -7,6 +7,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from avsc.utils import native_path
+
+
+def sound_error(exc: BaseException) -> str:
+    """libsndfile's reason for ``exc`` (soundfile's message repeats the path, as bytes where
+    avsc passed bytes: the caller names the file itself)."""
+    return str(getattr(exc, "error_string", "") or exc)
+
 
 class VideoError(ValueError):
     """A video file that cannot be read as needed; the message names the file and the problem."""
@@ -96,11 +104,11 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 
     path = Path(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(native_path(path))
         return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), "soundfile")
     except (sf.LibsndfileError, RuntimeError) as exc:
         if path.suffix.lower() in SOUNDFILE_SUFFIXES:
-            raise ValueError(f"unreadable audio file ({exc})") from exc
+            raise ValueError(f"unreadable audio file ({sound_error(exc)})") from exc
     import av
 
     try:
@@ -132,7 +140,7 @@ def decoded_audio(path: str | os.PathLike) -> tuple[float, int]:
     n = bad = 0
     try:
         if info.backend == "soundfile":
-            with sf.SoundFile(str(path)) as fh:
+            with sf.SoundFile(native_path(path)) as fh:
                 while True:
                     block = fh.read(1 << 18, dtype="float32", always_2d=True)
                     if not len(block):

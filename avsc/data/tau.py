@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pandas as pd
 
 from avsc.data.manifest import DatasetError, Manifest, Problem, raise_problems
+from avsc.utils import read_names_csv
 
 #: Scene labels in class-index order (method.md section 1).
 LABELS: tuple[str, ...] = (
@@ -112,7 +113,7 @@ def read_tsv(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DatasetError(f"{path}: metadata file is missing")
     try:
-        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        df = read_names_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas raises several types for malformed files
         raise DatasetError(f"{path}: cannot be parsed as tab-separated text ({exc})") from exc
     missing = [c for c in columns if c not in df.columns]
@@ -425,10 +426,10 @@ def tau_manifest(
 
 
 def _write_tsv(path: Path, header: Iterable[str], rows: Iterable[Iterable[str]]) -> None:
-    from avsc.utils import atomic_path
+    from avsc.utils import TEXT_OUT, atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", **TEXT_OUT) as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(list(header))
         for row in rows:

@@ -143,11 +143,11 @@ def write_submission(
     is, how many rows, and its header and first rows, whole."""
     from pathlib import Path
 
-    from avsc.utils import atomic_path
+    from avsc.utils import NAMES_IN, TEXT_OUT, atomic_path
 
     with atomic_path(path) as tmp:
         submission_frame(filenames, proba, labels).to_csv(
-            tmp, sep="\t", index=False, float_format="%.6f", encoding="utf-8"
+            tmp, sep="\t", index=False, float_format="%.6f", **TEXT_OUT
         )
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = Path(path).read_text(**NAMES_IN).splitlines()
     return "\n".join([f"{path}: {len(lines) - 1} rows; the first 3:", *lines[:4]])

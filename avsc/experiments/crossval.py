@@ -33,7 +33,7 @@ from avsc.experiments.results import MissingArtifact, StrategyResult
 from avsc.experiments.strategies import Results
 from avsc.experiments.workspace import Workspace
 from avsc.features.store import FeatureStore, StoreError
-from avsc.utils import granted_cpus
+from avsc.utils import TEXT_OUT, granted_cpus
 
 log = logging.getLogger(__name__)
 
@@ -381,11 +381,11 @@ def save_crossval(
     out = Path(out)
     csv_path, md_path = out / f"crossval_{result.name}.csv", out / f"crossval_{result.name}.md"
     with atomic_path(csv_path) as tmp:
-        result.table.to_csv(tmp, index=False, encoding="utf-8")
+        result.table.to_csv(tmp, index=False, **TEXT_OUT)
     md = crossval_view(result.table).to_markdown(index=False, disable_numparse=True)
     head = f"<!-- {source} -->\n\n" if source else ""
     with atomic_path(md_path) as tmp:
-        tmp.write_text(f"{head}{md}\n", encoding="utf-8")
+        tmp.write_text(f"{head}{md}\n", **TEXT_OUT)
     return csv_path, md_path
 
 

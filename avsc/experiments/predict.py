@@ -217,7 +217,7 @@ def predict_folder(
 
     from avsc.data import evaluation_files
     from avsc.evaluation.metrics import write_submission
-    from avsc.utils import atomic_path, terminate_as_exit
+    from avsc.utils import TEXT_OUT, atomic_path, read_names_csv, terminate_as_exit
 
     root, out = Path(root), Path(out)
     files = evaluation_files(root)
@@ -228,7 +228,7 @@ def predict_folder(
     partial = out.with_name(out.name + ".partial.tsv")
     done: dict[str, np.ndarray] = {}
     if partial.is_file():
-        prev = pd.read_csv(partial, sep="\t")
+        prev = read_names_csv(partial, sep="\t")
         if list(prev.columns) == ["filename", *labels]:
             rows = prev[labels].to_numpy()
             done = dict(zip(prev["filename"], rows, strict=True))
@@ -236,7 +236,7 @@ def predict_folder(
     def keep() -> None:
         with atomic_path(partial) as tmp:
             pd.DataFrame([[f, *p] for f, p in done.items()], columns=["filename", *labels]).to_csv(
-                tmp, sep="\t", index=False, float_format="%.9g"
+                tmp, sep="\t", index=False, float_format="%.9g", **TEXT_OUT
             )
 
     names = [Path(a).name for a in files["filename_audio"]]

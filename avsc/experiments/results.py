@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from avsc.experiments.registry import get_system
-from avsc.utils import atomic_path, atomic_write_json
+from avsc.utils import TEXT_OUT, atomic_path, atomic_write_json, read_names_csv
 
 METRIC_KEYS = (
     "logloss_classwise",
@@ -100,7 +100,7 @@ class StrategyResult:
         out = Path(folder)
         atomic_write_json(out / "metrics.json", self.summary())
         with atomic_path(out / "proba.csv") as tmp:
-            self.proba.to_csv(tmp, index=False, float_format="%.6g", encoding="utf-8")
+            self.proba.to_csv(tmp, index=False, float_format="%.6g", **TEXT_OUT)
         if self.embeddings:
             with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(
@@ -151,7 +151,7 @@ def _read_proba(path: Path, labels) -> pd.DataFrame:
     """``proba.csv`` with the segment columns as written (clip ids and groups stay text,
     whatever they look like) and each probability column as a number."""
     text = {c: str for c in ("clip", "identifier", "filename")}
-    df = pd.read_csv(path, dtype=text, keep_default_na=False, encoding="utf-8")
+    df = read_names_csv(path, dtype=text, keep_default_na=False)
     if labels:  # the header holds the labels as written; pandas may mangle duplicates only
         df.columns = [*df.columns[: len(df.columns) - len(labels)], *labels]
     return df

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import FEATURE_KINDS, AudioConfig
+from avsc.data.media import sound_error
 from avsc.features.filterbanks import mel_filterbank, scalogram_filterbank
+from avsc.utils import native_path
 
 TAU_SAMPLE_RATE = 48000
 TAU_CHANNELS = 2
@@ -65,7 +67,7 @@ class AudioSource:
         import soundfile as sf
 
         try:
-            with sf.SoundFile(str(self.path)) as fh:
+            with sf.SoundFile(native_path(self.path)) as fh:
                 while True:
                     data = fh.read(size, dtype="float32", always_2d=True)
                     if not len(data):
@@ -73,7 +75,7 @@ class AudioSource:
                     yield np.ascontiguousarray(data.T)
         except (sf.LibsndfileError, RuntimeError) as exc:
             # truncated data chunks surface as RuntimeError in soundfile
-            raise AudioError(f"{self.path}: unreadable audio file ({exc})") from exc
+            raise AudioError(f"{self.path}: unreadable audio file ({sound_error(exc)})") from exc
 
 
 def open_audio(path: str | os.PathLike) -> AudioSource:
@@ -108,7 +110,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         # the common case in one open of the file (open_audio + sf.read would open it twice);
         # anything soundfile cannot open takes the open_audio route below, errors included
         try:
-            fh = sf.SoundFile(str(p))
+            fh = sf.SoundFile(native_path(p))
         except (sf.LibsndfileError, RuntimeError):
             fh = None
         if fh is not None:
@@ -117,7 +119,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
                     sr = fh.samplerate
                     data = fh.read(dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
-                raise AudioError(f"{p}: unreadable audio file ({exc})") from exc
+                raise AudioError(f"{p}: unreadable audio file ({sound_error(exc)})") from exc
             x = np.ascontiguousarray(data.T)
             if not np.all(np.isfinite(x)):
                 raise AudioError(f"{p}: audio holds NaN or infinite samples")
@@ -127,9 +129,9 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     src = open_audio(path)
     if src.backend == "soundfile":
         try:
-            data, sr = sf.read(str(src.path), dtype="float32", always_2d=True)
+            data, sr = sf.read(native_path(src.path), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"{src.path}: unreadable audio file ({exc})") from exc
+            raise AudioError(f"{src.path}: unreadable audio file ({sound_error(exc)})") from exc
         x = np.ascontiguousarray(data.T)
         if not np.all(np.isfinite(x)):
             raise AudioError(f"{src.path}: audio holds NaN or infinite samples")

@@ -48,12 +48,17 @@ from avsc.config import PreprocessConfig
 from avsc.parallel import PoolError, WorkerDied, process_map
 from avsc.utils import (
     LOCK_NAME,
+    NAMES_IN,
+    TEXT_OUT,
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
     exclusive_lock,
+    native_path,
     progress,
+    read_names_csv,
     remove_own_tmp,
+    text_bytes,
     versions,
 )
 
@@ -71,9 +76,11 @@ def entry_name(clip: str) -> str:
     whatever the file system's case or normalisation rules)."""
     if _PLAIN_ENTRY.match(clip):
         return clip
-    ascii_ = unicodedata.normalize("NFKD", clip).encode("ascii", "ignore").decode()
+    raw = text_bytes(clip)  # the id's UTF-8 bytes, whatever the locale it was read under
+    text = raw.decode("utf-8", "surrogateescape")
+    ascii_ = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_).strip("._-")[:60] or "clip"
-    return f"{stem}-{hashlib.sha1(clip.encode()).hexdigest()[:10]}"
+    return f"{stem}-{hashlib.sha1(raw).hexdigest()[:10]}"
 
 
 def audio_rel(clip: str, kind: str) -> str:
@@ -231,7 +238,7 @@ def featurize_clip(
     if audio_path is not None and kinds:
         try:
             if audio_path.suffix.lower() == ".wav" and clip_seconds is not None:
-                info = sf.info(str(audio_path))
+                info = sf.info(native_path(audio_path))
                 _check_length(audio_path, info.frames / info.samplerate, clip_seconds, dc)
             x, sr = read_audio(audio_path)
         except (AudioError, RuntimeError) as exc:
@@ -516,7 +523,7 @@ class FeatureStore:
             path = self.path / "manifest.csv"
             if not path.is_file():
                 raise StoreError(f"{path}: no manifest in this store; rerun avsc preprocess")
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            df = read_names_csv(path, dtype=str, keep_default_na=False)
             self._manifest = Manifest(
                 df,
                 self.data_root,
@@ -636,7 +643,7 @@ class FeatureStore:
         path = self.path / "failures.csv"
         if not path.is_file():
             return pd.DataFrame(columns=["clip", "file", "problem"])
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return read_names_csv(path, dtype=str, keep_default_na=False)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -660,7 +667,7 @@ class StoreSplit:
         path = self.folder / "split.csv"
         if not path.is_file():
             raise StoreError(f"{path}: no split in this store; rerun avsc preprocess")
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        return read_names_csv(path, dtype=str, keep_default_na=False)
 
     def normalization(self, kind: str = "scalogram") -> NormStats:
         path = self.folder / "stats" / f"{kind}.npz"
@@ -684,7 +691,7 @@ def _write_split(store: FeatureStore, folder: Path, data, settings: dict) -> Non
 
     subsets = assign_subsets(store.manifest(), data)
     with atomic_path(folder / "split.csv") as tmp:
-        subsets.to_csv(tmp, index=False, encoding="utf-8")
+        subsets.to_csv(tmp, index=False, **TEXT_OUT)
     _write_stats(store, folder / "stats", subsets)
     atomic_write_json(folder / "split.json", settings)
 
@@ -698,7 +705,7 @@ def _write_stats(store: FeatureStore, folder: Path, subsets: pd.DataFrame) -> No
     if not train:
         log.warning("no finished training clips: no normalisation statistics")
         return
-    digest = hashlib.sha1("\n".join(train).encode()).hexdigest()
+    digest = hashlib.sha1(text_bytes("\n".join(train))).hexdigest()
     for kind in store.features:
         path = folder / f"{kind}.npz"
         if path.is_file():
@@ -719,7 +726,7 @@ def read_index(cache: str | os.PathLike) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return out
-    with open(path) as fh:
+    with open(path, **NAMES_IN) as fh:
         for line in fh:
             if not line.endswith("\n"):
                 break  # torn final line
@@ -961,7 +968,7 @@ def preprocess(
         _repair_index(index_path)
         clip_seconds = dc.clip_seconds if dc.clip_seconds is not None else manifest.clip_seconds
         with atomic_path(cache / "manifest.csv") as tmp:
-            manifest.standard().to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
+            manifest.standard().to_csv(tmp, index=False, lineterminator="\n", **TEXT_OUT)
         atomic_write_json(
             cache / "store.json",
             {
@@ -1072,7 +1079,7 @@ def _featurize_all(
     index_path = cache / "index.jsonl"
     said: set[str] = set()
     try:
-        with open(index_path, "a", encoding="utf-8") as index_fh:
+        with open(index_path, "a", **TEXT_OUT) as index_fh:
             for i, (task, rec) in enumerate(process_map(_process_clip, tasks, workers), 1):
                 if isinstance(rec, WorkerDied):  # blamed on the clip it was featurizing
                     rec = {
@@ -1127,7 +1134,7 @@ def _featurize_all(
 def _write_failures(cache: Path, failures: list[dict[str, str]]) -> None:
     df = pd.DataFrame(failures, columns=["clip", "file", "problem"])
     with atomic_path(cache / "failures.csv") as tmp:
-        df.to_csv(tmp, index=False, encoding="utf-8")
+        df.to_csv(tmp, index=False, **TEXT_OUT)
 
 
 def _finalize(cache: Path, manifest, config: PreprocessConfig) -> None:
@@ -1140,8 +1147,8 @@ def _finalize(cache: Path, manifest, config: PreprocessConfig) -> None:
     if "warnings" in table:
         table["warnings"] = ["; ".join(w) if isinstance(w, list) else "" for w in table["warnings"]]
     with atomic_path(cache / "index.csv") as tmp:
-        table.to_csv(tmp, index=False, encoding="utf-8")
+        table.to_csv(tmp, index=False, **TEXT_OUT)
     subsets = assign_subsets(manifest, config.data)
     with atomic_path(cache / "split.csv") as tmp:
-        subsets.to_csv(tmp, index=False, encoding="utf-8")
+        subsets.to_csv(tmp, index=False, **TEXT_OUT)
     _write_stats(store, cache / "stats", subsets)
