@@ -100,7 +100,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--modes", nargs="+", default=["online", "image_major", "bank"])
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="does it run? the CPU, timm's tiny test_efficientnet, 2 steps of 8",
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.device, args.backbone, args.image_size = "cpu", "test_efficientnet", 64
+        args.batch_size, args.steps = 8, 2
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     cfg = ExperimentConfig().override({"train.batch_size": args.batch_size})

@@ -11,6 +11,7 @@ Ends with one ``name: value`` line per figure. Every ratio is measured in this o
 On a CUDA machine the runs use bf16 autocast and channels_last (``train.amp``,
 ``train.channels_last``); ``--backbone tf_efficientnetv2_s --image-size 288`` gives the
 paper-scale throughput (random weights: speed only, the quality lines then mean little).
+``--quick`` checks that the script runs, in seconds (its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -132,7 +133,17 @@ def main() -> None:
     p.add_argument("--short-side", type=int, default=160)
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory figures")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="does it run? 3 clips of 2 s per class, 1 epoch, K=1, timm's tiny test_efficientnet "
+        "at 64 px, no memory figures (the test command runs it)",
+    )
     a = p.parse_args()
+    if a.quick:
+        a.clips_per_class, a.seconds, a.epochs, a.views = 3, 2.0, 1, [1]
+        a.backbone, a.image_size, a.short_side, a.batch_size = "test_efficientnet", 64, 64, 30
+        a.skip_memory = True
     warnings.simplefilter("ignore")
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:

@@ -103,13 +103,21 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=288)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="where the device path decodes: cpu, cuda")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="does it run? 1-s clips at 320x180 (the test command runs it)",
+    )
     args = ap.parse_args()
+    size = (320, 180) if args.quick else (1280, 720)
+    if args.quick:
+        args.seconds, args.short_side, args.image_size = 1.0, 90, 64
     torch.set_num_threads(1)  # one core per worker, like a loader process
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         root = make_synthetic_dataset(
             tmp / "data", clips_per_class=args.clips_per_class, seconds=args.seconds,
-            video_size=(1280, 720), workers=2, show_progress=False,
+            video_size=size, workers=2, show_progress=False,
         )  # fmt: skip
         cfg = PreprocessConfig(
             data=DataConfig(clip_seconds=args.seconds),

@@ -2,12 +2,13 @@
 """Preprocessing speed: seconds per clip for audio features and for frames, and the ratio of
 full preprocessing time to the bare floor (reading and decoding only, no features).
 
-    python benchmarks/preprocess.py [--clips-per-class 2] [--workers 1] [--real DIR]
+    python benchmarks/preprocess.py [--clips-per-class 3] [--workers 1] [--quick]
 
 Measures, in one run, on N synthetic 10-s clips (made by ``avsc synth``) and on the real
 1280x720 TAU clips of ../shared/realdata/tau_av2021_video (their MP3 track is rewritten as a
 48 kHz 24-bit WAV so that they go through the real TAU code path). Ends with one
-``name: value`` line per figure.
+``name: value`` line per figure. ``--quick`` (3 clips of 2 s per class, one timed run, no
+real clips, no doubled set) checks that the script runs; the test command runs it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pandas as pd
 import soundfile as sf
 from _common import peak_rss_mb  # benchmarks/ is on sys.path when run as a script
 
-from avsc.config import PreprocessConfig
+from avsc.config import ExperimentConfig, PreprocessConfig
 from avsc.data.synth import make_synthetic_dataset
 from avsc.data.tau import TAUDataset, write_metadata
 from avsc.features.audio import features_from_waveform, read_audio, resample
@@ -98,8 +99,11 @@ def real_root(tmp: Path) -> Path | None:
         y = resample(x, sr, 48000)[:, :480000]
         sf.write(str(root / "audio" / f"{clip}.wav"), y.T, 48000, subtype="PCM_24")
         rows.append((f"audio/{clip}.wav", f"video/{clip}.mp4", "street_traffic"))
+    # the second clip's location is the evaluation fold (an empty fold is refused)
     write_metadata(
-        root, pd.DataFrame(rows, columns=["filename_audio", "filename_video", "scene_label"]), []
+        root,
+        pd.DataFrame(rows, columns=["filename_audio", "filename_video", "scene_label"]),
+        ["helsinki-164"],
     )
     return root
 
@@ -110,23 +114,29 @@ def main() -> None:
     )
     p.add_argument("--clips-per-class", type=int, default=3, help="synthetic clips per class")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: does it run?")
     a = p.parse_args()
     warnings.simplefilter("ignore")
-    config = PreprocessConfig()
+    seconds = 2.0 if a.quick else 10.0
+    config = PreprocessConfig()  # the defaults; --quick: the same but for the clip length
+    if a.quick:
+        quick = ExperimentConfig().override({"data.clip_seconds": seconds})
+        config = quick.preprocess_config(tuple(config.features))
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t = time.perf_counter()
         synth = make_synthetic_dataset(
-            tmp / "synth", clips_per_class=a.clips_per_class, seed=0, workers=2, show_progress=False
-        )
+            tmp / "synth", clips_per_class=a.clips_per_class, seconds=seconds, seed=0, workers=2,
+            show_progress=False,
+        )  # fmt: skip
         n = len(TAUDataset(synth).meta)
         print(
-            f"synthetic: {n} clips of 10 s generated in {time.perf_counter() - t:.1f} s",
+            f"synthetic: {n} clips of {seconds:g} s generated in {time.perf_counter() - t:.1f} s",
             file=sys.stderr,
         )
         sets = [("synthetic", synth)]
-        real = real_root(tmp)
+        real = None if a.quick else real_root(tmp)
         if real is not None:
             sets.append(("real_1280x720", real))
         else:
@@ -138,7 +148,8 @@ def main() -> None:
             # imports such as scikit-learn's would otherwise count per clip of a tiny set)
             full_run(root, tmp / f"warm-{name}", config, a.workers)
             full = statistics.median(
-                full_run(root, tmp / f"cache-{name}-{i}", config, a.workers) for i in range(3)
+                full_run(root, tmp / f"cache-{name}-{i}", config, a.workers)
+                for i in range(1 if a.quick else 3)
             )
             out[f"{name}_audio_features_s_per_clip"] = s["audio_features"]
             out[f"{name}_frames_s_per_clip"] = s["frames"]
@@ -149,13 +160,16 @@ def main() -> None:
         # parallel speed-up and memory when the dataset doubles (whole preprocess runs). The
         # speed-up is measured on the doubled set: each spawned worker first spends a fixed
         # ~2 s importing numpy/scipy/PyAV, which a handful of clips cannot amortise.
-        synth2 = make_synthetic_dataset(
-            tmp / "synth2",
-            clips_per_class=2 * a.clips_per_class,
-            seed=1,
-            workers=2,
-            show_progress=False,
-        )
+        if a.quick:
+            synth2 = synth
+        else:
+            synth2 = make_synthetic_dataset(
+                tmp / "synth2",
+                clips_per_class=2 * a.clips_per_class,
+                seed=1,
+                workers=2,
+                show_progress=False,
+            )
         one = full_run(synth2, tmp / "w1", config, 1)
         two = full_run(synth2, tmp / "w2", config, 2)
         out["synthetic_speedup_1_to_2_workers"] = one / two
@@ -178,6 +192,7 @@ def main() -> None:
                 "--workers",
                 "2",
                 "--no-progress",
+                *(["-p", f"data.clip_seconds={seconds}"] if a.quick else []),
             ]
             mem[name] = peak_rss_mb(cmd)
         out["preprocess_peak_rss_mb_1x"] = mem["1x"]

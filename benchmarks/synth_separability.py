@@ -132,7 +132,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--video-size", type=int, nargs=2, default=list(DEFAULT_VIDEO_SIZE))
     ap.add_argument("--no-timing", action="store_true", help="generate once, with 2 workers")
+    ap.add_argument("--quick", action="store_true", help="does it run? (the test command runs it)")
     args = ap.parse_args()
+    if args.quick:
+        args.clips_per_class, args.seconds, args.seeds = 3, 1.0, [0]
+        args.video_size, args.no_timing = [160, 90], True
 
     n_clips = args.clips_per_class * len(LABELS)
     print(
@@ -174,6 +178,8 @@ def main() -> None:
             f"{m} {v.mean():.3f} (min {v.min():.3f}, max {v.max():.3f})" for m, v in acc.items()
         )
     )
+    for m, v in acc.items():
+        print(f"{m}_probe_accuracy_mean: {v.mean():.3f}")
 
 
 if __name__ == "__main__":
