@@ -144,7 +144,7 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert (run / "config.yaml").is_file()
     store = json.loads((run / "cache" / "store.json").read_text())["config"]
     assert store["frames"] == {"short_side": 64, "format": "jpeg", "jpeg_quality": 90}
-    assert store["data"]["clip_seconds"] == 3.0  # the profile's data.clip_seconds
+    assert store["data"]["clip_seconds"] == 2.0  # the profile's data.clip_seconds
     for nb in EXPECTED:
         assert (run / f"{nb}.ipynb").is_file()
         if nb in SKIPPED:  # its copy says why it was not executed
