@@ -83,8 +83,9 @@ def full_run(root: Path, cache: Path, config: PreprocessConfig, workers: int) ->
 
 def real_root(tmp: Path) -> Path | None:
     """A TAU-layout root around the real 1280x720 clips (their audio rewritten as TAU WAVs)."""
-    clips = [
+    clips = [  # the Barcelona clip twice, as a second location: a validation split needs two
         ("street_traffic-barcelona-161-4901", "barcelona161_4901.mp4"),
+        ("street_traffic-barcelona-162-4901", "barcelona161_4901.mp4"),
         ("street_traffic-helsinki-164-5009", "helsinki164_5009.mp4"),
     ]
     if not all((REAL / f).is_file() for _, f in clips):
