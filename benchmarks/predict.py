@@ -139,8 +139,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=288)
     ap.add_argument("--quick", action="store_true", help="does it run? (the test command runs it)")
     args = ap.parse_args()
-    if args.quick:  # a 1-min "long" clip, one run, no warm-up, a tiny encoder, a 2-s video
-        args.minutes, args.runs, args.backbone, args.image_size = 1, 1, "test_efficientnet", 64
+    if args.quick:  # a 2-min "long" clip, one run, no warm-up, a tiny encoder, a 2-s video
+        args.minutes, args.runs, args.backbone, args.image_size = 2, 1, "test_efficientnet", 64
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ck = audio_only_checkpoint(tmp / "audio_only.pt", args.feature)
