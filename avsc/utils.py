@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -210,13 +211,14 @@ _RETAINED = False
 # same form (NAMES_IN, fs_str). Where the locale is UTF-8, all of this is plain UTF-8.
 TEXT_OUT = {"encoding": "utf-8", "errors": "surrogateescape"}
 NAMES_IN = {"encoding": sys.getfilesystemencoding(), "errors": "surrogateescape"}
+_FS_UTF8 = codecs.lookup(sys.getfilesystemencoding()).name == "utf-8"  # names are UTF-8 text
 
 
 def fs_str(text: str) -> str:
     """UTF-8 text (a name read from a user's CSV, labels file or manifest) as the str the
     file system gives for a name of those bytes: the text itself where the locale is UTF-8,
     its UTF-8 bytes with surrogate escapes where it is not (``LC_ALL=C``)."""
-    if NAMES_IN["encoding"].lower().replace("-", "").replace("_", "") == "utf8":
+    if _FS_UTF8:
         return text
     return os.fsdecode(text.encode("utf-8", "surrogateescape"))
 
@@ -227,7 +229,7 @@ def read_names_csv(path: str | os.PathLike, **kwargs: Any) -> Any:
     import pandas as pd
 
     df = pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape", **kwargs)
-    if fs_str("\u00e9") == "\u00e9":  # a UTF-8 locale: nothing to convert
+    if _FS_UTF8:  # nothing to convert
         return df
     df.columns = [fs_str(c) if isinstance(c, str) else c for c in df.columns]
     for c in df.columns:
