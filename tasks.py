@@ -67,7 +67,22 @@ def test(argv: list[str]) -> None:
     run(PY, "-m", "ruff", "format", "--check", "avsc", "tests", "benchmarks", "tasks.py")
     run(BIN / "lint-imports")  # the layering contract of pyproject.toml
     env = dict(os.environ, AVSC_PROGRESS="0")
-    run(PY, "-m", "pytest", "--durations=15", *argv, env=env)  # and the 15 slowest tests
+    run(PY, "-m", "pytest", "--durations=15", *parallel(argv), *argv, env=env)  # 15 slowest
+
+
+def parallel(argv: list[str]) -> list[str]:
+    """pytest-xdist's options: test files spread over 2 to 4 worker processes (each file's
+    tests in one worker, so a module's fixtures are built once), unless the arguments choose
+    (``-n 0`` runs everything in this process). Half of the suite's time is spent waiting on
+    subprocesses, kernels and files, so 2 workers are worth it even on 1 core; each worker
+    is granted its share of the cores (tests/conftest.py)."""
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) for a in argv):
+        return []
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return ["-n", str(max(2, min(4, cores))), "--dist", "loadfile"]
 
 
 def lab(argv: list[str]) -> None:

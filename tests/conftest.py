@@ -1,12 +1,30 @@
 """Shared test fixtures. Real material lives in ../shared/realdata (tests skip where absent)."""
 
+import contextlib
+import json
 import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("AVSC_REALDATA", ROOT.parent / "shared" / "realdata"))
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``python3 tasks.py test`` runs its workers side by side) each worker
+    is granted its share of the CPUs, as a job on a shared machine would be: avsc's trainings
+    (and the notebooks and commands the tests start, which inherit it) then take one thread
+    per share instead of every worker taking all the cores. joblib's ``LOKY_MAX_CPU_COUNT``
+    is one of the limits ``avsc.utils.granted_cpus`` reads; a value set by the caller wins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "LOKY_MAX_CPU_COUNT" not in os.environ:
+        from joblib import cpu_count
+
+        os.environ["LOKY_MAX_CPU_COUNT"] = str(
+            max(1, cpu_count(only_physical_cores=False) // workers)
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -14,15 +32,39 @@ def _no_progress_bars(monkeypatch):
     monkeypatch.setenv("AVSC_PROGRESS", "0")
 
 
+@contextlib.contextmanager
+def _built_once(tmp_path_factory, name: str):
+    """A folder for a session fixture that is built once per test run: under pytest-xdist
+    every worker asks for it, the first builds it (holding a file lock) and the others wait
+    and reuse it. Yields ``(folder, done)``; the builder writes ``folder/.done`` when it is
+    complete, so a half-built folder (a failed fixture) is built again, not reused."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder all workers' base temps live in
+    folder = shared / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        yield folder, (folder / ".done").is_file()
+
+
 @pytest.fixture(scope="session")
 def synth_store(tmp_path_factory):
     """A small synthetic TAU-layout dataset and its feature store, shared by the training,
     evaluation and prediction tests: 10 classes x 6 clips of 3 s, 96x64 video."""
+    with _built_once(tmp_path_factory, "synth_store") as (base, done):
+        if not done:
+            _build_synth_store(base)
+            (base / ".done").touch()
+    return base / "data", base / "cache"
+
+
+def _build_synth_store(base: Path) -> None:
+    import shutil
+
     from avsc.config import DataConfig, FrameConfig, PreprocessConfig
     from avsc.data.synth import make_synthetic_dataset
     from avsc.features import preprocess
 
-    base = tmp_path_factory.mktemp("synth_store")
+    shutil.rmtree(base, ignore_errors=True)
     root = make_synthetic_dataset(
         base / "data",
         clips_per_class=6,
@@ -34,7 +76,7 @@ def synth_store(tmp_path_factory):
     cfg = PreprocessConfig(data=DataConfig(clip_seconds=3.0), frames=FrameConfig(short_side=64))
     report = preprocess(root, base / "cache", cfg, workers=1, show_progress=False)
     assert report.ok, report.format()
-    return root, base / "cache"
+    assert root == base / "data"
 
 
 @pytest.fixture(scope="session")
@@ -42,19 +84,24 @@ def smoke_run(tmp_path_factory):
     """The smoke profile run end to end once (``avsc run --profile smoke``) into a temporary
     folder, with a config override that must reach preprocessing: ``(base, manifest)``, the
     run in ``base/runs/smoke``, its figures in ``base/figures/smoke``."""
-    import json
-
     from avsc.runner import Manifest, run_profile
 
     reuse = os.environ.get("AVSC_REUSE_SMOKE")  # a finished run, for iterating on one test
     if reuse and (Path(reuse) / "runs" / "smoke" / "manifest.json").is_file():
         saved = json.loads((Path(reuse) / "runs" / "smoke" / "manifest.json").read_text())
         return Path(reuse), Manifest("smoke", Path(reuse) / "runs" / "smoke", saved["notebooks"])
-    base = tmp_path_factory.mktemp("smoke")
-    manifest = run_profile(
-        "smoke",
-        {"frames.jpeg_quality": 90},
-        runs_root=base / "runs",
-        figures_root=base / "figures",
-    )
-    return base, manifest
+    with _built_once(tmp_path_factory, "smoke") as (base, done):
+        if not done:
+            import shutil
+
+            shutil.rmtree(base, ignore_errors=True)  # a half-built run from a failed try
+            manifest = run_profile(
+                "smoke",
+                {"frames.jpeg_quality": 90},
+                runs_root=base / "runs",
+                figures_root=base / "figures",
+            )
+            (base / ".done").touch()
+            return base, manifest
+    saved = json.loads((base / "runs" / "smoke" / "manifest.json").read_text())
+    return base, Manifest("smoke", base / "runs" / "smoke", saved["notebooks"], saved["git"])
