@@ -38,7 +38,7 @@ from avsc.data.tau import LABELS
 from avsc.features.audio import filterbank
 from avsc.models.acoustic import AcousticEncoder
 from avsc.models.classifier import SceneClassifier
-from avsc.models.systems import AVSystem
+from avsc.models.fusion import AVSystem
 from avsc.training.checkpoint import save_checkpoint
 
 AVSC = [sys.executable, "-m", "avsc"]

@@ -229,3 +229,21 @@ def test_visual_encoder_with_the_lite0_weights_matches_the_full_model(lite0):
             lite0.forward_features((img.float() / 255 - 0.5) / 0.5), pre_logits=True
         )
     torch.testing.assert_close(ve(img), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_the_old_module_name_of_the_fusion_networks_still_imports_with_a_warning():
+    """``avsc.models.systems`` (renamed ``avsc.models.fusion``) keeps working for a release:
+    the same classes, and a DeprecationWarning that names the new module."""
+    import importlib
+    import sys
+
+    import avsc.models.fusion as fusion
+
+    sys.modules.pop("avsc.models.systems", None)
+    with pytest.warns(DeprecationWarning, match=r"renamed avsc\.models\.fusion"):
+        old = importlib.import_module("avsc.models.systems")
+    assert (old.AVSystem, old.DistilledAVSystem, old.LateFusion) == (
+        fusion.AVSystem,
+        fusion.DistilledAVSystem,
+        fusion.LateFusion,
+    )

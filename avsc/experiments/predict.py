@@ -19,7 +19,7 @@ import torch
 from avsc.config import ExperimentConfig
 from avsc.data.manifest import VIDEO_EXTENSIONS
 from avsc.experiments.registry import Parts, SystemUsageError, UnknownSystem, get_system
-from avsc.models.systems import AVSystem
+from avsc.models.fusion import AVSystem
 from avsc.models.visual import VisualEncoder
 from avsc.training.checkpoint import CheckpointError, load_checkpoint
 from avsc.training.loop import resolve_device

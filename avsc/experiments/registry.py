@@ -37,7 +37,7 @@ from torch import nn
 from avsc.config import ExperimentConfig
 from avsc.models.acoustic import AcousticEncoder
 from avsc.models.classifier import SceneClassifier
-from avsc.models.systems import AVSystem
+from avsc.models.fusion import AVSystem
 from avsc.models.visual import VisualEncoder
 
 #: What a system may take besides the feature store and the config.

@@ -40,7 +40,7 @@ from avsc.experiments.workspace import Workspace
 from avsc.features.datasets import FrameSamples, SegmentSamples, eval_transform, train_transform
 from avsc.features.store import FeatureStore
 from avsc.models.acoustic import AcousticEncoder
-from avsc.models.systems import AVSystem
+from avsc.models.fusion import AVSystem
 from avsc.models.visual import check_backbone
 from avsc.training.checkpoint import CheckpointError, load_checkpoint
 from avsc.training.loop import fit, is_main_process

@@ -37,7 +37,7 @@ import numpy as np
 from avsc.evaluation.inference import decide_segments, encode_segments
 from avsc.evaluation.metrics import dcase_metrics
 from avsc.experiments.registry import Parts, TrainJob, register_system
-from avsc.models.systems import AVSystem, DistilledAVSystem, LateFusion
+from avsc.models.fusion import AVSystem, DistilledAVSystem, LateFusion
 from avsc.training.checkpoint import load_checkpoint, save_checkpoint
 from avsc.training.loop import FitResult, check_resumable, write_history
 from avsc.utils import versions

@@ -2,7 +2,7 @@
 
 from avsc.models.acoustic import AcousticEncoder, ResidualBlock1d
 from avsc.models.classifier import SceneClassifier
-from avsc.models.systems import AVSystem, DistilledAVSystem, LateFusion
+from avsc.models.fusion import AVSystem, DistilledAVSystem, LateFusion
 from avsc.models.visual import (
     LITE0_WEIGHTS,
     VisualEncoder,
