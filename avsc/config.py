@@ -501,13 +501,13 @@ class TrainConfig(_Section):
     # "no" reads every sample from the feature store, so memory stays flat as data grows
     audio_in_memory: str = "auto"
     max_train_batches: int | None = None  # cap per epoch (smoke runs); None: whole epoch
-    # Joint / ablation III cost (issue 5). aug_bank K > 0: encode K augmented views of every
+    # The cost of joint / ablation III. aug_bank K > 0: encode K augmented views of every
     # frame once (frozen VE, float16 in the feature store) and draw one view per sample per
     # epoch; 0 keeps the paper's online augmentation. image_major: online augmentation with
     # batches of whole segments, each augmented image encoded once for its 6 acoustic frames.
     aug_bank: int = 0
     image_major: bool = False
-    # Online augmentation where the loader's CPU workers cannot feed a GPU (issue 13): the
+    # Online augmentation where the loader's CPU workers cannot feed a GPU: the
     # loader passes each frame's JPEG bytes and the training device decodes them
     # (torchvision.io.decode_jpeg, nvJPEG on CUDA) and augments them (transforms.v2 on device
     # tensors). The same transforms, other random draws than the workers' path.

@@ -28,10 +28,9 @@ from avsc.features.datasets import (
     subset_clips,
     train_transform,
 )
-from avsc.features.store import FeatureStore, load_entry, store_lock
+from avsc.features.store import FeatureStore, bank_path, load_entry, write_bank
 from avsc.models.visual import VisualEncoder
 from avsc.training.loop import resolve_device
-from avsc.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +182,7 @@ class Workspace:
             "layout": "segment rows",  # (segments, views, D); earlier banks were per clip
         }
         key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-        folder = self.store.path / "bank" / key
-        path = folder / f"{subset}.npy"
+        path = bank_path(self.store.path, key, subset)
         if path.is_file():
             if self._stream(path.stat().st_size):
                 return NpyRows(path)  # streamed from disk, like the audio
@@ -204,15 +202,9 @@ class Workspace:
                     f = ve(batch["image"].to(self.device)).float().cpu().numpy()
                     out[row : row + len(f), k] = f
                     row += len(f)
-        # written under the store's lock: a preprocess run starting meanwhile must neither
-        # clean up this temporary file nor rewrite the store under it
-        with store_lock(self.store.path, wait=True):
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, out, allow_pickle=False)
-            atomic_write_json(
-                folder / "bank.json", {k: v for k, v in ident.items() if k != "clips"}
-            )
+        write_bank(
+            self.store.path, key, subset, out, {k: v for k, v in ident.items() if k != "clips"}
+        )
         log.info(
             "augmentation bank %s/%s: %d views of %d frames in %.1f s",
             key,

@@ -9,6 +9,7 @@ keyframes (real TAU clips may hold a single keyframe); only the chosen frames ar
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterator
@@ -165,3 +166,32 @@ def iter_frames(
                 )
             yield convert(prev)
             ti += 1
+
+
+# the stored frames' JPEG codec (the feature store keeps frames as JPEG bytes)
+
+
+def encode_frames(frames: np.ndarray, quality: int = 95) -> dict[str, np.ndarray]:
+    """JPEG-encode ``(S, H, W, 3)`` uint8 frames into arrays for an ``.npz`` file."""
+    from PIL import Image
+
+    blobs = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="JPEG", quality=quality, subsampling=0)
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    return {
+        "jpeg": np.concatenate(blobs) if blobs else np.zeros(0, np.uint8),
+        "offsets": offsets,
+        "shape": np.asarray(frames.shape, dtype=np.int64),
+    }
+
+
+def decode_jpeg(blob: np.ndarray) -> np.ndarray:
+    """One JPEG (uint8 bytes) -> ``(H, W, 3)`` uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(blob.tobytes())) as im:
+        return np.asarray(im.convert("RGB"))
