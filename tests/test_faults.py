@@ -167,6 +167,41 @@ def test_store_cleanup_removes_only_its_own_temporary_files(tiny, tmp_path):
     assert all(p.read_text() == "x" for p in mine)
 
 
+@pytest.mark.parametrize("dies_at", [1, 2])
+def test_a_preprocess_killed_at_its_first_files_can_be_run_again(
+    tiny, tmp_path, monkeypatch, dies_at
+):
+    """A run killed while it writes the store's first files (store.json, manifest.csv) leaves
+    a folder the next run takes up: never one that holds files but no store.json, which
+    preprocess refuses to touch (a second run started in that moment was refused the same
+    way, "not a feature store", instead of "in use by another avsc run")."""
+    import avsc.features.store.builder as builder
+
+    class Killed(BaseException):
+        pass
+
+    writes = []
+
+    def dying(real):
+        def write(path, *args, **kwargs):
+            writes.append(Path(path).name)
+            if len(writes) == dies_at:
+                raise Killed(path)
+            return real(path, *args, **kwargs)
+
+        return write
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(builder, "atomic_path", dying(builder.atomic_path))
+    monkeypatch.setattr(builder, "atomic_write_json", dying(builder.atomic_write_json))
+    with pytest.raises(Killed):
+        preprocess(tiny, cache, CFG2)
+    monkeypatch.undo()
+    report = preprocess(tiny, cache, CFG2)
+    assert report.ok and report.processed == 18, writes
+    assert len(FeatureStore(cache)) == 18
+
+
 # ------------------------------------------------------------------ 3. concurrent runs
 
 

@@ -363,8 +363,9 @@ def preprocess(
         index_path = cache / INDEX
         repair_index(index_path)
         clip_seconds = dc.clip_seconds if dc.clip_seconds is not None else manifest.clip_seconds
-        with atomic_path(cache / MANIFEST) as tmp:
-            manifest.standard().to_csv(tmp, index=False, lineterminator="\n", **TEXT_OUT)
+        # store.json first: from the first file on, the folder is a store (a second run is
+        # then refused as "in use", and a run killed here can be rerun), never a folder that
+        # holds files but no store.json, which preprocess refuses to touch
         atomic_write_json(
             cache / META,
             {
@@ -382,6 +383,8 @@ def preprocess(
                 "versions": versions(),
             },
         )
+        with atomic_path(cache / MANIFEST) as tmp:
+            manifest.standard().to_csv(tmp, index=False, lineterminator="\n", **TEXT_OUT)
         report = _featurize_all(
             manifest, cache, config, workers, strict, show_progress, verify, clip_seconds
         )
