@@ -3,10 +3,13 @@
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
+
+from tests.media import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("AVSC_REALDATA", ROOT.parent / "shared" / "realdata"))
@@ -105,3 +108,26 @@ def smoke_run(tmp_path_factory):
             return base, manifest
     saved = json.loads((base / "runs" / "smoke" / "manifest.json").read_text())
     return base, Manifest("smoke", base / "runs" / "smoke", saved["notebooks"], saved["git"])
+
+
+# the fault tests' small datasets (tests/*/test_*_faults.py)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "root", size=(64, 48))
+
+
+@pytest.fixture(scope="module")
+def long_clips(tmp_path_factory):
+    """12 ten-second clips at 320x240: about half a second of work each, so that a run
+    lasts long enough to be interrupted mid-clip."""
+    root = tmp_path_factory.mktemp("long") / "root"
+    return make_tiny_dataset(root, ("airport", "bus"), 3, 2, seconds=10.0, size=(320, 240))
+
+
+@pytest.fixture()
+def copy(tiny, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny, root)
+    return root

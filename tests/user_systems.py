@@ -1,5 +1,5 @@
 """A system registered from user code, as a researcher would write it: imported by
-``avsc train --module tests.user_systems`` and by tests/test_experiments.py. Its own fusion:
+``avsc train --module tests.user_systems`` and by tests/experiments/test_experiments.py. Its own fusion:
 the visual embedding gated by the acoustic one (a new module of its own, no avsc file
 touched), trained jointly like the paper's joint system."""
 

@@ -8,9 +8,8 @@ import pytest
 
 from avsc.features import VideoError, extract_frames, video_info
 from avsc.features.video import output_size
+from tests.conftest import REALDATA
 from tests.media import index_frame, read_index, write_indexed_video
-
-from .conftest import REALDATA
 
 TAU_VIDEO = REALDATA / "tau_av2021_video"
 

@@ -18,8 +18,7 @@ from avsc.features.datasets import (
     subset_clips,
     train_transform,
 )
-
-from .test_experiments import TRAIN
+from tests.experiments.test_experiments import TRAIN
 
 
 def _table(cache):

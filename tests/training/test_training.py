@@ -31,8 +31,7 @@ from avsc.features.datasets import (
 from avsc.models import AcousticEncoder, AVSystem, SceneClassifier
 from avsc.training import load_checkpoint
 from avsc.training.loop import GlobalBatchSampler, TrainingDiverged, fit
-
-from .conftest import REALDATA
+from tests.conftest import REALDATA
 
 OVERRIDES = {
     "visual.backbone": "test_efficientnet",

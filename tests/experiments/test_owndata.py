@@ -20,9 +20,8 @@ from avsc.config import DataConfig, FrameConfig, PreprocessConfig
 from avsc.data import load_manifest
 from avsc.features import FeatureStore, preprocess
 from avsc.features.audio import extract_audio_features, read_audio
-
-from . import owndata
-from .conftest import ROOT
+from tests import owndata
+from tests.conftest import ROOT
 
 QUICK = [
     "-p", "train.max_epochs=2", "-p", "train.t0_epochs=2", "-p", "train.batch_size=32",

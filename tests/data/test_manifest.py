@@ -23,9 +23,8 @@ from avsc.data.manifest import RESERVED_LABELS
 from avsc.data.recipes import guess_recipe
 from avsc.data.split import assign_subsets, split_problems, validation_split
 from avsc.features.store import entry_name
-
-from .conftest import ROOT
-from .media import make_tiny_dataset, write_wav
+from tests.conftest import ROOT
+from tests.media import make_tiny_dataset, write_wav
 
 
 def _csv(path, rows, header=("clip", "audio", "label"), delimiter=","):

@@ -14,9 +14,8 @@ import soundfile as sf
 
 from avsc.config import ExperimentConfig
 from avsc.data.tau import LABELS
-
-from .conftest import ROOT
-from .test_experiments import TRAIN  # a tiny training: 1 epoch, test_efficientnet
+from tests.conftest import ROOT
+from tests.experiments.test_experiments import TRAIN  # a tiny training: 1 epoch, test_efficientnet
 
 
 def _cut(src_wav, src_mp4, k, wav, mp4):

@@ -9,9 +9,8 @@ import soundfile as sf
 from avsc.config import AudioConfig
 from avsc.features import AudioError, AudioFormatWarning, extract_audio_features, read_audio
 from avsc.features.audio import mid_side, resample, segment, stft_magnitude
+from tests.conftest import REALDATA
 from tests.media import write_wav
-
-from .conftest import REALDATA
 
 TUT = REALDATA / "tut2018_audio"
 TAU_VIDEO = REALDATA / "tau_av2021_video"

@@ -12,9 +12,8 @@ from avsc.data import LABELS, DatasetError, TAUDataset, load_manifest, parse_cli
 from avsc.data.split import assign_subsets, validation_split
 from avsc.data.tau import annotate
 from avsc.data.validate import validate_dataset
+from tests.conftest import REALDATA
 from tests.media import make_tiny_dataset, write_wav
-
-from .conftest import REALDATA
 
 FOLD1 = REALDATA / "tau_av2021_fold1_meta"
 

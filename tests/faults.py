@@ -1,0 +1,94 @@
+"""What the fault tests share (tests/*/test_*_faults.py, tests/test_cli_faults.py): small
+settings, the ``avsc`` command as a subprocess, and process helpers (Linux /proc)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from avsc.config import DataConfig, FrameConfig, PreprocessConfig
+
+CFG2 = PreprocessConfig(
+    data=DataConfig(clip_seconds=2.0), frames=FrameConfig(short_side=48), features=("fbank",)
+)
+
+
+PRE2 = [
+    "-p",
+    "data.clip_seconds=2",
+    "-p",
+    "frames.short_side=48",
+    "--features",
+    "fbank",
+    "--no-progress",
+]
+
+
+TRAIN = {
+    "visual.backbone": "test_efficientnet",
+    "visual.image_size": 32,
+    "train.batch_size": 32,
+    "train.max_epochs": 1,
+    "train.t0_epochs": 1,
+    "train.eval_batch_size": 32,
+}
+
+
+LINUX_PROC = Path("/proc/self/task").is_dir()
+
+
+def avsc_cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "avsc", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AVSC_PROGRESS": "0", **(env or {})},
+        **kw,
+    )
+
+
+def error_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ": error: " in ln]
+
+
+def children(pid: int) -> set[int]:
+    """Child process ids of ``pid`` (Linux /proc)."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def index_lines(cache: Path) -> int:
+    p = cache / "index.jsonl"
+    return p.read_text().count("\n") if p.is_file() else 0
