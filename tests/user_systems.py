@@ -1,7 +1,7 @@
 """A system registered from user code, as a researcher would write it: imported by
-``avsc train --module tests.user_systems`` and by tests/experiments/test_experiments.py. Its own fusion:
-the visual embedding gated by the acoustic one (a new module of its own, no avsc file
-touched), trained jointly like the paper's joint system."""
+``avsc train --module tests.user_systems`` and by tests/experiments/test_experiments.py.
+Its own fusion: the visual embedding gated by the acoustic one (a new module of its own,
+no avsc file touched), trained jointly like the paper's joint system."""
 
 import torch
 from torch import nn
