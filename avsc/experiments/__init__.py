@@ -3,6 +3,7 @@
 which learn about systems from here."""
 
 from avsc.experiments import systems as _builtin_systems  # noqa: F401 - registers the paper's
+from avsc.experiments.collection import Results
 from avsc.experiments.registry import (
     INPUTS,
     Parts,
@@ -15,7 +16,7 @@ from avsc.experiments.registry import (
     unregister_system,
 )
 from avsc.experiments.results import MissingArtifact, StrategyResult
-from avsc.experiments.strategies import Results, load_acoustic_encoder, train_system
+from avsc.experiments.train import load_acoustic_encoder, train_system
 from avsc.experiments.workspace import StoreSettingsWarning, Workspace
 
 __all__ = [

@@ -28,9 +28,9 @@ import pandas as pd
 
 from avsc.config import ExperimentConfig
 from avsc.evaluation.metrics import clip_metrics, dcase_metrics
+from avsc.experiments.collection import Results
 from avsc.experiments.registry import get_system
 from avsc.experiments.results import MissingArtifact, StrategyResult
-from avsc.experiments.strategies import Results
 from avsc.experiments.workspace import Workspace
 from avsc.features.store import FeatureStore, StoreError
 from avsc.utils import TEXT_OUT, granted_cpus

@@ -29,7 +29,7 @@ def system_from_checkpoint(
     checkpoint: str | os.PathLike | dict,
 ) -> tuple[AVSystem, dict, ExperimentConfig]:
     """Rebuild the trained system of a checkpoint written by
-    :func:`avsc.experiments.strategies.train_system` (eval mode): its registry entry's
+    :func:`avsc.experiments.train.train_system` (eval mode): its registry entry's
     factory builds the model, the checkpoint supplies every weight."""
     ck = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     where = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)

@@ -3,7 +3,7 @@
 An entry (:class:`SystemSpec`) declares the system's name, the inputs it takes (an acoustic
 ``feature``, a visual ``backbone``, the ``audio_checkpoint`` of a trained audio-only system),
 the notebook that makes it, and one factory that builds its model from :class:`Parts`.
-Training (:func:`avsc.experiments.strategies.train_system`), ``avsc train``, ``avsc predict``
+Training (:func:`avsc.experiments.train.train_system`), ``avsc train``, ``avsc predict``
 and the notebooks all read this registry, as timm's ``create_model`` reads the models that
 ``@register_model`` put there. A new system is one decorated function, in avsc or in user
 code (a notebook cell, a module passed to ``avsc train --module``)::

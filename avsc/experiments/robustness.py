@@ -34,9 +34,10 @@ from avsc.evaluation.inference import decide_segments, encode_segments
 from avsc.evaluation.metrics import dcase_metrics
 from avsc.evaluation.tables import clip_columns
 from avsc.evaluation.uncertainty import interval
+from avsc.experiments.inputs import training_inputs
 from avsc.experiments.predict import system_from_checkpoint
 from avsc.experiments.results import StrategyResult
-from avsc.experiments.strategies import probability_frame, training_inputs
+from avsc.experiments.train import probability_frame
 from avsc.experiments.workspace import Workspace
 
 _STREAM = {"audio": 1, "video": 2, "asynchronous": 3}  # independent seeded draws

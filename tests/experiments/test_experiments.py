@@ -317,3 +317,26 @@ def test_lint_imports_keeps_the_contract():
 
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     assert f"{len(contracts['contracts'])} kept, 0 broken" in res.stdout  # every one checked
+
+
+def test_the_old_strategies_module_still_imports_with_a_warning():
+    """``avsc.experiments.strategies`` (split into ``train``, ``inputs`` and ``collection``)
+    keeps working for a release: the same functions, and a DeprecationWarning naming the
+    new modules."""
+    import importlib
+
+    import avsc.experiments.collection as collection
+    import avsc.experiments.inputs as inputs
+    import avsc.experiments.train as train
+
+    sys.modules.pop("avsc.experiments.strategies", None)
+    with pytest.warns(DeprecationWarning, match=r"split into avsc\.experiments\.train"):
+        old = importlib.import_module("avsc.experiments.strategies")
+    assert old.train_system is train.train_system and old.Results is collection.Results
+    assert old.training_inputs is inputs.training_inputs
+    assert [p.name for p in inputs.input_providers()][:4] == [
+        "audio",
+        "embeddings",
+        "augmentation_bank",
+        "frames",
+    ]

@@ -94,7 +94,7 @@ def test_a_folder_as_the_clip_and_a_joint_checkpoint_as_the_audio_one_are_said(
     is named as a folder, and the log says which part of the checkpoint is used."""
     import logging
 
-    from avsc.experiments.strategies import load_acoustic_encoder
+    from avsc.experiments.train import load_acoustic_encoder
 
     ws, audio_ck, pipeline_ck = checkpoints
     folder = tmp_path / "my clips"
@@ -102,7 +102,7 @@ def test_a_folder_as_the_clip_and_a_joint_checkpoint_as_the_audio_one_are_said(
     code = main(["predict", str(folder), "--checkpoint", str(audio_ck)])
     lines = error_lines(capsys.readouterr().err)
     assert code == 2 and lines == [f"avsc predict: error: {folder}: a folder, not an audio file"]
-    with caplog.at_level(logging.WARNING, logger="avsc.experiments.strategies"):
+    with caplog.at_level(logging.WARNING, logger="avsc.experiments.train"):
         load_acoustic_encoder(audio_ck, ws.config, 290)
         assert not caplog.records  # the audio-only system's own: nothing to say
         load_acoustic_encoder(pipeline_ck, ws.config, 290)

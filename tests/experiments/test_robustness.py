@@ -141,8 +141,8 @@ def test_late_fusion_takes_the_validation_weight_with_the_lowest_log_loss(traine
     from sklearn.metrics import log_loss
 
     from avsc.evaluation.inference import predict_segments
+    from avsc.experiments.inputs import training_inputs
     from avsc.experiments.predict import system_from_checkpoint
-    from avsc.experiments.strategies import training_inputs
 
     ws, results, _, _ = trained
     lf = results["late_fusion"]
