@@ -38,9 +38,13 @@ from avsc.evaluation.inference import decide_segments, encode_segments
 from avsc.evaluation.metrics import dcase_metrics
 from avsc.experiments.registry import Parts, TrainJob, register_system
 from avsc.models.fusion import AVSystem, DistilledAVSystem, LateFusion
-from avsc.training.checkpoint import load_checkpoint, save_checkpoint
-from avsc.training.loop import FitResult, check_resumable, write_history
-from avsc.utils import versions
+from avsc.training.checkpoint import load_checkpoint
+from avsc.training.loop import (
+    FitResult,
+    check_resumable,
+    training_checkpoint,
+    write_run_files,
+)
 
 UNIMODAL = "03_unimodal_baselines"
 FUSION = "04_pipeline_vs_joint"
@@ -166,23 +170,11 @@ def choose_fusion_weight(job: TrainJob) -> FitResult:
         row["best"] = i == best
         row["seconds"] = round((time.perf_counter() - t0) / len(history), 3)
     model.weight.fill_(float(FUSION_WEIGHTS[best]))
-    ck = {
-        "model": model.state_dict(),
-        "epoch": 0,
-        "metrics": {k: v for k, v in history[best].items() if isinstance(v, (int, float))},
-        "config": job.config_dict,
-        "versions": versions(),
-        "extra": job.extra,
-        "state": {
-            "best_loss": history[best]["val_logloss"],
-            "best_epoch": best,
-            "bad_epochs": 0,
-            "history": history,
-        },
-    }
-    save_checkpoint(best_path, ck)
-    save_checkpoint(last_path, ck)
-    write_history(out / "history.csv", history)
+    ck = training_checkpoint(
+        model, 0, history[best], job.config_dict, job.extra, history[best]["val_logloss"],
+        best, 0, history,
+    )  # fmt: skip
+    write_run_files(out, ck, history, best=True)
     return FitResult(
         best_path,
         last_path,

@@ -452,7 +452,7 @@ def _fit(
     loss_fn = nn.CrossEntropyLoss()
     own_loss = getattr(model, "training_loss", None)
 
-    last_path, best_path, hist_path = out / "last.pt", out / "best.pt", out / "history.csv"
+    last_path, best_path = out / "last.pt", out / "best.pt"
     history: list[dict[str, Any]] = []
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0
     if resume and last_path.is_file():
@@ -574,26 +574,11 @@ def _fit(
             row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         history.append(row)
         if main:
-            ck = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
-                "config": config_dict or {},
-                "versions": versions(),
-                "extra": extra or {},
-                "state": {
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "history": history,
-                },
-            }
-            if improved:
-                save_checkpoint(best_path, ck)
-            save_checkpoint(last_path, ck)
-            write_history(hist_path, history)
+            ck = training_checkpoint(
+                model, epoch, row, config_dict, extra, best_loss, best_epoch, bad_epochs,
+                history, optimizer=optimizer, scheduler=scheduler,
+            )  # fmt: skip
+            write_run_files(out, ck, history, best=improved)
             log.info(
                 "%s epoch %d/%d: %s%s (%.1f s)",
                 name,
@@ -661,6 +646,57 @@ def epoch_summary(row: dict[str, Any], short: bool = False) -> str:
     if not short:
         parts.append(f"lr {row['lr']:.1e}")
     return ", ".join(parts)
+
+
+def training_checkpoint(
+    model: nn.Module,
+    epoch: int,
+    row: dict[str, Any],
+    config_dict: dict | None,
+    extra: dict | None,
+    best_loss: float,
+    best_epoch: int,
+    bad_epochs: int,
+    history: list[dict[str, Any]],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+) -> dict[str, Any]:
+    """The one checkpoint dict of a system's training (``best.pt`` / ``last.pt``): weights,
+    the optimizer and scheduler where there are any (a resumable loop), the epoch, that
+    epoch's numeric figures, the config, versions, ``extra`` (the system's settings) and the
+    state a resume needs (best loss and epoch, epochs without improvement, the history)."""
+    ck: dict[str, Any] = {"model": model.state_dict()}
+    if optimizer is not None:
+        ck["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        ck["scheduler"] = scheduler.state_dict()
+    ck.update(
+        {
+            "epoch": epoch,
+            "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
+            "config": config_dict or {},
+            "versions": versions(),
+            "extra": extra or {},
+            "state": {
+                "best_loss": best_loss,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "history": history,
+            },
+        }
+    )
+    return ck
+
+
+def write_run_files(
+    out: Path, checkpoint: dict[str, Any], history: list[dict[str, Any]], best: bool
+) -> None:
+    """A training's files in its folder ``out``: ``best.pt`` (where ``best``), ``last.pt``
+    and ``history.csv``, each written atomically."""
+    if best:
+        save_checkpoint(out / "best.pt", checkpoint)
+    save_checkpoint(out / "last.pt", checkpoint)
+    write_history(out / "history.csv", history)
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
