@@ -23,11 +23,9 @@ def pytest_configure(config):
     is one of the limits ``avsc.utils.granted_cpus`` reads; a value set by the caller wins."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "LOKY_MAX_CPU_COUNT" not in os.environ:
-        from joblib import cpu_count
+        from avsc.utils import granted_cpus
 
-        os.environ["LOKY_MAX_CPU_COUNT"] = str(
-            max(1, cpu_count(only_physical_cores=False) // workers)
-        )
+        os.environ["LOKY_MAX_CPU_COUNT"] = str(max(1, granted_cpus() // workers))
 
 
 @pytest.fixture(autouse=True)

@@ -46,18 +46,9 @@ def add_parser(sub, cores: int) -> None:
 def main(args: argparse.Namespace) -> int:
     import warnings
 
-    from avsc.config import ExperimentConfig
-    from avsc.experiments import get_system
     from avsc.experiments.crossval import crossval, crossval_view, save_crossval
-    from avsc.experiments.registry import SystemUsageError
 
-    options.import_modules(args)
-    spec = get_system(args.system)
-    asked = options.overrides(args)
-    cfg = ExperimentConfig().override(asked)
-    for what in ("feature", "backbone"):
-        if getattr(args, what) is not None and not spec.takes(what):
-            raise SystemUsageError(f"system {spec.name} takes no --{what}")
+    spec, asked, cfg, _ = options.system_request(args, ("feature", "backbone"))
     folds = [f.strip() for f in args.folds.split(",") if f.strip()] if args.folds else None
     with warnings.catch_warnings(record=True) as caught:  # the store's settings win
         warnings.simplefilter("always")

@@ -87,6 +87,28 @@ def import_modules(args: argparse.Namespace) -> None:
         importlib.import_module(name)
 
 
+def system_request(args: argparse.Namespace, inputs: tuple[str, ...]):
+    """What ``avsc train`` / ``crossval`` ask for: the user modules imported, the registered
+    system, the ``section.key`` values set, the config they make, and the system's inputs
+    given on the command line (``--feature``, ...), each refused in one line where the
+    system takes no such input. Returns ``(spec, asked, config, given)``."""
+    from avsc.config import ExperimentConfig
+    from avsc.experiments import get_system
+    from avsc.experiments.registry import SystemUsageError
+
+    import_modules(args)
+    spec = get_system(args.system)
+    asked = overrides(args)
+    given = {}
+    for what in inputs:
+        value = getattr(args, what)
+        if value is not None and not spec.takes(what):
+            raise SystemUsageError(f"system {spec.name} takes no --{what.replace('_', '-')}")
+        if value is not None:
+            given[what] = value
+    return spec, asked, ExperimentConfig().override(asked), given
+
+
 def data_config(args: argparse.Namespace):
     """The command's ``data`` section, with ``--recipe`` / ``--labels`` over ``-p``."""
     data = config(args).data

@@ -58,21 +58,11 @@ def main(args: argparse.Namespace) -> int:
     import json
     import warnings
 
-    from avsc.config import ExperimentConfig
-    from avsc.experiments import Results, Workspace, get_system
-    from avsc.experiments.registry import SystemUsageError
+    from avsc.experiments import Results, Workspace
 
-    options.import_modules(args)
-    spec = get_system(args.system)
-    asked = options.overrides(args)
-    cfg = ExperimentConfig().override(asked)
-    inputs = {}
-    for what in ("feature", "backbone", "audio_checkpoint"):
-        value = getattr(args, what)
-        if value is not None and not spec.takes(what):
-            raise SystemUsageError(f"system {spec.name} takes no --{what.replace('_', '-')}")
-        if value is not None:
-            inputs[what] = value
+    spec, asked, cfg, inputs = options.system_request(
+        args, ("feature", "backbone", "audio_checkpoint")
+    )
     with warnings.catch_warnings(record=True) as caught:  # the store's settings win
         warnings.simplefilter("always")
         ws = Workspace(args.cache, cfg, asked=set(asked))

@@ -84,9 +84,9 @@ class Embeddings(InputProvider):
 
 
 @register_input("augmentation_bank")
-class AugmentationBank(InputProvider):
+class AugmentationBank(Embeddings):
     """``train.aug_bank`` K > 0: one of K precomputed augmented views per sample; evaluation
-    on the precomputed centre-crop embeddings."""
+    on the precomputed centre-crop embeddings (:class:`Embeddings`' own)."""
 
     def applies(self, model, config) -> bool:
         return model.visual_input == "image" and config.train.aug_bank > 0
@@ -98,9 +98,6 @@ class AugmentationBank(InputProvider):
         if model.ae is None:
             out["unit"] = "segment"
         return out
-
-    def evaluate(self, ws, model, subset, feature, backbone):
-        return {"vemb": ws.visual_embeddings(subset, backbone)}
 
 
 @register_input("frames")
