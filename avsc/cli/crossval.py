@@ -27,7 +27,10 @@ def add_parser(sub, cores: int) -> None:
     )
     cv.add_argument("--folds", help="comma list of the folds to hold out (default: all)")
     cv.add_argument(
-        "--feature", choices=FEATURE_KINDS, default=None, help="acoustic feature, if it takes one"
+        "--feature",
+        default=None,
+        help=f"acoustic feature, if it takes one: {', '.join(FEATURE_KINDS)} or one a --module "
+        "registers",
     )
     cv.add_argument("--backbone", default=None, help="timm name, if it takes one")
     cv.add_argument(

@@ -106,6 +106,14 @@ def system_request(args: argparse.Namespace, inputs: tuple[str, ...]):
             raise SystemUsageError(f"system {spec.name} takes no --{what.replace('_', '-')}")
         if value is not None:
             given[what] = value
+    if given.get("feature") is not None:
+        from avsc.features import extractor_names
+
+        if given["feature"] not in extractor_names():
+            raise SystemUsageError(
+                f"--feature {given['feature']}: not a registered feature kind; registered: "
+                f"{', '.join(extractor_names())} (a --module of yours can add one)"
+            )
     return spec, asked, ExperimentConfig().override(asked), given
 
 

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--checkpoint", required=True, help="a system's best.pt (from avsc train)")
     pr.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     pr.add_argument("--csv", help="also write the table to this CSV file")
-    options.module_option(pr, "the checkpoint's system is registered there")
+    options.module_option(pr, "the checkpoint's system or feature kind is registered there")
     pr.set_defaults(func=main)
 
 

@@ -19,12 +19,12 @@ def add_parser(sub, cores: int) -> None:
     )
     pp.add_argument("--data", required=True, help="a collection's folder or a manifest file")
     options.recipe_options(pp)
-    options.module_option(pp, "it registers recipes of its own")
+    options.module_option(pp, "it registers recipes or feature kinds of its own")
     pp.add_argument("--cache", required=True, help="feature store folder")
     pp.add_argument(
         "--features",
         default=",".join(FEATURE_KINDS),
-        help=f"comma list of {', '.join(FEATURE_KINDS)}",
+        help=f"comma list of {', '.join(FEATURE_KINDS)} or kinds a --module registers",
     )
     pp.add_argument("--workers", type=options.workers, default=cores, help="parallel processes")
     pp.add_argument("--strict", action="store_true", help="stop at the first bad clip")

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     sb.add_argument("--checkpoint", required=True, help="a system's best.pt (from avsc train)")
     sb.add_argument("--out", required=True, help="the submission file to write (tab-separated)")
     sb.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
-    options.module_option(sb, "the checkpoint's system is registered there")
+    options.module_option(sb, "the checkpoint's system or feature kind is registered there")
     sb.set_defaults(func=main)
 
 

@@ -29,9 +29,9 @@ def add_parser(sub) -> None:
     )
     t.add_argument(
         "--feature",
-        choices=FEATURE_KINDS,
         default=None,
-        help=f"acoustic feature, for systems that take one (default: {FEATURE_KINDS[0]})",
+        help=f"acoustic feature, for systems that take one: {', '.join(FEATURE_KINDS)} or one "
+        f"a --module registers (default: {FEATURE_KINDS[0]})",
     )
     t.add_argument(
         "--backbone",

@@ -131,7 +131,8 @@ def _over_seeds(seed_metrics: dict) -> dict[str, float]:
 
 
 #: The comparisons the paper makes: (what, system A, system B, vary). ``vary`` says which
-#: input differs between A and B ("feature": A on scalogram, B on fbank; None: same inputs).
+#: input differs between A and B ("feature": A on scalogram, B on fbank, and on every other
+#: acoustic feature the results hold, a claim of its own; None: same inputs).
 CLAIMS = (
     ("scalogram vs FBank", "audio_only", "audio_only", "feature"),
     ("scalogram vs FBank", "pipeline", "pipeline", "feature"),
@@ -152,10 +153,10 @@ def claims_table(results, paper: bool = True) -> pd.DataFrame:
     Without ``paper`` (another collection than TAU Urban Audio-Visual Scenes 2021) the
     paper's column is left out and the verdict says which is lower: ``A lower``, ``B lower``
     or ``undecided``."""
-    from avsc.evaluation.uncertainty import paired_interval
 
     by = {(r.system, r.feature, r.backbone): r for r in results}
     alias = {"pipeline": "ablation_I", "joint": "ablation_IV"}
+    others = _other_features(results, "scalogram")
     rows = []
     for what, sa, sb, vary in CLAIMS:
         for (system, feature, backbone), a in by.items():
@@ -164,47 +165,76 @@ def claims_table(results, paper: bool = True) -> pd.DataFrame:
             if vary == "feature":
                 if feature != "scalogram":
                     continue
-                b = by.get((sb, "fbank", backbone))
+                pairs = [(f, by.get((sb, f, backbone))) for f in others]
             else:
-                b = by.get((sb, feature, backbone))
-            if b is None:
-                continue
-            diff, low, high = paired_interval(a.proba, b.proba, "logloss")
-            if vary == "feature":
-                pa = _paper_row(sa, "scalogram", backbone)[1]
-                pb = _paper_row(sb, "fbank", backbone)[1]
-            else:
-                pa = _paper_row(
-                    alias.get(sa, sa) if what.startswith("ablation") else sa, feature, backbone
-                )[1]
-                pb = _paper_row(
-                    alias.get(sb, sb) if what.startswith("ablation") else sb, feature, backbone
-                )[1]
-            ref = pa - pb
-            if low <= 0 <= high:
-                verdict = "undecided"
-            elif not paper:
-                verdict = "A lower" if diff < 0 else "B lower"
-            elif np.sign(diff) == np.sign(ref):
-                verdict = "holds"
-            else:
-                verdict = "reversed"
-            row = {
-                "claim": what,
-                "A": a.name,
-                "B": b.name,
-                "logloss_diff": diff,
-                "diff_low": low,
-                "diff_high": high,
-                "paper_diff": ref,
-                "verdict": verdict,
-            }
-            if not paper:
-                del row["paper_diff"]
-            rows.append(row)
+                pairs = [(feature, by.get((sb, feature, backbone)))]
+            for feature_b, b in pairs:
+                if b is None:
+                    continue
+                claim, ref = what, np.nan
+                if vary == "feature" and feature_b != "fbank":  # a kind the paper never tried
+                    claim = f"scalogram vs {_feature_short(feature_b)}"
+                elif vary == "feature":
+                    ref = _paper_row(sa, "scalogram", backbone)[1]
+                    ref -= _paper_row(sb, "fbank", backbone)[1]
+                else:
+                    pa = _paper_row(
+                        alias.get(sa, sa) if what.startswith("ablation") else sa, feature, backbone
+                    )[1]
+                    pb = _paper_row(
+                        alias.get(sb, sb) if what.startswith("ablation") else sb, feature, backbone
+                    )[1]
+                    ref = pa - pb
+                rows.append(_claim_row(claim, a, b, ref, paper))
     columns = ["claim", "A", "B", "logloss_diff", "diff_low", "diff_high"]
     columns += ["paper_diff", "verdict"] if paper else ["verdict"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _claim_row(claim: str, a, b, ref: float, paper: bool) -> dict:
+    """One row of :func:`claims_table`: A - B with its paired interval and the verdict
+    (against the paper's difference ``ref`` where there is one)."""
+    from avsc.evaluation.uncertainty import paired_interval
+
+    diff, low, high = paired_interval(a.proba, b.proba, "logloss")
+    if low <= 0 <= high:
+        verdict = "undecided"
+    elif not paper or np.isnan(ref):
+        verdict = "A lower" if diff < 0 else "B lower"
+    elif np.sign(diff) == np.sign(ref):
+        verdict = "holds"
+    else:
+        verdict = "reversed"
+    row = {
+        "claim": claim,
+        "A": a.name,
+        "B": b.name,
+        "logloss_diff": diff,
+        "diff_low": low,
+        "diff_high": high,
+        "paper_diff": ref,
+        "verdict": verdict,
+    }
+    if not paper:
+        del row["paper_diff"]
+    return row
+
+
+def _other_features(results, a: str) -> list[str]:
+    """The acoustic features of ``results`` other than ``a``: the registered order first
+    (the paper's FBank), then any kind not registered in this process, by name."""
+    from avsc.features.extractors import extractor_names
+
+    have = {r.feature for r in results if isinstance(r.feature, str) and r.feature != a}
+    order = [k for k in extractor_names() if k in have]
+    return order + sorted(have - set(order))
+
+
+def _feature_short(kind: str) -> str:
+    """A feature kind's name in tables (its extractor's ``short``, else the kind)."""
+    from avsc.features.extractors import extractor_names, get_extractor
+
+    return get_extractor(kind).short or kind if kind in extractor_names() else kind
 
 
 def _paper_row(system: str, feature: str | None, backbone: str | None):
@@ -404,25 +434,29 @@ def compare(results, a: str, b: str) -> list[str]:
     return lines
 
 
-def compare_features(results, a: str = "scalogram", b: str = "fbank") -> list[str]:
+def compare_features(results, a: str = "scalogram", b: str | None = None) -> list[str]:
     """One line per system trained on both acoustic features ``a`` and ``b`` (same backbone):
-    both official figures and the difference in log loss with its 95 % interval."""
+    both official figures and the difference in log loss with its 95 % interval. Without
+    ``b``, ``a`` against every other feature the results hold (FBank first, then any other
+    registered kind)."""
     groups: dict[tuple, dict[str, object]] = {}
     for r in results:
         groups.setdefault((r.system, r.backbone), {})[r.feature] = r
     lines = []
-    for (system, backbone), pair in groups.items():
-        if a not in pair or b not in pair:
-            continue
-        la = pair[a].metrics["logloss_classwise"]
-        lb = pair[b].metrics["logloss_classwise"]
-        aa = 100 * pair[a].metrics["accuracy_classwise"]
-        ab = 100 * pair[b].metrics["accuracy_classwise"]
-        where = f"{system}" + (f" ({backbone})" if backbone else "")
-        lines.append(
-            f"{where}: {a} log loss {la:.3f} vs {b} {lb:.3f}, "
-            f"{_verdict(a, b, pair[a].proba, pair[b].proba)}; accuracy {aa:.1f} % vs {ab:.1f} %"
-        )
+    for other in [b] if b is not None else _other_features(results, a):
+        for (system, backbone), pair in groups.items():
+            if a not in pair or other not in pair:
+                continue
+            la = pair[a].metrics["logloss_classwise"]
+            lb = pair[other].metrics["logloss_classwise"]
+            aa = 100 * pair[a].metrics["accuracy_classwise"]
+            ab = 100 * pair[other].metrics["accuracy_classwise"]
+            where = f"{system}" + (f" ({backbone})" if backbone else "")
+            verdict = _verdict(a, other, pair[a].proba, pair[other].proba)
+            lines.append(
+                f"{where}: {a} log loss {la:.3f} vs {other} {lb:.3f}, "
+                f"{verdict}; accuracy {aa:.1f} % vs {ab:.1f} %"
+            )
     return lines
 
 

@@ -1,5 +1,6 @@
-"""Features: long-term scalogram and FBank (method.md section 2), 1-fps frames (section 3),
-and the on-disk feature store written by ``avsc preprocess``."""
+"""Features: registered acoustic feature kinds, the paper's long-term scalogram and FBank
+among them (method.md section 2), 1-fps frames (section 3), and the on-disk feature store
+written by ``avsc preprocess``."""
 
 from avsc.config import FEATURE_KINDS
 from avsc.features.audio import (
@@ -9,6 +10,13 @@ from avsc.features.audio import (
     features_from_waveform,
     read_audio,
     stft_magnitude,
+)
+from avsc.features.extractors import (
+    ExtractorOptions,
+    FeatureExtractor,
+    extractor_names,
+    get_extractor,
+    register_extractor,
 )
 from avsc.features.filterbanks import (
     mel_filterbank,
@@ -31,6 +39,8 @@ __all__ = [
     "FEATURE_KINDS",
     "AudioError",
     "AudioFormatWarning",
+    "ExtractorOptions",
+    "FeatureExtractor",
     "FeatureStore",
     "NormStats",
     "PreprocessError",
@@ -39,11 +49,14 @@ __all__ = [
     "VideoError",
     "extract_audio_features",
     "extract_frames",
+    "extractor_names",
     "features_from_waveform",
+    "get_extractor",
     "mel_filterbank",
     "normalization_stats",
     "preprocess",
     "read_audio",
+    "register_extractor",
     "scalogram_centre_frequencies",
     "scalogram_filterbank",
     "scalogram_filters",

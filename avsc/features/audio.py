@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avsc.config import FEATURE_KINDS, AudioConfig
+from avsc.config import AudioConfig
 from avsc.data.media import sound_error
-from avsc.features.filterbanks import mel_filterbank, scalogram_filterbank
+from avsc.features.extractors import get_extractor
 from avsc.utils import native_path
 
 TAU_SAMPLE_RATE = 48000
@@ -357,17 +357,9 @@ def _periodic_hann(n_fft: int) -> np.ndarray:
 
 
 def filterbank(kind: str, config: AudioConfig | None = None) -> np.ndarray:
-    """The ``(F, n_fft // 2 + 1)`` weights of ``kind`` ("scalogram" or "fbank")."""
-    config = config or AudioConfig()
-    if kind == "scalogram":
-        return scalogram_filterbank(
-            config.sample_rate, config.n_fft, config.scalogram_q, config.scalogram_j
-        )
-    if kind == "fbank":
-        return mel_filterbank(
-            config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax
-        )
-    raise ValueError(f"unknown feature kind {kind!r}; expected one of {FEATURE_KINDS}")
+    """The ``(F, n_fft // 2 + 1)`` weights of the registered feature kind ``kind``
+    ("scalogram", "fbank", or one of a user's, :mod:`avsc.features.extractors`)."""
+    return get_extractor(kind, config).filterbank()
 
 
 def features_from_waveform(
@@ -434,9 +426,8 @@ def _segment_features(
     out = {}
     with _one_blas_thread():
         for kind in kinds:
-            w = filterbank(kind, config)
-            s = np.matmul(rows, w.T).reshape(*mag.shape[:-1], w.shape[0])
-            out[kind] = np.log(s + np.float32(config.log_eps)).astype(np.float32, copy=False)
+            feats = get_extractor(kind, config).apply(rows)
+            out[kind] = feats.reshape(*mag.shape[:-1], feats.shape[-1])
     return out
 
 
@@ -454,8 +445,7 @@ def iter_audio_features(
     config = config or AudioConfig()
     kind_list = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     for kind in kind_list:
-        if kind not in FEATURE_KINDS:
-            raise ValueError(f"unknown feature kind {kind!r}; expected one of {FEATURE_KINDS}")
+        get_extractor(kind, config)  # an unknown kind fails here, before any decoding
     src = path if isinstance(path, AudioSource) else open_audio(path)
     sr, target, name = src.sample_rate, config.sample_rate, str(src.path)
     seg_in = config.segment_seconds * sr
@@ -535,7 +525,6 @@ def extract_audio_features(
     non-TAU formats); WAV through soundfile, audio tracks of video files through PyAV.
     Returns float32 ``(segments, 6, 2, F)`` with F = 290 (scalogram) or 256 (FBank).
     """
-    if kind not in FEATURE_KINDS:
-        raise ValueError(f"unknown feature kind {kind!r}; expected one of {FEATURE_KINDS}")
+    get_extractor(kind, config)  # an unknown kind fails here, before any decoding
     x, sr = read_audio(path)
     return features_from_waveform(x, sr, kind, config, source=str(path))  # type: ignore[return-value]

@@ -42,6 +42,15 @@ class Explorer:
         self.segments = {c: int(n) + 1 for c, n in seg.items()}
         self.segment_seconds = store.config.audio.segment_seconds
 
+    def _high_first(self) -> bool:
+        """Whether the shown feature's rows run from high to low frequencies (the
+        scalogram's do); False for a kind not registered in this process."""
+        from avsc.features.extractors import extractor_names, get_extractor
+
+        if self.feature not in extractor_names():
+            return False
+        return get_extractor(self.feature, self.store.config.audio).high_first
+
     def probabilities(self, clip: str, segment: int):
         """``{system name: (C,) probabilities}`` and the true label index of one segment."""
         out, label = {}, None
@@ -70,7 +79,7 @@ class Explorer:
         axes[0].axis("off")
         if self.feature is not None:
             feat = self.store.load_audio(clip, self.feature)[segment, :, 0]  # (frames, F), mid
-            high_first = self.feature == "scalogram"  # its filters run from high to low
+            high_first = self._high_first()
             axes[1].imshow(
                 (feat[:, ::-1] if high_first else feat).T,
                 aspect="auto",

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def clip_feature_figure(dataset, clip: str, config, source: str):
-    """Waveform, STFT, scalogram and FBank of one clip (mid channel) as one figure;
+def clip_feature_figure(dataset, clip: str, config, source: str, kinds=None):
+    """Waveform, STFT and every feature kind of ``kinds`` (default: every registered one,
+    the paper's scalogram and FBank first) of one clip (mid channel) as one figure;
     ``dataset`` is the collection's :class:`avsc.data.Manifest`."""
     from avsc.features.audio import (
         features_from_waveform,
@@ -16,24 +17,33 @@ def clip_feature_figure(dataset, clip: str, config, source: str):
         segment,
         stft_magnitude,
     )
-    from avsc.features.filterbanks import scalogram_centre_frequencies
-    from avsc.viz.plots import plot_clip_features
+    from avsc.features.extractors import extractor_names, get_extractor
+    from avsc.viz.plots import FeaturePanel, plot_feature_panels
 
     path = dataset.audio_path(clip)
     if path is None:
         raise ValueError(f"clip {clip!r} has no audio")
     x, sr = read_audio(path)
     ac = config.audio
-    feats = features_from_waveform(x, sr, ("scalogram", "fbank"), ac)
+    kinds = tuple(extractor_names() if kinds is None else kinds)
+    feats = features_from_waveform(x, sr, kinds, ac)
     ms = prepare_waveform(x, sr, ac)
     mag = stft_magnitude(segment(ms, ac), ac.n_fft, ac.hop_length)[:, 0]  # (S, T, bins) mid
     stft_db = 20 * np.log10(mag.reshape(-1, mag.shape[-1]) + 1e-6)
-    scal = feats["scalogram"][:, :, 0].reshape(-1, feats["scalogram"].shape[-1])
-    fb = feats["fbank"][:, :, 0].reshape(-1, feats["fbank"].shape[-1])
-    centres = scalogram_centre_frequencies(ac.sample_rate, ac.scalogram_q, ac.scalogram_j)
-    return plot_clip_features(
-        ms[0], ac.sample_rate, stft_db, scal, fb, centres, title=clip, source=source
-    )
+    panels = []
+    for kind in kinds:
+        values = feats[kind][:, :, 0].reshape(-1, feats[kind].shape[-1])
+        ex = get_extractor(kind, ac)
+        panels.append(
+            FeaturePanel(
+                values,
+                f"{ex.title} ({values.shape[1]} {ex.unit})",
+                ex.band_label,
+                high_first=ex.high_first,
+                ticks=ex.band_ticks(values.shape[1]),
+            )
+        )
+    return plot_feature_panels(ms[0], ac.sample_rate, stft_db, panels, title=clip, source=source)
 
 
 def tsne_panels(

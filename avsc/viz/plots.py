@@ -8,6 +8,7 @@ import io
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -115,8 +116,49 @@ def plot_clip_features(
     """Waveform, STFT, long-term scalogram and FBank of one clip side by side (mid channel).
 
     ``stft_db`` is ``(frames, bins)``; ``scalogram`` / ``fbank`` are ``(frames, F)``, all
-    frames of the clip in time order."""
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    frames of the clip in time order. Any registered feature kinds: :func:`plot_feature_panels`."""
+    ticks = list(range(0, scalogram.shape[1], 40))
+    panels = [
+        FeaturePanel(
+            scalogram,
+            f"long-term scalogram ({scalogram.shape[1]} filters)",
+            "centre (Hz)",
+            high_first=True,
+            ticks=(
+                [scalogram.shape[1] - 1 - k for k in ticks],
+                [f"{centres_hz[k]:.0f}" for k in ticks],
+            ),
+        ),
+        FeaturePanel(fbank, f"long-term FBank ({fbank.shape[1]} mel)", "mel band"),
+    ]
+    return plot_feature_panels(waveform, sr, stft_db, panels, title, source)
+
+
+@dataclass
+class FeaturePanel:
+    """One acoustic feature of a clip as a figure panel: ``(frames, F)`` values, the panel's
+    title and y label, whether its rows run from high to low frequencies (drawn flipped),
+    and the y ticks ``(rows, labels)`` in display order (None: matplotlib's)."""
+
+    values: np.ndarray
+    title: str
+    ylabel: str
+    high_first: bool = False
+    ticks: tuple[list[int], list[str]] | None = None
+
+
+def plot_feature_panels(
+    waveform: np.ndarray,
+    sr: int,
+    stft_db: np.ndarray,
+    panels: list[FeaturePanel],
+    title: str = "",
+    source: str | None = None,
+):
+    """Waveform, STFT and every feature panel of one clip side by side (mid channel), each
+    panel 3.75 inches wide; ``stft_db`` is ``(frames, bins)``, in time order."""
+    n = 2 + len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.75 * n, 3.2))
     t = np.arange(waveform.shape[-1]) / sr
     axes[0].plot(t, waveform, lw=0.3)
     axes[0].set(title="waveform (mid)", xlabel="time (s)", ylabel="amplitude")
@@ -128,27 +170,19 @@ def plot_clip_features(
         extent=[0, t[-1], 0, sr / 2 / 1000 if sr else 1],
     )
     axes[1].set(title="magnitude STFT (dB)", xlabel="time (s)", ylabel="kHz")
-    axes[2].imshow(
-        scalogram[:, ::-1].T,
-        origin="lower",
-        aspect="auto",
-        cmap="magma",
-        extent=[0, t[-1], 0, scalogram.shape[1]],
-    )
-    ticks = [k for k in range(0, scalogram.shape[1], 40)]
-    axes[2].set_yticks([scalogram.shape[1] - 1 - k for k in ticks])
-    axes[2].set_yticklabels([f"{centres_hz[k]:.0f}" for k in ticks])
-    axes[2].set(
-        title=f"long-term scalogram ({scalogram.shape[1]} filters)",
-        xlabel="time (s)",
-        ylabel="centre (Hz)",
-    )
-    axes[3].imshow(
-        fbank.T, origin="lower", aspect="auto", cmap="magma", extent=[0, t[-1], 0, fbank.shape[1]]
-    )
-    axes[3].set(
-        title=f"long-term FBank ({fbank.shape[1]} mel)", xlabel="time (s)", ylabel="mel band"
-    )
+    for ax, panel in zip(axes[2:], panels, strict=True):
+        values = panel.values[:, ::-1] if panel.high_first else panel.values
+        ax.imshow(
+            values.T,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            extent=[0, t[-1], 0, panel.values.shape[1]],
+        )
+        if panel.ticks is not None:
+            ax.set_yticks(panel.ticks[0])
+            ax.set_yticklabels(panel.ticks[1])
+        ax.set(title=panel.title, xlabel="time (s)", ylabel=panel.ylabel)
     for ax in axes[1:]:
         ax.grid(False)
     fig.suptitle(title)

@@ -186,6 +186,9 @@ def _config_of(text: str) -> PreprocessConfig:
 def _process_clip_unlimited(task: dict[str, Any]) -> dict[str, Any]:
     import warnings
 
+    from avsc.features.extractors import import_extractors
+
+    import_extractors(task.get("extractors", ()))  # a user's feature kinds
     config = _config_of(json.dumps(task["config"], sort_keys=True))
     cache = Path(task["cache"])
     clip = task["clip"]
@@ -333,9 +336,17 @@ def preprocess(
     from avsc.data.manifest import DatasetError, Manifest
     from avsc.data.recipes import keep_modalities, load_manifest
     from avsc.data.split import split_problems, split_settings
+    from avsc.features.extractors import check_kinds, extractor_classes
 
     t0 = time.perf_counter()
     config = config or PreprocessConfig()
+    check_kinds(config.features, config.audio)
+    local = [q for m, q in extractor_classes(config.features) if m == "__main__"]
+    if local and workers > 1:
+        raise PreprocessError(
+            f"feature extractor {local[0]} is defined in __main__ (a notebook or script): "
+            "worker processes cannot import it; define it in a module, or use workers=1"
+        )
     dc = config.data
     cache = Path(cache)
     if isinstance(data_root, Manifest):
@@ -403,12 +414,15 @@ def _featurize_all(
     verify: bool,
     clip_seconds: float | None,
 ) -> PreprocessReport:
+    from avsc.features.extractors import extractor_classes
+
     done = read_index(cache)
     clips = manifest.clips
     kinds = tuple(config.features) if "audio" in manifest.modalities else ()
     with_frames = "video" in manifest.modalities
     groups = manifest.groups()
     tasks, rebuilt = [], []
+    extractors = extractor_classes(kinds)
     sources: dict[str, str | None] = {}
     for row, group in zip(clips.to_dict("records"), groups, strict=True):
         clip = row["clip"]
@@ -439,6 +453,7 @@ def _featurize_all(
                 "audio_path": audio,
                 "video_path": video,
                 "kinds": list(kinds),
+                "extractors": extractors,
                 "clip_seconds": clip_seconds,
                 "scene_label": row["label"],
                 "identifier": group,
