@@ -3,6 +3,8 @@
 import json
 import math
 import re
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -261,8 +263,10 @@ def test_batch_kernels_talk_over_local_sockets_and_say_nothing_of_tcp(tmp_path):
         "pm.execute_notebook(sys.argv[1], sys.argv[2], kernel_name='python3',\n"
         "                    progress_bar=False, **extra)\n"
     )
-    sockets = tmp_path / "sk"
-    sockets.mkdir()
+    # a short folder, as avsc run's own (a tempfile folder): a deep one (pytest's tmp_path
+    # under xdist, with a two-digit basetemp) would exceed a socket path's length and fall
+    # back to TCP, as it should
+    sockets = Path(tempfile.mkdtemp(prefix="sk"))
     said = {}
     for mode, folder in (("tcp", "-"), ("ipc", str(sockets))):
         out = tmp_path / f"{mode}.ipynb"
@@ -276,3 +280,4 @@ def test_batch_kernels_talk_over_local_sockets_and_say_nothing_of_tcp(tmp_path):
     assert "running over TCP without encryption" in said["tcp"]  # what it was
     assert "running over TCP" not in said["ipc"]
     assert not list(sockets.iterdir())  # the kernel removed its sockets
+    sockets.rmdir()
