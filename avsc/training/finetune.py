@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from avsc.config import AugmentConfig, FinetuneConfig
+from avsc.config import AugmentConfig, FinetuneConfig, TrainConfig
 from avsc.data.places import open_image_dataset
 from avsc.features.datasets import eval_transform, train_transform
 from avsc.models.visual import create_backbone
@@ -38,8 +38,9 @@ from avsc.training.loop import (
     resolve_device,
     run_differences,
     seed_everything,
+    train_one_epoch,
 )
-from avsc.utils import exclusive_lock, progress, versions
+from avsc.utils import exclusive_lock, versions
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,21 @@ class _Images(Dataset):
 
         x = F.pil_to_tensor(img.convert("RGB"))
         return self.transform(x), label
+
+
+class _Labelled(Dataset):
+    """``{"x": image, "label": label}`` items of an ``(image, label)`` dataset: the fit loop's
+    batches (:func:`avsc.training.loop.train_one_epoch`)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, label = self.base[i]
+        return {"x": x, "label": label}
 
 
 @torch.no_grad()
@@ -235,7 +251,9 @@ def finetune_visual(
         opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
         steps = max(1, epochs * math.ceil(len(train_aug) / batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
-        loss_fn = nn.CrossEntropyLoss()
+        # the fit loop's epoch: cross-entropy, full precision (this loop never used autocast)
+        one_epoch = TrainConfig(amp=False, channels_last=False)
+        train_dicts = _Labelled(train_aug)
         history: list[dict[str, Any]] = []
         start = 0
         if st is not None:
@@ -252,35 +270,23 @@ def finetune_visual(
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()
             g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-            total, n = 0.0, 0
-            for x, y in progress(
-                mk(train_aug, True, g), desc=f"fine-tune epoch {epoch + 1}", leave=False
-            ):
-                x, y = x.to(dev), y.to(dev)
-                loss = loss_fn(model(x), y)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(
-                        f"fine-tuning {backbone}: loss is {loss.item()} at epoch {epoch + 1}"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(y)
-                n += len(y)
+            train_loss, _ = train_one_epoch(
+                model, mk(train_dicts, True, g), opt, sched, dev, one_epoch, epoch, "fine-tune",
+                keep=last, hint="lower finetune.lr?",
+            )  # fmt: skip
             model.eval()
             correct = 0
             with torch.no_grad():
                 for x, y in mk(val, False):
                     correct += int((model(x.to(dev)).argmax(1).cpu() == y).sum())
             top1 = correct / len(val)
-            history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_top1": top1})
+            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_top1": top1})
             log.info(
                 "fine-tune %s epoch %d/%d train_loss %.4f val_top1 %.3f",
                 backbone,
                 epoch + 1,
                 epochs,
-                total / max(n, 1),
+                train_loss,
                 top1,
             )
             save_checkpoint(

@@ -366,18 +366,199 @@ def fit(
     :class:`RunMismatch` names the differing keys. The output folder is locked for the run
     (a second training into it is refused, naming the first). ``callbacks(epoch, row)`` run
     after each epoch (a raising callback interrupts the run, as a kill would).
+
+    The pieces, each usable alone: :class:`RunFolder` (the lock, the resume check, the
+    history and the checkpoint writer), :func:`prepare_model` (device, threads, distributed
+    wrapping), :func:`epoch_loader` and :func:`train_one_epoch`.
     """
-    out = Path(out_dir)
-    world, rank = dist_info()
-    if rank != 0:
-        return _fit(
-            model, train_set, evaluate, cfg, out, config_dict, extra, resume, callbacks, name
+    folder = RunFolder(out_dir, name)
+    with folder.locked():
+        return _fit(model, train_set, evaluate, cfg, folder, config_dict, extra, resume, callbacks)
+
+
+@dataclass
+class FitState:
+    """Where a training stands: the next epoch, the best selection score and its epoch,
+    epochs without improvement, and the history rows so far."""
+
+    start_epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record ``epoch``'s selection score; True where it is the best so far."""
+        if score < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+class RunFolder:
+    """A training's output folder: its lock, the resume check, and the writer of its
+    checkpoints (``best.pt``, ``last.pt``) and ``history.csv``. Only the main process of a
+    distributed run locks and writes."""
+
+    def __init__(self, out: str | os.PathLike, name: str = "train"):
+        self.out = Path(out)
+        self.name = name
+        self.last, self.best = self.out / "last.pt", self.out / "best.pt"
+
+    def locked(self):
+        """A context holding the folder's lock (made first): a second training into it is
+        refused, naming the first. Other ranks of a distributed run take no lock."""
+        if dist_info()[1] != 0:
+            return contextlib.nullcontext()
+        self.out.mkdir(parents=True, exist_ok=True)
+        return exclusive_lock(self.out / LOCK_NAME, f"training output {self.out}")
+
+    def resume(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        cfg: TrainConfig,
+        config_dict: dict[str, Any] | None,
+        extra: dict[str, Any] | None,
+    ) -> FitState:
+        """The state of the run in ``last.pt``, loaded into ``model``, ``optimizer`` and
+        ``scheduler`` (a :class:`RunMismatch` where its settings differ), or a fresh one."""
+        if not self.last.is_file():
+            return FitState()
+        ck = load_checkpoint(self.last, map_location="cpu")
+        check_resumable(ck, self.out, cfg, config_dict, extra)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        st = ck["state"]
+        state = FitState(
+            int(ck["epoch"]) + 1,
+            float(st["best_loss"]),
+            int(st["best_epoch"]),
+            int(st["bad_epochs"]),
+            list(st["history"]),
         )
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out / LOCK_NAME, f"training output {out}"):
-        return _fit(
-            model, train_set, evaluate, cfg, out, config_dict, extra, resume, callbacks, name
-        )
+        log.info("%s: resuming from %s after epoch %d", self.name, self.last, state.start_epoch)
+        return state
+
+    def write(self, checkpoint: dict[str, Any], history: list[dict[str, Any]], best: bool):
+        """``best.pt`` (where ``best``), ``last.pt`` and ``history.csv``, each atomically."""
+        write_run_files(self.out, checkpoint, history, best)
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig) -> tuple[nn.Module, torch.device, bool]:
+    """The device (``cfg.device``; on the CPU, the training threads), the process group
+    under torchrun, the seed, and ``model`` moved there: ``(net, device, distributed)``,
+    ``net`` being ``model`` wrapped in ``DistributedDataParallel`` where distributed."""
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(training_threads(cfg.cpu_threads))
+        retain_freed_memory()  # a step's freed gradients reused, not fresh pages: 1.3x a step
+    distributed = init_distributed(device)
+    seed_everything(cfg.seed)
+    model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return net, device, distributed
+
+
+def epoch_loader(train_set: Dataset, sampler, cfg: TrainConfig, device: torch.device, gen):
+    """One epoch's batches of ``train_set`` in ``sampler``'s order."""
+    if cfg.num_workers == 0 and getattr(train_set, "gathers", False):
+        # in-memory inputs without per-item randomness: each batch in one indexing step,
+        # the very tensors the DataLoader's per-item collation gives (without its cost)
+        return _Gathered(train_set, sampler)
+    return DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        generator=gen,
+        pin_memory=device.type == "cuda",
+        collate_fn=getattr(train_set, "collate", None),  # e.g. JPEG bytes as a list
+    )
+
+
+def train_one_epoch(
+    net: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+    cfg: TrainConfig,
+    epoch: int,
+    name: str = "train",
+    distributed: bool = False,
+    keep: Path | str = "",
+    train_set: Any = None,
+    own_loss: Callable | None = None,
+    hint: str = "lower train.lr?",
+) -> tuple[float, float]:
+    """One pass over ``loader``'s dict batches (``label`` and the model's inputs), stepping
+    ``optimizer`` and ``scheduler`` after each: ``(mean training loss, the rate of the last
+    step)``. The loss is cross-entropy, or ``own_loss(logits, label, inputs)``. A NaN or
+    infinite loss (on any process) raises :class:`TrainingDiverged`, naming ``keep``, the
+    last good checkpoint. The caller puts ``net`` in training mode."""
+    main = dist_info()[1] == 0
+    loss_fn = nn.CrossEntropyLoss()
+    total, count = 0.0, 0
+    last_lr = optimizer.param_groups[0]["lr"]
+    bar = progress(
+        loader,
+        total=len(loader),  # type: ignore[arg-type]
+        desc=f"{name} epoch {epoch + 1}",
+        enabled=progress_enabled() and main,
+        leave=False,
+    )
+    for step, batch in enumerate(bar):
+        jpegs = batch.pop("jpeg", None)
+        if jpegs is not None:  # train.decode_on_device: decoded and augmented here
+            batch["image"] = train_set.decode_images(jpegs, device)
+        batch = _to(batch, device, cfg.channels_last and device.type == "cuda")
+        label = batch.pop("label")
+        with _autocast(device, cfg.amp):
+            logits = net(**batch)
+            if logits.shape[0] != label.shape[0]:  # image-major: T frames per segment
+                label = label.repeat_interleave(logits.shape[0] // label.shape[0])
+            if own_loss is not None:  # e.g. distillation: the model defines its loss
+                loss = own_loss(logits.float(), label, batch)
+            else:
+                loss = loss_fn(logits.float(), label)
+        bad = not torch.isfinite(loss)
+        if distributed:  # every rank stops together (one rank alone would hang the rest)
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(bad)], device=device)
+            dist.all_reduce(flag)
+            bad = bool(flag.item() > 0)
+        if bad:
+            raise TrainingDiverged(
+                f"{name}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                "(on this or another process); "
+                "stopped. "
+                f"The last good epoch is kept in {keep} ({hint})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        last_lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach()) * len(label)
+        count += len(label)
+    train_loss = total / max(count, 1)
+    if distributed:
+        import torch.distributed as dist
+
+        t = torch.tensor([total, count], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        train_loss = float(t[0] / t[1])
+    return train_loss, last_lr
 
 
 def check_resumable(
@@ -411,34 +592,20 @@ def _fit(
     train_set: Dataset,
     evaluate: Callable[[nn.Module], dict[str, float]],
     cfg: TrainConfig,
-    out: Path,
+    folder: RunFolder,
     config_dict: dict[str, Any] | None,
     extra: dict[str, Any] | None,
     resume: bool,
     callbacks: Iterable[Callable[[int, dict[str, Any]], None]],
-    name: str,
 ) -> FitResult:
     t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(training_threads(cfg.cpu_threads))
-        retain_freed_memory()  # a step's freed gradients reused, not fresh pages: 1.3x a step
-    distributed = init_distributed(device)
+    name = folder.name
+    net, device, distributed = prepare_model(model, cfg)
     world, rank = dist_info()
     main = rank == 0
-    seed_everything(cfg.seed)
-    model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net: nn.Module = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
-    n = len(train_set)
+    n = len(train_set)  # type: ignore[arg-type]
     per_item = int(getattr(train_set, "samples_per_item", 1))  # image-major items hold T samples
     if cfg.batch_size % (per_item * world):
         raise ValueError(
@@ -449,38 +616,23 @@ def _fit(
     )
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, iters)
-    loss_fn = nn.CrossEntropyLoss()
     own_loss = getattr(model, "training_loss", None)
-
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    history: list[dict[str, Any]] = []
-    start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0
-    if resume and last_path.is_file():
-        ck = load_checkpoint(last_path, map_location="cpu")
-        check_resumable(ck, out, cfg, config_dict, extra)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        start_epoch = int(ck["epoch"]) + 1
-        st = ck["state"]
-        best_loss, best_epoch, bad_epochs = (
-            float(st["best_loss"]),
-            int(st["best_epoch"]),
-            int(st["bad_epochs"]),
-        )
-        history = list(st["history"])
-        log.info("%s: resuming from %s after epoch %d", name, last_path, start_epoch)
+    if resume:
+        state = folder.resume(model, optimizer, scheduler, cfg, config_dict, extra)
+    else:
+        state = FitState()
+    history = state.history
 
     stopped_early = False
     epochs_bar = progress(  # interactive runs: one bar per training (batch runs: none)
         None,
         total=cfg.max_epochs,
-        initial=start_epoch,
+        initial=state.start_epoch,
         desc=name,
         enabled=progress_enabled() and main and in_notebook(),  # a terminal has the log lines
         unit="epoch",
     )
-    for epoch in range(start_epoch, cfg.max_epochs):
+    for epoch in range(state.start_epoch, cfg.max_epochs):
         t0 = time.perf_counter()
         seed = epoch_seed(cfg.seed, epoch)
         torch.manual_seed(seed + 7919 * rank)  # dropout / augmentation differ per rank
@@ -488,80 +640,17 @@ def _fit(
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(seed)  # e.g. which augmentation-bank view each sample gets
         sampler = GlobalBatchSampler(n, cfg.batch_size // per_item, world, rank, seed, iters)
-        if cfg.num_workers == 0 and getattr(train_set, "gathers", False):
-            # in-memory inputs without per-item randomness: each batch in one indexing step,
-            # the very tensors the DataLoader's per-item collation gives (without its cost)
-            loader = _Gathered(train_set, sampler)
-        else:
-            loader = DataLoader(
-                train_set,
-                batch_sampler=sampler,
-                num_workers=cfg.num_workers,
-                generator=gen,
-                pin_memory=device.type == "cuda",
-                collate_fn=getattr(train_set, "collate", None),  # e.g. JPEG bytes as a list
-            )
+        loader = epoch_loader(train_set, sampler, cfg, device, gen)
         net.train()
-        total, count = 0.0, 0
-        last_lr = optimizer.param_groups[0]["lr"]
-        bar = progress(
-            loader,
-            total=len(loader),
-            desc=f"{name} epoch {epoch + 1}",
-            enabled=progress_enabled() and main,
-            leave=False,
-        )
-        for step, batch in enumerate(bar):
-            jpegs = batch.pop("jpeg", None)
-            if jpegs is not None:  # train.decode_on_device: decoded and augmented here
-                batch["image"] = train_set.decode_images(jpegs, device)
-            batch = _to(batch, device, cfg.channels_last and device.type == "cuda")
-            label = batch.pop("label")
-            with _autocast(device, cfg.amp):
-                logits = net(**batch)
-                if logits.shape[0] != label.shape[0]:  # image-major: T frames per segment
-                    label = label.repeat_interleave(logits.shape[0] // label.shape[0])
-                if own_loss is not None:  # e.g. distillation: the model defines its loss
-                    loss = own_loss(logits.float(), label, batch)
-                else:
-                    loss = loss_fn(logits.float(), label)
-            bad = not torch.isfinite(loss)
-            if distributed:  # every rank stops together (one rank alone would hang the rest)
-                import torch.distributed as dist
-
-                flag = torch.tensor([float(bad)], device=device)
-                dist.all_reduce(flag)
-                bad = bool(flag.item() > 0)
-            if bad:
-                raise TrainingDiverged(
-                    f"{name}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                    "(on this or another process); "
-                    "stopped. "
-                    f"The last good epoch is kept in {last_path} (lower train.lr?)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            last_lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(label)
-            count += len(label)
-        train_loss = total / max(count, 1)
-        if distributed:
-            import torch.distributed as dist
-
-            t = torch.tensor([total, count], dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            train_loss = float(t[0] / t[1])
+        train_loss, last_lr = train_one_epoch(
+            net, loader, optimizer, scheduler, device, cfg, epoch, name, distributed,
+            keep=folder.last, train_set=train_set, own_loss=own_loss,
+        )  # fmt: skip
         model.eval()
         metrics = evaluate(model)
         val_loss = float(metrics["val_logloss"])
         score = selection_score([r["val_logloss"] for r in history] + [val_loss], cfg)
-        improved = score < best_loss
-        if improved:
-            best_loss, best_epoch, bad_epochs = score, epoch, 0
-        else:
-            bad_epochs += 1
+        improved = state.update(epoch, score)
         row = {
             "epoch": epoch + 1,
             "lr": last_lr,  # the rate of the epoch's last step
@@ -575,10 +664,10 @@ def _fit(
         history.append(row)
         if main:
             ck = training_checkpoint(
-                model, epoch, row, config_dict, extra, best_loss, best_epoch, bad_epochs,
-                history, optimizer=optimizer, scheduler=scheduler,
+                model, epoch, row, config_dict, extra, state.best_loss, state.best_epoch,
+                state.bad_epochs, history, optimizer=optimizer, scheduler=scheduler,
             )  # fmt: skip
-            write_run_files(out, ck, history, best=improved)
+            folder.write(ck, history, best=improved)
             log.info(
                 "%s epoch %d/%d: %s%s (%.1f s)",
                 name,
@@ -598,18 +687,19 @@ def _fit(
             dist.barrier()
         for cb in callbacks:
             cb(epoch, row)
-        if cfg.patience is not None and bad_epochs >= cfg.patience:
+        if cfg.patience is not None and state.bad_epochs >= cfg.patience:
             stopped_early = True
-            log.info("%s: no improvement for %d epochs: stopping early", name, bad_epochs)
+            log.info("%s: no improvement for %d epochs: stopping early", name, state.bad_epochs)
             break
     if hasattr(epochs_bar, "close"):
         epochs_bar.close()
+    best_epoch = state.best_epoch
     return FitResult(
-        best_path,
-        last_path,
+        folder.best,
+        folder.last,
         history,
         best_epoch,
-        history[best_epoch]["val_logloss"] if 0 <= best_epoch < len(history) else best_loss,
+        history[best_epoch]["val_logloss"] if 0 <= best_epoch < len(history) else state.best_loss,
         stopped_early,
         time.perf_counter() - t_start,
     )

@@ -511,6 +511,7 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypat
     from avsc.config import FinetuneConfig
     from avsc.data.standin import make_places_standin
     from avsc.training import finetune as FT
+    from avsc.training import loop as L  # fine-tuning's epochs are the fit loop's
 
     root = make_places_standin(
         tmp_path / "standin", images_per_class=6, size=48, classes=("beach", "harbor", "tunnel")
@@ -518,7 +519,7 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypat
     kw = dict(config=FinetuneConfig(epochs=3, batch_size=8, image_size=48))
     full = FT.finetune_visual(root, "test_resnet", tmp_path / "full.pt", **kw)
 
-    real = FT.progress
+    real = L.progress
 
     def interrupting(it, desc="", **k):  # Ctrl-C in the middle of the second epoch
         for i, batch in enumerate(real(it, desc=desc, **k)):
@@ -526,11 +527,11 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypat
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(FT, "progress", interrupting)
+    monkeypatch.setattr(L, "progress", interrupting)
     with pytest.raises(KeyboardInterrupt):
         FT.finetune_visual(root, "test_resnet", tmp_path / "cut.pt", **kw)
     assert (tmp_path / "cut.pt.last.pt").is_file() and not (tmp_path / "cut.pt").exists()
-    monkeypatch.setattr(FT, "progress", real)
+    monkeypatch.setattr(L, "progress", real)
     resumed = FT.finetune_visual(root, "test_resnet", tmp_path / "cut.pt", **kw)
     assert not (tmp_path / "cut.pt.last.pt").exists()
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
@@ -896,3 +897,45 @@ def test_importing_avsc_makes_torchs_openmp_threads_sleep_while_they_wait():
     assert spin_count("import avsc, torch") == "0"
     assert spin_count("import avsc, torch", OMP_WAIT_POLICY="ACTIVE") == "30000000000"
     assert spin_count("import avsc, torch", GOMP_SPINCOUNT="300000") == "300000"
+
+
+def test_one_epoch_of_the_fit_loop_is_plain_sgd_on_its_batches():
+    """train_one_epoch, the fit loop's epoch (also visual fine-tuning's), against the
+    textbook loop written out: the same weights, mean loss and last rate."""
+    from avsc.config import TrainConfig
+    from avsc.training.loop import train_one_epoch
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 5, generator=g), torch.randint(0, 3, (4,), generator=g))]
+    batches.append((torch.randn(2, 5, generator=g), torch.randint(0, 3, (2,), generator=g)))
+    torch.manual_seed(1)
+    ours, ref = Linear(), Linear()
+    ref.load_state_dict(ours.state_dict())
+
+    def sgd(m):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    opt, sched = sgd(ours)
+    loader = [{"x": x.clone(), "label": y.clone()} for x, y in batches]
+    loss, lr = train_one_epoch(ours, loader, opt, sched, torch.device("cpu"), TrainConfig(), 0)
+    opt_r, sched_r = sgd(ref)
+    total = 0.0
+    for x, y in batches:
+        out = torch.nn.functional.cross_entropy(ref(x), y)
+        opt_r.zero_grad()
+        out.backward()
+        opt_r.step()
+        sched_r.step()
+        total += out.item() * len(y)
+    assert loss == pytest.approx(total / 6, rel=1e-6) and lr == pytest.approx(0.05)
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
