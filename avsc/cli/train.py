@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"avsc train: warning: {w.message}", file=sys.stderr)
     results = Results(args.out, primary_seed=ws.config.train.seed, seeds=ws.config.seeds)
     if args.restart:
-        from avsc.training.loop import clear_run
+        from avsc.training.runfolder import clear_run
 
         feature, backbone = results.inputs(
             spec.name, inputs.get("feature"), inputs.get("backbone"), ws.config

@@ -39,12 +39,8 @@ from avsc.evaluation.metrics import dcase_metrics
 from avsc.experiments.registry import Parts, TrainJob, register_system
 from avsc.models.fusion import AVSystem, DistilledAVSystem, LateFusion
 from avsc.training.checkpoint import load_checkpoint
-from avsc.training.loop import (
-    FitResult,
-    check_resumable,
-    training_checkpoint,
-    write_run_files,
-)
+from avsc.training.loop import FitResult
+from avsc.training.runfolder import check_resumable, training_checkpoint, write_run_files
 
 UNIMODAL = "03_unimodal_baselines"
 FUSION = "04_pipeline_vs_joint"

@@ -32,14 +32,8 @@ from avsc.data.places import open_image_dataset
 from avsc.features.datasets import eval_transform, train_transform
 from avsc.models.visual import create_backbone
 from avsc.training.checkpoint import load_checkpoint, save_checkpoint
-from avsc.training.loop import (
-    RunMismatch,
-    epoch_seed,
-    resolve_device,
-    run_differences,
-    seed_everything,
-    train_one_epoch,
-)
+from avsc.training.loop import epoch_seed, resolve_device, seed_everything, train_one_epoch
+from avsc.training.runfolder import RunMismatch, run_differences
 from avsc.utils import exclusive_lock, versions
 
 log = logging.getLogger(__name__)

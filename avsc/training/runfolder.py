@@ -1,0 +1,279 @@
+"""A training's output folder: its lock, the check that a run resumes only with its own
+settings, the one checkpoint dict of a system's training, and the writer of ``best.pt``,
+``last.pt`` and ``history.csv`` (the fit loop's, late fusion's)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from avsc.config import TrainConfig
+from avsc.training.checkpoint import load_checkpoint, save_checkpoint
+from avsc.utils import LOCK_NAME, atomic_path, exclusive_lock, versions
+
+log = logging.getLogger("avsc.training.loop")
+
+
+class RunMismatch(ValueError):
+    """An output folder holds a run made with other settings; names the differing keys."""
+
+
+#: config keys that may change between a run and its resumption: where and how fast it
+#: runs, and when it stops (a larger ``max_epochs`` continues a finished run)
+RESUMABLE_KEYS = frozenset(
+    {
+        "train.device",
+        "train.num_workers",
+        "train.eval_batch_size",
+        "train.frames_in_memory",
+        "train.audio_in_memory",
+        "train.cpu_threads",
+        "train.max_epochs",
+        "train.patience",
+        "train.seeds",  # which other seeds are trained: each run has its own train.seed
+    }
+)
+#: settings added to the config since runs were first stored: key -> the value that means what
+#: a run made before the key existed did (what such a run is compared with on resuming)
+ADDED_SETTINGS: dict[str, Any] = {"train.fused_optimizer": False}
+#: config sections that never change a training run by themselves (what a system takes from
+#: them goes into its checkpoint's ``extra``: see ``AVSystem.settings``)
+RESUMABLE_SECTIONS = frozenset({"robustness"})
+
+#: the files a training run writes into its output folder (``restart`` removes these only)
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "proba.csv", "embeddings.npz")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(d, (list, tuple)):  # tuples come back from YAML and checkpoints as lists
+        return {prefix[:-1]: [_flatten(v)[""] for v in d]}
+    return {prefix[:-1]: d}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a.cpu(), b.cpu()))
+        )
+    return a == b
+
+
+def run_differences(
+    stored: dict[str, Any], asked: dict[str, Any], ignore: frozenset[str] = RESUMABLE_KEYS
+) -> list[str]:
+    """``key: stored -> asked`` for every flattened key whose value differs between a stored
+    run's ``{"config": ..., "extra": ...}`` and the one asked for now (keys in ``ignore``
+    excepted). Tensors (normalisation statistics) are compared exactly. A setting of
+    :data:`ADDED_SETTINGS` that a run made by an older avsc lacks counts as the value that
+    keeps the old behaviour, so leaving it there does not stop the run resuming."""
+    a, b = _flatten(stored), _flatten(asked)
+    if any(k.startswith("config.") for k in a):  # a run's config from before a setting existed
+        for key, before in ADDED_SETTINGS.items():
+            a.setdefault(f"config.{key}", before)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        short = key.removeprefix("config.")
+        if short in ignore or (
+            key.startswith("config.") and short.split(".")[0] in RESUMABLE_SECTIONS
+        ):
+            continue
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if not _same(va, vb):
+            if isinstance(va, torch.Tensor) or isinstance(vb, torch.Tensor):
+                diffs.append(f"{short}: differs (the feature store was rebuilt?)")
+            else:
+                diffs.append(f"{short}: {va!r} stored, {vb!r} now")
+    return diffs
+
+
+def clear_run(out_dir: str | os.PathLike) -> list[Path]:
+    """Start a training output folder over: remove the files a run writes there
+    (:data:`RUN_FILES`), nothing else, under the folder's lock. Returns what was removed."""
+    out = Path(out_dir)
+    removed = []
+    if not out.is_dir():
+        return removed
+    with exclusive_lock(out / LOCK_NAME, f"training output {out}"):
+        for name in RUN_FILES:
+            p = out / name
+            if p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def check_resumable(
+    last: dict[str, Any],
+    out: Path,
+    cfg: TrainConfig,
+    config_dict: dict[str, Any] | None,
+    extra: dict[str, Any] | None,
+) -> None:
+    """A :class:`RunMismatch` when the run stored in ``last`` (a ``last.pt``) was made with
+    settings other than those asked for now, or already ran past ``cfg.max_epochs``."""
+    diffs = run_differences(
+        {"config": last.get("config") or {}, "extra": last.get("extra") or {}},
+        {"config": config_dict or {}, "extra": extra or {}},
+    )
+    done = int(last.get("epoch", -1)) + 1
+    if done > cfg.max_epochs:
+        diffs.append(
+            f"train.max_epochs: {cfg.max_epochs} now, but the run already has {done} epochs"
+        )
+    if diffs:
+        raise RunMismatch(
+            f"{out}: holds a training run with other settings ({'; '.join(diffs)}); "
+            "it resumes only with the same settings: start over with avsc train --restart "
+            f"(or delete {out}), or choose another output folder"
+        )
+
+
+@dataclass
+class FitState:
+    """Where a training stands: the next epoch, the best selection score and its epoch,
+    epochs without improvement, and the history rows so far."""
+
+    start_epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record ``epoch``'s selection score; True where it is the best so far."""
+        if score < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+class RunFolder:
+    """A training's output folder: its lock, the resume check, and the writer of its
+    checkpoints (``best.pt``, ``last.pt``) and ``history.csv``. Only the main process of a
+    distributed run locks and writes."""
+
+    def __init__(self, out: str | os.PathLike, name: str = "train"):
+        self.out = Path(out)
+        self.name = name
+        self.last, self.best = self.out / "last.pt", self.out / "best.pt"
+
+    def locked(self, main: bool = True):
+        """A context holding the folder's lock (made first): a second training into it is
+        refused, naming the first. Other ranks of a distributed run (``main`` False) take
+        no lock."""
+        if not main:
+            return contextlib.nullcontext()
+        self.out.mkdir(parents=True, exist_ok=True)
+        return exclusive_lock(self.out / LOCK_NAME, f"training output {self.out}")
+
+    def resume(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        cfg: TrainConfig,
+        config_dict: dict[str, Any] | None,
+        extra: dict[str, Any] | None,
+    ) -> FitState:
+        """The state of the run in ``last.pt``, loaded into ``model``, ``optimizer`` and
+        ``scheduler`` (a :class:`RunMismatch` where its settings differ), or a fresh one."""
+        if not self.last.is_file():
+            return FitState()
+        ck = load_checkpoint(self.last, map_location="cpu")
+        check_resumable(ck, self.out, cfg, config_dict, extra)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        st = ck["state"]
+        state = FitState(
+            int(ck["epoch"]) + 1,
+            float(st["best_loss"]),
+            int(st["best_epoch"]),
+            int(st["bad_epochs"]),
+            list(st["history"]),
+        )
+        log.info("%s: resuming from %s after epoch %d", self.name, self.last, state.start_epoch)
+        return state
+
+    def write(self, checkpoint: dict[str, Any], history: list[dict[str, Any]], best: bool):
+        """``best.pt`` (where ``best``), ``last.pt`` and ``history.csv``, each atomically."""
+        write_run_files(self.out, checkpoint, history, best)
+
+
+def training_checkpoint(
+    model: nn.Module,
+    epoch: int,
+    row: dict[str, Any],
+    config_dict: dict | None,
+    extra: dict | None,
+    best_loss: float,
+    best_epoch: int,
+    bad_epochs: int,
+    history: list[dict[str, Any]],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+) -> dict[str, Any]:
+    """The one checkpoint dict of a system's training (``best.pt`` / ``last.pt``): weights,
+    the optimizer and scheduler where there are any (a resumable loop), the epoch, that
+    epoch's numeric figures, the config, versions, ``extra`` (the system's settings) and the
+    state a resume needs (best loss and epoch, epochs without improvement, the history)."""
+    ck: dict[str, Any] = {"model": model.state_dict()}
+    if optimizer is not None:
+        ck["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        ck["scheduler"] = scheduler.state_dict()
+    ck.update(
+        {
+            "epoch": epoch,
+            "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
+            "config": config_dict or {},
+            "versions": versions(),
+            "extra": extra or {},
+            "state": {
+                "best_loss": best_loss,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "history": history,
+            },
+        }
+    )
+    return ck
+
+
+def write_run_files(
+    out: Path, checkpoint: dict[str, Any], history: list[dict[str, Any]], best: bool
+) -> None:
+    """A training's files in its folder ``out``: ``best.pt`` (where ``best``), ``last.pt``
+    and ``history.csv``, each written atomically."""
+    if best:
+        save_checkpoint(out / "best.pt", checkpoint)
+    save_checkpoint(out / "last.pt", checkpoint)
+    write_history(out / "history.csv", history)
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
