@@ -77,6 +77,17 @@ def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
                 return False, value
             out.append(conv)
         return True, tuple(out)
+    if origin is list or hint is list:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        (arg,) = typing.get_args(hint) or (Any,)
+        out = []
+        for v in value:
+            ok, conv = _type_ok(v, arg)
+            if not ok:
+                return False, value
+            out.append(conv)
+        return True, out
     if origin is dict or hint is dict:
         return isinstance(value, dict), value
     if isinstance(hint, type) and issubclass(hint, _Section):
@@ -95,6 +106,11 @@ def _describe_type(hint: Any) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_describe_type(args[0]).removeprefix('an ').removeprefix('a ')}s"
         return f"a list of {len(args)} values"
+    if origin is list or hint is list:
+        (arg,) = typing.get_args(hint) or (Any,)
+        if arg is Any:
+            return "a list"
+        return f"a list of {_describe_type(arg).removeprefix('an ').removeprefix('a ')}s"
     if origin is dict or hint is dict:
         return "a mapping"
     return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
@@ -629,6 +645,44 @@ SECTIONS = {
     "finetune": FinetuneConfig,
     "robustness": RobustnessConfig,
 }
+
+
+@dataclass(frozen=True)
+class SeriesConfig(_Section):
+    """What the notebook series runs: a profile's ``series`` section (``-p series.key=value``,
+    or the bare key). ``avsc run`` resolves it with the rest into the run's ``config.yaml``,
+    and every notebook reads it from there (:meth:`avsc.workflow.Context.load`). It chooses
+    which systems are trained and shown; what a training does is the other sections'."""
+
+    _name: ClassVar[str] = "series"
+
+    # 01: the collection
+    synthetic: bool = True  # make the synthetic dataset when the data folder is empty
+    clips_per_class: int = 4  # synthetic clips per class
+    video_size: list[int] = field(default_factory=lambda: [96, 64])  # synthetic video
+    synth_seed: int = 0
+    workers: int = 2  # preprocessing and synthesis processes
+    example_clip: str = ""  # the clip shown in notebook 01 (default: the first)
+    # 02: the visual encoders
+    finetune: list[str] = field(default_factory=lambda: ["test_efficientnet"])  # on Places365
+    start_weights: dict[str, str] = field(default_factory=dict)  # backbone -> weights
+    use_finetuned: bool = True  # the systems use the fine-tuned encoders
+    places_root: str = ""  # Places365 (or an ImageFolder); empty: the stand-in
+    # 03-07: the systems trained and shown
+    features: list[str] = field(default_factory=lambda: ["scalogram", "fbank"])
+    backbones: list[str] = field(default_factory=lambda: ["test_efficientnet"])
+    ablation_feature: str = "scalogram"
+    ablation_backbone: str = "test_efficientnet"
+    tsne_feature: str = "scalogram"
+    tsne_backbone: str = "test_efficientnet"
+    perplexity: float = 30.0
+    max_points: int = 2000  # t-SNE points per panel
+    main_feature: str = "scalogram"  # the systems shown in detail (07-09)
+    main_backbone: str = "test_efficientnet"
+    # 09: cross-validation
+    crossval_systems: list[str] = field(default_factory=lambda: ["audio_only"])
+    crossval_jobs: int = 1  # folds trained at once
+
 
 #: short names accepted by ``-p`` and profiles for config keys
 ALIASES = {"seeds": "train.seeds"}

@@ -25,8 +25,19 @@ from typing import Any
 
 import yaml
 
-from avsc.config import ALIASES, SECTIONS, ConfigError, safe_yaml
-from avsc.config import parse_overrides as _parse
+from avsc.runconfig import (  # noqa: F401 (the runner's names, as before)
+    COMMON,
+    PROFILES_DIR,
+    REHEARSAL,
+    REHEARSAL_EXPERIMENT,
+    REHEARSAL_PARAMETERS,
+    REPO,
+    RunError,
+    list_profiles,
+    load_profile,
+    parse_overrides,
+    resolve,
+)
 from avsc.utils import (
     BATCH_ENV,
     atomic_path,
@@ -38,65 +49,25 @@ from avsc.utils import (
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
-COMMON = ("profile", "run_dir", "figures_dir", "data_dir", "cache_dir", "experiment")
+#: the parameters of every notebook: the run's config file, and overrides for interactive use
+NOTEBOOK_PARAMETERS = ("config", "overrides")
 
 
-#: what ``--rehearse`` changes in a profile: a tiny synthetic dataset in the real formats
-#: (1280x720 24 fps H.264, 48 kHz 24-bit stereo), random visual weights, one epoch, a
-#: Places365-layout stand-in; everything else (backbones, image sizes, batch size, loader
-#: workers, fine-tuning, every notebook) stays the profile's. -p overrides still apply.
-REHEARSAL_PARAMETERS = {
-    "synthetic": True,
-    "clips_per_class": 3,
-    "video_size": [1280, 720],
-    "synth_seed": 0,
-    "start_weights": "random",  # every backbone: avsc.models.visual.RANDOM
-}
-REHEARSAL_EXPERIMENT = {"train.max_epochs": 1, "finetune.epochs": 1}
-REHEARSAL = "rehearsal.json"  # the stamp in a rehearsal's run folder (see workflow.Context)
-
-
-class RunError(RuntimeError):
-    """A notebook failed or the run was asked for something impossible."""
-
-
-def list_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
-def load_profile(name: str) -> dict[str, Any]:
-    """A profile: ``description``, ``parameters`` (notebook parameters) and ``experiment``
-    (``section.key`` config overrides)."""
-    path = PROFILES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise RunError(f"unknown profile {name!r}; available: {', '.join(list_profiles())}")
-    prof = safe_yaml(path.read_text(encoding="utf-8")) or {}  # plain data, no aliases
-    unknown = set(prof) - {"description", "parameters", "experiment"}
-    if unknown:
-        raise RunError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
-    prof.setdefault("parameters", {})
-    prof.setdefault("experiment", {})
-    return prof
-
-
-def notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
-    """The numbered notebooks ``NN_name.ipynb`` in order."""
-    folder = Path(folder) if folder else REPO / "notebooks"
-    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise RunError(f"{folder}: no numbered notebooks found (pass --notebooks DIR)")
-    return found
+def check_notebooks(nbs: list[Path]) -> None:
+    """A :class:`RunError` naming the notebooks whose ``parameters`` cell lacks
+    :data:`NOTEBOOK_PARAMETERS` (papermill would only warn)."""
+    missing = {}
+    for nb in nbs:
+        have = notebook_parameters(nb)
+        lack = [k for k in NOTEBOOK_PARAMETERS if k not in have]
+        if lack:
+            missing[nb.stem] = lack
+    if missing:
+        raise RunError(f"notebooks without the parameters {NOTEBOOK_PARAMETERS}: {missing}")
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
     """Names and defaults of a notebook's ``parameters`` cell (via papermill)."""
-    return {k: v["default"] for k, v in _inspect(path).items()}
-
-
-def _inspect(path: Path) -> dict[str, dict[str, Any]]:
-    """papermill's view of a notebook's ``parameters`` cell: name -> default, declared type."""
     import papermill as pm
 
     # inspect_notebook logs "Input Notebook: ..." at INFO for every notebook it reads: noise
@@ -108,52 +79,16 @@ def _inspect(path: Path) -> dict[str, dict[str, Any]]:
         found = pm.inspect_notebook(str(path))
     finally:
         pm_log.setLevel(level)
-    return {
-        k: {"default": v.get("default"), "type": v.get("inferred_type_name")}
-        for k, v in found.items()
-    }
+    return {k: v.get("default") for k, v in found.items()}
 
 
-_PARAM_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "list": (list, tuple),
-    "dict": (dict,),
-}
-
-
-def check_parameter_type(name: str, value: Any, declared: str | None, notebook: str) -> None:
-    """A :class:`RunError` naming ``name`` when ``value`` does not fit the type its notebook's
-    ``parameters`` cell declares (``clips_per_class: int = 4``); undeclared or unusual types
-    (``str | None``) are checked arm by arm, unknown ones not at all."""
-    if not declared or declared == "None":
-        return
-    text = declared.replace("Optional[", "").replace("]", " | None")
-    arms = [a.strip() for a in text.split("|")]
-    if "None" in arms and value is None:
-        return
-    kinds = [_PARAM_TYPES.get(a.split("[")[0]) for a in arms if a != "None"]
-    if not kinds or any(k is None for k in kinds):
-        return
-    ok = any(
-        isinstance(value, k) and not (isinstance(value, bool) and bool not in k) for k in kinds
-    )
-    if not ok:
-        raise RunError(
-            f"parameter {name}: expected {declared} (the parameters cell of {notebook}), "
-            f"got {value!r}"
-        )
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict, values parsed as YAML (:func:`avsc.config.parse_overrides`,
-    the one parser; a malformed item is a :class:`RunError` here)."""
-    try:
-        return _parse(items)
-    except ConfigError as exc:
-        raise RunError(str(exc).replace("override", "parameter", 1)) from exc
+def notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb`` in order."""
+    folder = Path(folder) if folder else REPO / "notebooks"
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise RunError(f"{folder}: no numbered notebooks found (pass --notebooks DIR)")
+    return found
 
 
 @dataclass
@@ -206,92 +141,6 @@ def git_commit(outputs: tuple[Path, ...] = ()) -> dict[str, Any]:
     return {"commit": None, "dirty": None}
 
 
-def resolve(
-    profile: str,
-    overrides: dict[str, Any],
-    nbs: list[Path],
-    runs_root: Path,
-    figures_root: Path,
-    data_dir: str | None = None,
-    cache_dir: str | None = None,
-    rehearse: bool = False,
-) -> tuple[dict[str, Any], dict[str, dict]]:
-    """The parameters every notebook gets (common + profile + overrides) and each notebook's
-    own parameter names. Unknown names are an error listing the known ones. With
-    ``rehearse``, the profile with :data:`REHEARSAL_PARAMETERS` and
-    :data:`REHEARSAL_EXPERIMENT` (under the overrides), in ``<runs>/<profile>-rehearsal``."""
-    prof = load_profile(profile)
-    inspected = {p.stem: _inspect(p) for p in nbs}
-    per_nb = {nb: {k: v["default"] for k, v in ps.items()} for nb, ps in inspected.items()}
-    known = set().union(*[set(v) for v in per_nb.values()])
-    missing_common = {nb: [c for c in COMMON if c not in ps] for nb, ps in per_nb.items()}
-    missing_common = {k: v for k, v in missing_common.items() if v}
-    if missing_common:
-        raise RunError(f"notebooks without the common parameters {COMMON}: {missing_common}")
-    params = dict(prof["parameters"])
-    experiment = dict(prof["experiment"])
-    if rehearse:
-        from avsc.models.visual import RANDOM
-
-        params.update(REHEARSAL_PARAMETERS)
-        backbones = [*params.get("backbones", []), *params.get("finetune", [])]
-        params["start_weights"] = dict.fromkeys(backbones, RANDOM)
-        experiment.update(REHEARSAL_EXPERIMENT)
-    for key, value in overrides.items():
-        key = ALIASES.get(key, key)
-        section = key.split(".", 1)[0]
-        if "." in key and section in SECTIONS:
-            experiment[key] = value
-        elif key in known:
-            params[key] = value
-        else:
-            raise RunError(
-                f"unknown parameter {key!r}: not a parameter of any notebook nor a config key "
-                f"(section.key with section in {sorted(SECTIONS)}). Notebook parameters: "
-                f"{', '.join(sorted(known - set(COMMON)))}"
-            )
-    bad = sorted(set(params) - known)
-    if bad:
-        raise RunError(f"profile {profile}: parameters {bad} are not used by any notebook")
-    for key, value in params.items():  # types, before any notebook runs
-        for nb, ps in inspected.items():
-            if key in ps:
-                check_parameter_type(key, value, ps[key]["type"], nb)
-    # validate the experiment overrides now rather than inside a notebook
-    from avsc.config import ExperimentConfig
-
-    try:
-        ExperimentConfig().override(experiment)
-    except ValueError as exc:
-        raise RunError(f"profile {profile}: {exc}") from exc
-    for key in ("data_dir", "cache_dir"):
-        if params.get(key) is not None and not isinstance(params[key], str):
-            raise RunError(f"parameter {key}: expected a folder path, got {params[key]!r}")
-    name = f"{profile}-rehearsal" if rehearse else profile
-    run_dir = runs_root / name
-    env_root = None if rehearse else os.environ.get("AVSC_DATA_ROOT")  # never the real data
-    if rehearse:
-        params.pop("data_dir", None)
-        if params.get("finetune") and "places_root" in params:
-            params["places_root"] = str((run_dir / "places365-standin").resolve())
-    params.update(
-        profile=profile,
-        run_dir=str(run_dir.resolve()),
-        figures_dir=str((figures_root / name).resolve()),
-        data_dir=str(
-            Path(
-                (None if rehearse else data_dir)
-                or params.get("data_dir")
-                or env_root
-                or run_dir / "data"
-            ).resolve()
-        ),
-        cache_dir=str(Path(cache_dir or params.get("cache_dir") or run_dir / "cache").resolve()),
-        experiment=experiment,
-    )
-    return params, per_nb
-
-
 def run_profile(
     profile: str,
     overrides: dict[str, Any] | None = None,
@@ -315,10 +164,10 @@ def run_profile(
     ``projection.json`` in its run folder and a printed table: the full run's hours, disk
     and memory projected from what the rehearsal measured (:mod:`avsc.experiments.projection`)."""
     nbs = notebooks(notebooks_dir)
-    params, per_nb = resolve(
+    check_notebooks(nbs)
+    params = resolve(
         profile,
         overrides or {},
-        nbs,
         Path(runs_root),
         Path(figures_root),
         data_dir,
@@ -338,7 +187,7 @@ def run_profile(
     lock = run_dir.with_name(f".{run_dir.name}.run.lock")
     with exclusive_lock(lock, f"run folder {run_dir}"):
         return _run_series(
-            profile, params, per_nb, nbs, run_dir, start, only, runs_root, figures_root, kernel,
+            profile, params, nbs, run_dir, start, only, runs_root, figures_root, kernel,
             rehearse, standin,
         )  # fmt: skip
 
@@ -365,7 +214,7 @@ def local_kernel_manager(folder: str | os.PathLike):
 
 
 def _run_series(
-    profile, params, per_nb, nbs, run_dir, start, only, runs_root, figures_root, kernel,
+    profile, params, nbs, run_dir, start, only, runs_root, figures_root, kernel,
     rehearse, standin,
 ) -> Manifest:  # fmt: skip
     """:func:`run_profile` after its checks, under the run folder's lock."""
@@ -421,7 +270,7 @@ def _run_series(
     kernel_manager = local_kernel_manager(sockets.name)
     try:
         for nb in selected:
-            own = {k: v for k, v in params.items() if k in per_nb[nb.stem]}
+            own = {"config": str(run_dir / "config.yaml")}  # the notebook reads the rest there
             out = run_dir / nb.name
             reason = unmet_needs(nb, params["cache_dir"])
             if reason:  # the collection lacks what this notebook works on

@@ -115,6 +115,10 @@ class Context:
         self.run.mkdir(parents=True, exist_ok=True)
         self.figures.mkdir(parents=True, exist_ok=True)
         self.config = ExperimentConfig().override(dict(self.experiment or {}))
+        if self.series is None:
+            from avsc.config import SeriesConfig
+
+            self.series = SeriesConfig()
         self.results = Results(
             self.run / "results",
             hint=self._made_by_notebook,
@@ -127,6 +131,54 @@ class Context:
         from avsc.viz import set_style
 
         set_style()
+
+    series: Any = None  # the series settings (avsc.config.SeriesConfig), from the run's config
+
+    @classmethod
+    def from_config(cls, config: str | os.PathLike, overrides: dict | None = None) -> Context:
+        """The Context of a run from its ``config.yaml`` (written by ``avsc run``: the
+        profile, ``-p`` and ``--config`` resolved once), with ``overrides`` for interactive
+        use: a series setting (``series.key`` or the bare key), a ``section.key`` config
+        value, or one of the run's folders (``figures_dir``, ...). A ``runs/<profile>/
+        config.yaml`` that no run has written yet is resolved from that profile, as
+        ``avsc run --profile <profile>`` would. Relative paths are from the repository."""
+        import yaml
+
+        from avsc.config import ALIASES, SECTIONS
+        from avsc.runconfig import PATH_KEYS, SERIES_KEYS, resolve, series_of
+
+        path = Path(config)
+        path = path if path.is_absolute() else repo_root() / path
+        if path.is_file():
+            params = dict(yaml.safe_load(path.read_text(encoding="utf-8"))["parameters"])
+        else:  # not run yet: the profile its folder is named after
+            params = resolve(path.parent.name, {}, path.parent.parent, repo_root() / "figures")
+        params["experiment"] = dict(params.get("experiment") or {})
+        folders = ("run_dir", "figures_dir", *PATH_KEYS)
+        for key, value in (overrides or {}).items():
+            key = ALIASES.get(key, key)
+            section, _, rest = key.partition(".")
+            if section == "series" and rest:
+                params[rest] = value
+            elif rest and section in SECTIONS:
+                params["experiment"][key] = value
+            elif key in SERIES_KEYS or key in folders:
+                params[key] = value
+            else:
+                raise KeyError(
+                    f"override {key!r}: not a series setting ({', '.join(SERIES_KEYS)}), a "
+                    f"folder ({', '.join(folders)}) nor a config key (section.key)"
+                )
+        series = series_of(params)
+        return cls(
+            params["profile"],
+            params["run_dir"],
+            params["figures_dir"],
+            params["data_dir"],
+            params["cache_dir"],
+            params["experiment"],
+            series,
+        )
 
     # ------------------------------------------------------------------ provenance
     @property

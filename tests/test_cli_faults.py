@@ -59,7 +59,7 @@ def test_run_checks_config_and_notebook_parameter_types_up_front(tmp_path, capsy
     assert "config key train.batch_size: must be >= 1, got 0" in capsys.readouterr().err
     assert main([*base, "-p", "clips_per_class=abc"]) == 1
     err = capsys.readouterr().err
-    assert "parameter clips_per_class: expected int" in err and "'abc'" in err
+    assert "config key series.clips_per_class: expected an integer, got 'abc'" in err
     assert not (tmp_path / "smoke").exists()
 
 

@@ -10,7 +10,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from avsc.runner import COMMON, RunError, notebooks, resolve, run_profile
+from avsc.runner import NOTEBOOK_PARAMETERS, RunError, notebooks, resolve, run_profile
 
 from .conftest import ROOT
 
@@ -65,8 +65,8 @@ def test_notebook_is_clean_thin_and_parameterised(path):
         assert c.outputs == [] and c.execution_count is None, f"{path.name}: stored with outputs"
     first = code[0]
     assert "parameters" in first.metadata.get("tags", []), "first code cell must be the parameters"
-    for name in COMMON:
-        assert f"\n{name}: " in "\n" + first.source, f"{path.name}: no common parameter {name}"
+    names = [ln.split(":")[0] for ln in first.source.splitlines() if not ln.startswith("#")]
+    assert names == list(NOTEBOOK_PARAMETERS), f"{path.name}: parameters {names}"
     for line in first.source.splitlines():
         if ":" in line and "=" in line and not line.startswith("#"):
             assert "  # " in line or line.rstrip().endswith("}"), f"uncommented parameter: {line}"
@@ -98,16 +98,55 @@ def test_what_a_notebook_needs_is_declared_where_avsc_run_reads_it(path):
 
 def test_unknown_parameters_are_rejected(tmp_path):
     with pytest.raises(RunError, match="unknown parameter 'bogus'"):
-        resolve("smoke", {"bogus": 1}, NOTEBOOKS, tmp_path, tmp_path)
+        resolve("smoke", {"bogus": 1}, tmp_path, tmp_path)
     with pytest.raises(RunError, match="unknown config key 'bogus'"):
-        resolve("smoke", {"train.bogus": 1}, NOTEBOOKS, tmp_path, tmp_path)
+        resolve("smoke", {"train.bogus": 1}, tmp_path, tmp_path)
+    with pytest.raises(RunError, match=r"config section series: unknown key\(s\) \['bogus'\]"):
+        resolve("smoke", {"series.bogus": 1}, tmp_path, tmp_path)
+    with pytest.raises(RunError, match="config key series.perplexity: expected a number"):
+        resolve("smoke", {"series.perplexity": "high"}, tmp_path, tmp_path)
     with pytest.raises(RunError, match="unknown profile"):
-        resolve("nope", {}, NOTEBOOKS, tmp_path, tmp_path)
-    params, per_nb = resolve(
-        "smoke", {"perplexity": 7, "train.max_epochs": 1}, NOTEBOOKS, tmp_path, tmp_path
-    )
+        resolve("nope", {}, tmp_path, tmp_path)
+    params = resolve("smoke", {"perplexity": 7, "train.max_epochs": 1}, tmp_path, tmp_path)
     assert params["perplexity"] == 7 and params["experiment"]["train.max_epochs"] == 1
-    assert all(set(COMMON) <= set(p) for p in per_nb.values())
+    assert resolve("smoke", {"series.perplexity": 8}, tmp_path, tmp_path)["perplexity"] == 8
+
+
+def test_a_notebook_reads_the_run_config_and_its_overrides(tmp_path, monkeypatch):
+    """One config plane: the notebooks get only the path of the run's config.yaml (and
+    overrides for interactive use); a runs/<profile>/config.yaml no run has written yet is
+    the profile's, as avsc run would resolve it."""
+    import yaml
+
+    from avsc.runconfig import series_of
+    from avsc.workflow import Context
+
+    monkeypatch.chdir(tmp_path)  # the repository root is not where the relative paths go
+    params = resolve("smoke", {"series.perplexity": 12}, tmp_path / "runs", tmp_path / "fig")
+    config = tmp_path / "runs" / "smoke" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"profile": "smoke", "parameters": params}))
+    ctx = Context.from_config(config, {"main_feature": "fbank", "train.max_epochs": 5})
+    assert ctx.series.perplexity == 12.0 and ctx.series.main_feature == "fbank"
+    assert ctx.series.clips_per_class == 3  # smoke.yaml's, not the default 4
+    assert ctx.config.train.max_epochs == 5 and ctx.config.frames.short_side == 64
+    assert ctx.run == tmp_path / "runs" / "smoke" and ctx.profile == "smoke"
+    with pytest.raises(KeyError, match="override 'bogus'"):
+        Context.from_config(config, {"bogus": 1})
+    fresh = Context.from_config(tmp_path / "new" / "demo" / "config.yaml")
+    assert fresh.profile == "demo" and fresh.series.clips_per_class == 10
+    assert fresh.series == series_of(resolve("demo", {}, tmp_path, tmp_path))
+
+
+def test_a_profile_with_the_old_parameters_section_still_runs(tmp_path, monkeypatch):
+    from avsc import runconfig
+
+    old = (runconfig.PROFILES_DIR / "smoke.yaml").read_text().replace("series:", "parameters:")
+    (tmp_path / "oldstyle.yaml").write_text(old)
+    monkeypatch.setattr(runconfig, "PROFILES_DIR", tmp_path)
+    with pytest.warns(DeprecationWarning, match="`parameters` is now called `series`"):
+        params = resolve("oldstyle", {}, tmp_path, tmp_path)
+    assert params["clips_per_class"] == 3 and params["perplexity"] == 10.0
 
 
 def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):
@@ -195,10 +234,8 @@ def test_smoke_profile_end_to_end(smoke_run):
             str(ROOT / "notebooks" / "06_tsne.ipynb"),
             str(base / "06_live.ipynb"),
             parameters={
-                "run_dir": str(run),
-                "figures_dir": str(base / "live_figures"),
-                "data_dir": str(run / "data"),
-                "cache_dir": str(run / "cache"),
+                "config": str(run / "config.yaml"),
+                "overrides": {"figures_dir": str(base / "live_figures")},
             },
             progress_bar=False,
             cwd=str(ROOT),

@@ -13,16 +13,13 @@ import torch
 from avsc.cli import main
 from avsc.config import ExperimentConfig
 from avsc.preflight import check_run, projected_store_bytes
-from avsc.runner import notebooks, resolve
+from avsc.runner import resolve
 
 from .conftest import ROOT
 
 
 def _params(profile, tmp_path, **overrides):
-    params, _ = resolve(
-        profile, overrides, notebooks(ROOT / "notebooks"), tmp_path / "runs", tmp_path / "fig"
-    )
-    return params
+    return resolve(profile, overrides, tmp_path / "runs", tmp_path / "fig")
 
 
 def test_the_paper_profile_without_data_or_weights_names_every_missing_piece(tmp_path, monkeypatch):

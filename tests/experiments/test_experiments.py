@@ -1,6 +1,7 @@
 """The experiment layer: the systems registry, results by name, one config object, the
 store-settings warning, the command line reading the registry, and the import contract."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -232,17 +233,16 @@ def test_one_override_parser():
         run_parse(["x"])
 
 
-def test_no_notebook_parameter_repeats_a_config_key():
-    """The config is the single source: a notebook parameter never shadows a config key
-    (short_side, seconds and finetune_* used to)."""
-    from avsc.runner import notebook_parameters, notebooks
+def test_no_series_setting_repeats_a_config_key():
+    """The config is the single source: a series setting never shadows a config key
+    (short_side, seconds and finetune_* used to, as notebook parameters)."""
+    from avsc.config import SeriesConfig
 
     keys = {f.name for cls in SECTIONS.values() for f in cls.__dataclass_fields__.values()}
     keys |= {f"{s}_{k}" for s, cls in SECTIONS.items() for k in cls.__dataclass_fields__}
     keys |= {"seconds"}  # the old name of data.clip_seconds
-    for nb in notebooks():
-        clash = set(notebook_parameters(nb)) & keys
-        assert not clash, f"{nb.name}: parameters {sorted(clash)} repeat config keys"
+    clash = {f.name for f in dataclasses.fields(SeriesConfig)} & keys
+    assert not clash, f"series settings {sorted(clash)} repeat config keys"
 
 
 def test_a_store_made_with_other_settings_warns_naming_the_keys(synth_store, tmp_path, capsys):
