@@ -152,7 +152,17 @@ class Context:
         if path.is_file():
             params = dict(yaml.safe_load(path.read_text(encoding="utf-8"))["parameters"])
         else:  # not run yet: the profile its folder is named after
-            params = resolve(path.parent.name, {}, path.parent.parent, repo_root() / "figures")
+            from avsc.runconfig import RunError, list_profiles
+
+            if path.parent.name not in list_profiles():
+                raise FileNotFoundError(
+                    f"{path}: no such run config, and {path.parent.name!r} names no profile "
+                    f"({', '.join(list_profiles())}); point config at a run's config.yaml"
+                )
+            try:
+                params = resolve(path.parent.name, {}, path.parent.parent, repo_root() / "figures")
+            except RunError as exc:
+                raise FileNotFoundError(f"{path}: no such run config; {exc}") from exc
         params["experiment"] = dict(params.get("experiment") or {})
         folders = ("run_dir", "figures_dir", *PATH_KEYS)
         for key, value in (overrides or {}).items():

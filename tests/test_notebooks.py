@@ -133,6 +133,8 @@ def test_a_notebook_reads_the_run_config_and_its_overrides(tmp_path, monkeypatch
     assert ctx.run == tmp_path / "runs" / "smoke" and ctx.profile == "smoke"
     with pytest.raises(KeyError, match="override 'bogus'"):
         Context.from_config(config, {"bogus": 1})
+    with pytest.raises(FileNotFoundError, match="'nope' names no profile"):
+        Context.from_config(tmp_path / "nope" / "config.yaml")
     fresh = Context.from_config(tmp_path / "new" / "demo" / "config.yaml")
     assert fresh.profile == "demo" and fresh.series.clips_per_class == 10
     assert fresh.series == series_of(resolve("demo", {}, tmp_path, tmp_path))
