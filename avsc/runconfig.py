@@ -17,6 +17,7 @@ from avsc.config import parse_overrides as _parse
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+#: what a run's parameters hold beside the series settings: its profile, folders and config
 COMMON = ("profile", "run_dir", "figures_dir", "data_dir", "cache_dir", "experiment")
 
 

@@ -3,9 +3,10 @@
 Writes, under ``runs/<profile>/``, the executed notebooks, the resolved config
 (``config.yaml``), each notebook's metrics JSON (``metrics/``) and ``manifest.json``
 (package versions, git commit, per-notebook status and time); figures (PDF and PNG) and
-tables (CSV and Markdown) go to ``figures/<profile>/``. Parameter names are checked against
-the notebooks' own ``parameters`` cells (papermill only warns on unknown ones). The run stops
-at the first failing notebook, naming it and its error; ``--from`` resumes there.
+tables (CSV and Markdown) go to ``figures/<profile>/``. The profile and every ``-p`` are
+resolved and checked once (:mod:`avsc.runconfig`); each notebook gets only the path of the
+run's ``config.yaml``. The run stops at the first failing notebook, naming it and its error;
+``--from`` resumes there.
 """
 
 from __future__ import annotations

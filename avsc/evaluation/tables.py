@@ -234,7 +234,9 @@ def _feature_short(kind: str) -> str:
     """A feature kind's name in tables (its extractor's ``short``, else the kind)."""
     from avsc.features.extractors import extractor_names, get_extractor
 
-    return get_extractor(kind).short or kind if kind in extractor_names() else kind
+    if kind not in extractor_names():
+        return kind
+    return get_extractor(kind).short or kind
 
 
 def _paper_row(system: str, feature: str | None, backbone: str | None):
