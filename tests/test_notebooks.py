@@ -263,7 +263,9 @@ def test_smoke_profile_end_to_end(smoke_run):
     after_fail = json.loads((run / "manifest.json").read_text())["notebooks"]
     assert [n["notebook"] for n in after_fail] == EXPECTED  # earlier records kept
     assert [n["status"] for n in after_fail if n["notebook"] == "06_tsne"] == ["failed"]
-    again = run_profile("smoke", start="06", runs_root=base / "runs", figures_root=base / "figures")
+    again = run_profile(
+        "smoke", only=["06"], runs_root=base / "runs", figures_root=base / "figures"
+    )
     assert [n["notebook"] for n in again.notebooks] == EXPECTED
     assert all(n["status"] == ("skipped" if n["notebook"] in SKIPPED else "ok")
                for n in again.notebooks)  # fmt: skip

@@ -33,8 +33,8 @@ TRAIN = {
     "frames.short_side": 64,
     "data.clip_seconds": 3.0,
     "train.batch_size": 32,
-    "train.max_epochs": 10,
-    "train.t0_epochs": 10,
+    "train.max_epochs": 6,
+    "train.t0_epochs": 6,
     "train.eval_batch_size": 32,
 }
 SYSTEMS = ("audio_only", "video_only", "joint", "late_fusion", "joint_dropout", "joint_kd")
