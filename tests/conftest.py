@@ -28,36 +28,6 @@ def pytest_configure(config):
         os.environ["LOKY_MAX_CPU_COUNT"] = str(max(1, granted_cpus() // workers))
 
 
-#: the test files that take minutes, longest first (measured in CI): under pytest-xdist's
-#: --dist loadfile they start first, so that the short files fill the other worker's time
-#: instead of one worker running a long file alone at the end (the rehearsal came last in
-#: name order). Files that share a fixture built once (the smoke run: test_browser) come later.
-LONG_FIRST = (
-    "test_rehearsal.py",
-    "test_notebooks.py",
-    "experiments/test_owndata.py",
-    "test_benchmarks.py",
-    "experiments/test_robustness.py",
-    "experiments/test_experiments.py",
-    "data/test_synth.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The long files of :data:`LONG_FIRST` first, the rest in their usual order."""
-    tests = Path(__file__).resolve().parent
-    rank = {name: i for i, name in enumerate(LONG_FIRST)}
-
-    def key(item):
-        try:
-            rel = Path(str(item.fspath)).resolve().relative_to(tests).as_posix()
-        except ValueError:
-            return len(rank)
-        return rank.get(rel, len(rank))
-
-    items.sort(key=key)  # stable: the order within a file and among the rest is kept
-
-
 @pytest.fixture(autouse=True)
 def _no_progress_bars(monkeypatch):
     monkeypatch.setenv("AVSC_PROGRESS", "0")
