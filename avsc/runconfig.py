@@ -85,6 +85,23 @@ PATH_KEYS = ("data_dir", "cache_dir")
 SERIES_KEYS = tuple(f.name for f in dataclasses.fields(SeriesConfig))
 
 
+def apply_override(
+    params: dict[str, Any], experiment: dict[str, Any], key: str, value: Any, folders=()
+) -> bool:
+    """Set one override: ``series.key`` or a bare series key (or one of ``folders``) in
+    ``params``, a ``section.key`` config value in ``experiment``. False for an unknown key."""
+    section, _, rest = key.partition(".")
+    if section == "series" and rest:
+        params[rest] = value
+    elif rest and section in SECTIONS:
+        experiment[key] = value
+    elif key in SERIES_KEYS or key in folders:
+        params[key] = value
+    else:
+        return False
+    return True
+
+
 def resolve(
     profile: str,
     overrides: dict[str, Any],
@@ -113,14 +130,7 @@ def resolve(
         experiment.update(REHEARSAL_EXPERIMENT)
     for key, value in overrides.items():
         key = ALIASES.get(key, key)
-        section, _, rest = key.partition(".")
-        if section == "series" and rest:
-            params[rest] = value
-        elif rest and section in SECTIONS:
-            experiment[key] = value
-        elif key in SERIES_KEYS or key in PATH_KEYS:
-            params[key] = value
-        else:
+        if not apply_override(params, experiment, key, value, PATH_KEYS):
             raise RunError(
                 f"unknown parameter {key!r}: not a series setting (series.key, or the bare "
                 f"key: {', '.join(SERIES_KEYS)}) nor a config key (section.key with section "

@@ -144,8 +144,8 @@ class Context:
         ``avsc run --profile <profile>`` would. Relative paths are from the repository."""
         import yaml
 
-        from avsc.config import ALIASES, SECTIONS
-        from avsc.runconfig import PATH_KEYS, SERIES_KEYS, resolve, series_of
+        from avsc.config import ALIASES
+        from avsc.runconfig import PATH_KEYS, SERIES_KEYS, apply_override, resolve, series_of
 
         path = Path(config)
         path = path if path.is_absolute() else repo_root() / path
@@ -167,14 +167,7 @@ class Context:
         folders = ("run_dir", "figures_dir", *PATH_KEYS)
         for key, value in (overrides or {}).items():
             key = ALIASES.get(key, key)
-            section, _, rest = key.partition(".")
-            if section == "series" and rest:
-                params[rest] = value
-            elif rest and section in SECTIONS:
-                params["experiment"][key] = value
-            elif key in SERIES_KEYS or key in folders:
-                params[key] = value
-            else:
+            if not apply_override(params, params["experiment"], key, value, folders):
                 raise KeyError(
                     f"override {key!r}: not a series setting ({', '.join(SERIES_KEYS)}), a "
                     f"folder ({', '.join(folders)}) nor a config key (section.key)"
