@@ -1,7 +1,8 @@
 """One process pool for avsc's parallel jobs (``avsc preprocess``, ``avsc synth``).
 
-:func:`process_map` runs a function over tasks in spawned worker processes with a bounded
-number in flight, so memory does not grow with the number of tasks. Workers exit with the
+:func:`process_map` runs a function over tasks in worker processes (forked from a fork
+server, or spawned) with a bounded number in flight, so memory does not grow with the number
+of tasks. Workers exit with the
 parent process (a killed command leaves no orphans), and a worker that dies (killed, out of
 memory, a crash inside a decoder) is blamed on the task it was running: that task comes back
 as a :class:`WorkerDied`, a fresh pool takes the others, and the job goes on.
@@ -39,12 +40,17 @@ class WorkerDied(RuntimeError):
         self.why = why
 
 
-def _worker_init(started) -> None:
-    """Worker start-up: exit at once when the parent process dies, and remember the queue on
-    which the worker says which task it starts (so that its death can be blamed on it)."""
+def _worker_init(started, environ: dict[str, str] | None = None) -> None:
+    """Worker start-up: the caller's environment variables as they are now (a worker forked
+    from the fork server would otherwise have the server's, from when it started), exit at
+    once when the parent process dies, and remember the queue on which the worker says which
+    task it starts (so that its death can be blamed on it)."""
     import threading
     from multiprocessing import connection, parent_process
 
+    if environ is not None and environ != os.environ:
+        os.environ.clear()
+        os.environ.update(environ)
     global _STARTED
     _STARTED = started
     parent = parent_process()
@@ -102,7 +108,7 @@ def process_map(
         for t in tasks:
             yield t, fn(t)
         return
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context(fn)
     todo = deque(enumerate(tasks))
     suspect: dict[int, int] = {}  # task -> pool breaks it was in flight for, unexplained
     fruitless = 0  # pools in a row that broke before finishing or blaming anything
@@ -110,7 +116,10 @@ def process_map(
         progressed = False
         started = ctx.SimpleQueue()  # written synchronously: no message lost to a kill
         ex = cf.ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(started,)
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(started, dict(os.environ)),
         )
         pending: dict[cf.Future, tuple[int, T]] = {}
         procs: dict[int, Any] = {}
@@ -182,6 +191,23 @@ def process_map(
         log.warning("a worker process died; %s task(s) go to a fresh pool", len(in_flight))
         with contextlib.suppress(Exception):
             started.close()
+
+
+def _context(fn: Callable) -> Any:
+    """The start method of the pool's workers: ``forkserver`` where the platform has it, with
+    ``fn``'s module imported once in the fork server, so that each worker is forked from a
+    process that has it (a spawned worker imports it anew: with torch, seconds per worker);
+    ``spawn`` elsewhere. Either way a worker starts from a fresh, single-threaded process,
+    never from the caller's (whose threads a fork would leave locked). The fork server is
+    started once per process, by its first pool: a later pool's module is imported by each
+    of its workers, as under spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    module = getattr(fn, "__module__", None)
+    if module and module != "__main__":
+        ctx.set_forkserver_preload([module])
+    return ctx
 
 
 def _drain(started, key_of: dict[int, int]) -> None:

@@ -65,6 +65,20 @@ def children(pid: int) -> set[int]:
     return out
 
 
+def pool_workers(pid: int) -> set[int]:
+    """The worker processes of ``pid``'s process pool (avsc.parallel): the children of its
+    fork server (``multiprocessing.forkserver``), or, where workers are spawned, its
+    children started by ``spawn_main``."""
+    out: set[int] = set()
+    for child in children(pid):
+        line = cmdline(child)
+        if "multiprocessing.forkserver" in line:
+            out |= children(child)
+        elif "spawn_main" in line:
+            out.add(child)
+    return out
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -95,7 +109,7 @@ def busy_worker(parent: int, timeout: float = 120.0) -> int:
     Killing it then is a death mid-task, never one between tasks."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        workers = [p for p in children(parent) if "spawn_main" in cmdline(p)]
+        workers = pool_workers(parent)
         before = {p: cpu_ticks(p) for p in workers}
         time.sleep(0.1)
         grew = {p: cpu_ticks(p) - t for p, t in before.items() if alive(p)}

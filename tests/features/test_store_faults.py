@@ -29,10 +29,9 @@ from tests.faults import (
     alive,
     avsc_cli,
     busy_worker,
-    children,
-    cmdline,
     error_lines,
     index_lines,
+    pool_workers,
     wait_for,
 )
 from tests.media import index_frame
@@ -194,7 +193,7 @@ def test_a_killed_preprocess_leaves_no_worker_behind(long_clips, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     wait_for(lambda: index_lines(cache) >= 1, what="the first finished clip")
-    workers = {p for p in children(proc.pid) if "spawn_main" in cmdline(p)}
+    workers = pool_workers(proc.pid)
     assert len(workers) == 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
