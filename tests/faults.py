@@ -130,3 +130,8 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None
 def index_lines(cache: Path) -> int:
     p = cache / "index.jsonl"
     return p.read_text().count("\n") if p.is_file() else 0
+
+
+def environ_value(name: str) -> str | None:
+    """In a pool worker: the value of environment variable ``name``."""
+    return os.environ.get(name)

@@ -29,6 +29,7 @@ from tests.faults import (
     alive,
     avsc_cli,
     busy_worker,
+    environ_value,
     error_lines,
     index_lines,
     pool_workers,
@@ -399,3 +400,15 @@ def test_the_rotation_of_a_video_is_applied(tmp_path, rotation):
         np.testing.assert_array_equal(f, np.rot90(g, turns))
     small = extract_frames(path, short_side=32)  # the upright picture's short side
     assert min(small.shape[1:3]) == 32 and (small.shape[1] > small.shape[2]) == bool(turns % 2)
+
+
+def test_pool_workers_take_the_callers_environment_as_it_is_when_the_pool_starts(monkeypatch):
+    """Workers forked from the fork server (started by this process's first pool) would
+    otherwise have the environment of that moment, not the caller's now."""
+    from avsc.parallel import process_map
+
+    probe = ["AVSC_POOL_PROBE"] * 2
+    monkeypatch.setenv("AVSC_POOL_PROBE", "first")
+    assert [r for _, r in process_map(environ_value, probe, 2, name=str)] == ["first"] * 2
+    monkeypatch.setenv("AVSC_POOL_PROBE", "second")
+    assert [r for _, r in process_map(environ_value, probe, 2, name=str)] == ["second"] * 2
