@@ -1,6 +1,7 @@
 """Shared test fixtures. Real material lives in ../shared/realdata (tests skip where absent)."""
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -80,32 +81,81 @@ def _build_synth_store(base: Path) -> None:
     assert root == base / "data"
 
 
+#: the paper profile's rehearsal at the smallest size that runs every code path: 3 clips per
+#: class (the fewest the split allows) of 1 s (costs are projected per second of audio), and
+#: images of 48 / 32 px where the paper has 288 / 224 (a size given on the command line
+#: reaching every system, each backbone its own, is checked)
+SERIES_SIZES = {"tf_efficientnetv2_s": 48, "resnet50": 32}
+SERIES_OVERRIDES = {
+    "data.clip_seconds": 1.0,
+    "finetune.image_size": 48,
+    "visual.image_size": SERIES_SIZES,
+}
+#: the test files that read the one series run (the ``series_run`` fixture): one pytest-xdist
+#: worker runs them one after the other, first, while the other takes the rest
+SERIES_FILES = ("tests/test_browser.py", "tests/test_rehearsal.py")
+
+
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """The smoke profile run end to end once (``avsc run --profile smoke``) into a temporary
-    folder, with a config override that must reach preprocessing: ``(base, manifest)``, the
-    run in ``base/runs/smoke``, its figures in ``base/figures/smoke``."""
+def series_run(tmp_path_factory):
+    """The notebook series run end to end once, ``avsc run --profile paper --rehearse`` with
+    :data:`SERIES_OVERRIDES` into a temporary folder: the paper profile's code path (its
+    backbones, batch 256, 8 loader workers, Places365 fine-tuning, every notebook) on a tiny
+    synthetic dataset in the real formats. ``(base, manifest, printed)``: the run in
+    ``base/runs/paper-rehearsal``, its figures in ``base/figures/paper-rehearsal``, what it
+    printed. ``AVSC_REUSE_SERIES=BASE`` reuses a finished one, for iterating on one test."""
     from avsc.runner import Manifest, run_profile
 
-    reuse = os.environ.get("AVSC_REUSE_SMOKE")  # a finished run, for iterating on one test
-    if reuse and (Path(reuse) / "runs" / "smoke" / "manifest.json").is_file():
-        saved = json.loads((Path(reuse) / "runs" / "smoke" / "manifest.json").read_text())
-        return Path(reuse), Manifest("smoke", Path(reuse) / "runs" / "smoke", saved["notebooks"])
-    with _built_once(tmp_path_factory, "smoke") as (base, done):
-        if not done:
-            import shutil
-
+    reuse = os.environ.get("AVSC_REUSE_SERIES")
+    with _built_once(tmp_path_factory, "series") as (base, done):
+        if reuse:
+            base, done = Path(reuse), True
+        elif not done:
             shutil.rmtree(base, ignore_errors=True)  # a half-built run from a failed try
-            manifest = run_profile(
-                "smoke",
-                {"frames.jpeg_quality": 90},
-                runs_root=base / "runs",
-                figures_root=base / "figures",
-            )
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                manifest = run_profile(
+                    "paper",
+                    SERIES_OVERRIDES,
+                    runs_root=base / "runs",
+                    figures_root=base / "figures",
+                    rehearse=True,
+                )
+            (base / "printed.txt").write_text(printed.getvalue())
             (base / ".done").touch()
-            return base, manifest
-    saved = json.loads((base / "runs" / "smoke" / "manifest.json").read_text())
-    return base, Manifest("smoke", base / "runs" / "smoke", saved["notebooks"], saved["git"])
+            return base, manifest, printed.getvalue()
+    run = base / "runs" / "paper-rehearsal"
+    saved = json.loads((run / "manifest.json").read_text())
+    manifest = Manifest("paper", run, saved["notebooks"], saved["git"])
+    return base, manifest, (base / "printed.txt").read_text()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's ``--dist loadfile`` with :data:`SERIES_FILES` as one unit of work,
+    sent out first: the longest, so that the other worker's files fill the time beside it."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from collections import OrderedDict
+
+    from xdist.scheduler import LoadFileScheduling
+
+    class SeriesFirstQueue(OrderedDict):  # xdist fills it, then hands out from the front
+        def __setitem__(self, scope, tests):
+            super().__setitem__(scope, tests)
+            if scope == "series":
+                self.move_to_end(scope, last=False)
+
+    class SeriesFirst(LoadFileScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            self.workqueue = SeriesFirstQueue()
+
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "series" if scope in SERIES_FILES else scope
+
+    return SeriesFirst(config, log)
 
 
 # the fault tests' small datasets (tests/*/test_*_faults.py)

@@ -1,7 +1,8 @@
 """A real browser on the notebooks: JupyterLab on loopback, Debian's Chromium driven by
-Playwright (PyPI; no browser download). The executed notebook 07 of the smoke run must show
-its figures, and the explorer, run live, must redraw when another clip is picked.
-Screenshots go to the test's folder (and to ``$AVSC_SCREENSHOTS`` when set)."""
+Playwright (PyPI; no browser download). The executed notebook 07 of the series run
+(conftest's ``series_run``) must show its figures, and the explorer, run live, must redraw
+when another clip is picked. Screenshots go to the test's folder (and to
+``$AVSC_SCREENSHOTS`` when set)."""
 
 import os
 import shutil
@@ -49,9 +50,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def lab(smoke_run, tmp_path):
-    """JupyterLab serving the smoke run's folder on loopback: ``(url, process)``."""
-    base, _ = smoke_run
+def lab(series_run, tmp_path):
+    """JupyterLab serving the series run's folder on loopback: ``(url, process)``."""
+    base, _, _ = series_run
     port, token = _free_port(), "avsc-test"
     log = open(tmp_path / "jupyter.log", "w")
     proc = subprocess.Popen(
@@ -91,7 +92,7 @@ def lab(smoke_run, tmp_path):
                 proc.kill()
                 pytest.fail(f"JupyterLab did not start: {(tmp_path / 'jupyter.log').read_text()}")
             time.sleep(0.5)
-    yield f"{url}/lab/tree/runs/smoke/07_results.ipynb?token={token}", proc
+    yield f"{url}/lab/tree/runs/paper-rehearsal/07_results.ipynb?token={token}", proc
     proc.terminate()
     try:
         proc.wait(20)

@@ -1,13 +1,11 @@
 """The notebook series: stored clean and thin, and run end to end by papermill (smoke)."""
 
 import json
-import math
 import re
 import tempfile
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
 
 from avsc.runner import NOTEBOOK_PARAMETERS, RunError, notebooks, resolve, run_profile
@@ -169,119 +167,6 @@ def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert len(errors) == 1 and errors[0].ename == "MissingArtifact"
     assert len("\n".join(errors[0].traceback).splitlines()) <= 2
-
-
-@pytest.mark.slow
-def test_smoke_profile_end_to_end(smoke_run):
-    base, manifest = smoke_run
-    assert [n["notebook"] for n in manifest.notebooks] == EXPECTED
-    status = {n["notebook"]: n["status"] for n in manifest.notebooks}
-    assert status == {nb: "skipped" if nb in SKIPPED else "ok" for nb in EXPECTED}
-    why = next(n["why"] for n in manifest.notebooks if n["notebook"] == "09_crossval")
-    assert why.startswith("this collection has no folds (no fold column in its manifest")
-    run = base / "runs" / "smoke"
-    saved = json.loads((run / "manifest.json").read_text())
-    assert saved["versions"]["torch"] and "commit" in saved["git"]
-    # what else decides the numbers on a CPU (README: reproducing the demo)
-    assert int(saved["versions"]["torch_threads"]) >= 1 and saved["versions"]["cpu_capability"]
-    assert (run / "config.yaml").is_file()
-    store = json.loads((run / "cache" / "store.json").read_text())["config"]
-    assert store["frames"] == {"short_side": 64, "format": "jpeg", "jpeg_quality": 90}
-    assert store["data"]["clip_seconds"] == 2.0  # the profile's data.clip_seconds
-    for nb in EXPECTED:
-        assert (run / f"{nb}.ipynb").is_file()
-        if nb in SKIPPED:  # its copy says why it was not executed
-            note = nbformat.read(run / f"{nb}.ipynb", as_version=4).cells[1].source
-            assert note.startswith("> **Not executed by `avsc run --profile smoke`:**"), note
-            continue
-        metrics = json.loads((run / "metrics" / f"{nb}.json").read_text())
-        assert "SYNTHETIC" in metrics["source"]
-        numbers = list(_numbers(metrics))
-        assert numbers and all(math.isfinite(v) for v in numbers), nb
-    fig = base / "figures" / "smoke"
-    for name in FIGURES:
-        assert (fig / f"{name}.pdf").stat().st_size > 1000 and (
-            fig / f"{name}.png"
-        ).stat().st_size > 1000
-    for name in TABLES:
-        assert (fig / f"{name}.csv").is_file() and "SYNTHETIC" in (fig / f"{name}.md").read_text()
-    # the profile's two seeds: each system trained twice, side by side, and both in the tables
-    assert (run / "results" / "seed1" / "joint_scalogram_test_efficientnet" / "best.pt").is_file()
-    results_all = pd.read_csv(fig / "results_all.csv")
-    assert (results_all["seeds"] == 2).all() and results_all["logloss_seed_std"].notna().all()
-    # executed notebooks hold their figures: one PNG per figure-making cell, no repr text
-    for name in EXPECTED:
-        nb = nbformat.read(run / f"{name}.ipynb", as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type != "code":
-                continue
-            pngs = [o for o in cell.outputs if "image/png" in o.get("data", {})]
-            texts = [str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs]
-            texts += ["".join(o.get("text", "")) for o in cell.outputs]
-            assert not any("<Figure size" in t for t in texts), (name, cell.source[:60])
-            if "ctx.figure(" in cell.source or "explorer.show()" in cell.source:
-                assert len(pngs) == 1, (name, cell.source[:60], len(pngs))
-            else:
-                assert not pngs, (name, cell.source[:60])
-    # the same in a live kernel (no avsc run: the inline backend, no batch flag)
-    import os
-
-    import papermill as pm
-
-    live = dict(os.environ)
-    for key in ("MPLBACKEND", "AVSC_BATCH"):
-        os.environ.pop(key, None)
-    try:
-        pm.execute_notebook(
-            str(ROOT / "notebooks" / "06_tsne.ipynb"),
-            str(base / "06_live.ipynb"),
-            parameters={
-                "config": str(run / "config.yaml"),
-                "overrides": {"figures_dir": str(base / "live_figures")},
-            },
-            progress_bar=False,
-            cwd=str(ROOT),
-        )
-    finally:
-        os.environ.clear()
-        os.environ.update(live)
-    nb = nbformat.read(base / "06_live.ipynb", as_version=4)
-    pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(pngs) == 1
-
-    # a failing notebook stops the run, naming it and its error; --only reruns one notebook
-    with pytest.raises(
-        RunError, match=r"notebook 06_tsne failed: \w*Error: .*perplexity.*--from 06"
-    ):
-        run_profile(
-            "smoke",
-            {"perplexity": -1.0},
-            only=["06"],
-            runs_root=base / "runs",
-            figures_root=base / "figures",
-        )
-    after_fail = json.loads((run / "manifest.json").read_text())["notebooks"]
-    assert [n["notebook"] for n in after_fail] == EXPECTED  # earlier records kept
-    assert [n["status"] for n in after_fail if n["notebook"] == "06_tsne"] == ["failed"]
-    again = run_profile(
-        "smoke", only=["06"], runs_root=base / "runs", figures_root=base / "figures"
-    )
-    assert [n["notebook"] for n in again.notebooks] == EXPECTED
-    assert all(n["status"] == ("skipped" if n["notebook"] in SKIPPED else "ok")
-               for n in again.notebooks)  # fmt: skip
-
-
-def _numbers(obj):
-    if isinstance(obj, bool):
-        return
-    if isinstance(obj, (int, float)):
-        yield float(obj)
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
 
 
 def test_batch_kernels_talk_over_local_sockets_and_say_nothing_of_tcp(tmp_path):

@@ -1,43 +1,34 @@
 """``avsc run --profile paper --rehearse``: the paper profile's code path (its backbones,
 batch 256, 8 loader workers, Places365 fine-tuning, every notebook) on a tiny synthetic
 dataset in the real formats, random weights stamped on every output, and the projection of
-the full run from what it measured. Run at the smallest size that runs every code path: 3
-clips per class (the fewest the split allows) of 1 s (costs are projected per second of
-audio), and images of 48 / 32 px where the paper has 288 / 224 (the same code; a size given
-on the command line reaching every system, each backbone its own, is what is checked)."""
+the full run from what it measured. It is also the test suite's one run of the whole
+notebook series end to end (``series_run`` in conftest.py, at the smallest sizes that run
+every code path): what every series run must give is checked on it here."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
+import math
 import os
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from avsc.runner import run_profile
+from avsc.runner import RunError, run_profile
+
+from .conftest import ROOT, SERIES_OVERRIDES, SERIES_SIZES
+from .test_notebooks import EXPECTED, FIGURES, SKIPPED, TABLES
 
 pytestmark = pytest.mark.slow
-SIZES = {"tf_efficientnetv2_s": 48, "resnet50": 32}  # the paper's 288 / 224, scaled down
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
-    base = tmp_path_factory.mktemp("rehearsal")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        manifest = run_profile(
-            "paper",
-            {"data.clip_seconds": 1.0, "finetune.image_size": 48, "visual.image_size": SIZES},
-            runs_root=base / "runs",
-            figures_root=base / "figures",
-            rehearse=True,
-        )
-    return base, manifest, printed.getvalue()
+def rehearsal(series_run):
+    return series_run
 
 
 def test_the_rehearsal_runs_the_paper_profiles_code_path(rehearsal):
@@ -63,7 +54,7 @@ def test_the_rehearsal_runs_the_paper_profiles_code_path(rehearsal):
     info = sf.info(str(sorted((run / "data" / "audio").glob("*.wav"))[0]))
     assert (info.samplerate, info.channels, info.subtype) == (48000, 2, "PCM_24")
     # the image sizes asked for reached the trained systems
-    for backbone, size in SIZES.items():
+    for backbone, size in SERIES_SIZES.items():
         ck = torch.load(
             run / "results" / f"joint_scalogram_{backbone}" / "best.pt", weights_only=True
         )
@@ -210,3 +201,119 @@ def test_silhouette_leaves_out_panels_where_it_is_undefined():
     with pytest.warns(UserWarning, match="'one point per class' left out: 10 points of 10"):
         scores = silhouette(panels)
     assert scores == {"ok": pytest.approx(silhouette_score(pts, y))}
+
+
+def test_the_series_runs_end_to_end(rehearsal):
+    """What every run of the notebook series gives: each notebook executed (or skipped,
+    saying why), its metrics finite and stamped with the data that made them, every figure
+    and table, the versions that decide the numbers, and one picture per figure cell."""
+    base, manifest, _ = rehearsal
+    assert [n["notebook"] for n in manifest.notebooks] == EXPECTED
+    status = {n["notebook"]: n["status"] for n in manifest.notebooks}
+    assert status == {nb: "skipped" if nb in SKIPPED else "ok" for nb in EXPECTED}
+    why = next(n["why"] for n in manifest.notebooks if n["notebook"] == "09_crossval")
+    assert why.startswith("this collection has no folds (no fold column in its manifest")
+    run = base / "runs" / "paper-rehearsal"
+    saved = json.loads((run / "manifest.json").read_text())
+    assert saved["versions"]["torch"] and "commit" in saved["git"]
+    # what else decides the numbers on a CPU (README: reproducing the demo)
+    assert int(saved["versions"]["torch_threads"]) >= 1 and saved["versions"]["cpu_capability"]
+    # the profile's frames and the command line's clip length reached preprocessing
+    store = json.loads((run / "cache" / "store.json").read_text())["config"]
+    assert store["frames"] == {"short_side": 320, "format": "jpeg", "jpeg_quality": 95}
+    assert store["data"]["clip_seconds"] == 1.0
+    for nb in EXPECTED:
+        assert (run / f"{nb}.ipynb").is_file()
+        if nb in SKIPPED:  # its copy says why it was not executed
+            note = nbformat.read(run / f"{nb}.ipynb", as_version=4).cells[1].source
+            assert note.startswith("> **Not executed by `avsc run --profile paper`:**"), note
+            continue
+        metrics = json.loads((run / "metrics" / f"{nb}.json").read_text())
+        assert "SYNTHETIC" in metrics["source"]
+        numbers = list(_numbers(metrics))
+        assert all(math.isfinite(v) for v in numbers), nb
+        if nb == "06_tsne":  # one clip per class: every silhouette undefined, left out
+            assert metrics["silhouette"] == {}
+        else:
+            assert numbers, nb
+    fig = base / "figures" / "paper-rehearsal"
+    for name in FIGURES:
+        assert (fig / f"{name}.pdf").stat().st_size > 1000 and (
+            fig / f"{name}.png"
+        ).stat().st_size > 1000
+    for name in TABLES:
+        assert (fig / f"{name}.csv").is_file() and "SYNTHETIC" in (fig / f"{name}.md").read_text()
+    # executed notebooks hold their figures: one PNG per figure-making cell, no repr text
+    for name in EXPECTED:
+        nb = nbformat.read(run / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            pngs = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            texts = [str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs]
+            texts += ["".join(o.get("text", "")) for o in cell.outputs]
+            assert not any("<Figure size" in t for t in texts), (name, cell.source[:60])
+            if "ctx.figure(" in cell.source or "explorer.show()" in cell.source:
+                assert len(pngs) == 1, (name, cell.source[:60], len(pngs))
+            else:
+                assert not pngs, (name, cell.source[:60])
+
+
+def test_a_notebook_run_in_a_live_kernel_shows_its_figure(rehearsal):
+    """The same in a live kernel (no avsc run: the inline backend, no batch flag)."""
+    import papermill as pm
+
+    base, _, _ = rehearsal
+    live = dict(os.environ)
+    for key in ("MPLBACKEND", "AVSC_BATCH"):
+        os.environ.pop(key, None)
+    try:
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / "06_tsne.ipynb"),
+            str(base / "06_live.ipynb"),
+            parameters={
+                "config": str(base / "runs" / "paper-rehearsal" / "config.yaml"),
+                "overrides": {"figures_dir": str(base / "live_figures")},
+            },
+            progress_bar=False,
+            cwd=str(ROOT),
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(live)
+    nb = nbformat.read(base / "06_live.ipynb", as_version=4)
+    pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1
+
+
+def test_a_failing_notebook_stops_the_run_and_only_reruns_one(rehearsal):
+    """A failing notebook stops the run, naming it and its error; ``--only`` reruns one
+    notebook and keeps the others' records. Last in this file: it reruns notebook 06 in the
+    shared run folder."""
+    base, _, _ = rehearsal
+    run = base / "runs" / "paper-rehearsal"
+    where = {"runs_root": base / "runs", "figures_root": base / "figures", "rehearse": True}
+    with pytest.raises(
+        RunError, match=r"notebook 06_tsne failed: \w*Error: .*perplexity.*--from 06"
+    ):
+        run_profile("paper", {**SERIES_OVERRIDES, "perplexity": -1.0}, only=["06"], **where)
+    after_fail = json.loads((run / "manifest.json").read_text())["notebooks"]
+    assert [n["notebook"] for n in after_fail] == EXPECTED  # earlier records kept
+    assert [n["status"] for n in after_fail if n["notebook"] == "06_tsne"] == ["failed"]
+    again = run_profile("paper", SERIES_OVERRIDES, only=["06"], **where)
+    assert [n["notebook"] for n in again.notebooks] == EXPECTED
+    assert all(n["status"] == ("skipped" if n["notebook"] in SKIPPED else "ok")
+               for n in again.notebooks)  # fmt: skip
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield float(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)

@@ -311,9 +311,12 @@ def test_a_failing_fold_of_a_parallel_crossval_is_named_and_the_others_are_kept(
 
 @pytest.mark.slow
 def test_the_own_profile_runs_the_series_on_a_users_collection(folds_csv, tmp_path):
+    """The series on an audio collection with folds, every system twice (two seeds): what
+    the collection cannot support is skipped, saying why."""
     res = _avsc(
         "run", "--profile", "own", "--data", folds_csv, "--runs", tmp_path / "runs",
         "--figures", tmp_path / "fig", "-p", "train.max_epochs=2", "-p", "train.t0_epochs=2",
+        "-p", "seeds=[0,1]",
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     manifest = json.loads((tmp_path / "runs" / "own" / "manifest.json").read_text())
@@ -333,3 +336,8 @@ def test_the_own_profile_runs_the_series_on_a_users_collection(folds_csv, tmp_pa
     cv = pd.read_csv(fig / "crossval_audio_only_scalogram.csv")
     assert list(cv["fold"][:3]) == ["1", "2", "3"]
     assert "recipe csv" in (fig / "results_all.md").read_text()  # what data made it
+    # two seeds: each system trained twice, side by side, both in the tables and each fold
+    run = tmp_path / "runs" / "own"
+    assert (run / "results" / "seed1" / "audio_only_scalogram" / "best.pt").is_file()
+    assert (results["seeds"] == 2).all() and results["logloss_seed_std"].notna().all()
+    assert len(list(run.rglob("fold*/seed1/audio_only_scalogram/best.pt"))) == 3
