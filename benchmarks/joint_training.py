@@ -35,20 +35,27 @@ from avsc.features import preprocess
 LITE0 = "pypi:efficientnet-lite0"
 
 
-def build(tmp: Path, clips_per_class: int, seconds: float, short_side: int, seed: int = 0) -> Path:
+def build(
+    tmp: Path,
+    clips_per_class: int,
+    seconds: float,
+    short_side: int,
+    seed: int = 0,
+    workers: int = 2,
+) -> Path:
     root = make_synthetic_dataset(
         tmp / f"data{clips_per_class}",
         clips_per_class=clips_per_class,
         seconds=seconds,
         seed=seed,
-        workers=2,
+        workers=workers,
         show_progress=False,
     )
     cfg = PreprocessConfig(
         data=DataConfig(clip_seconds=seconds), frames=FrameConfig(short_side=short_side)
     )
     cache = tmp / f"cache{clips_per_class}"
-    rep = preprocess(root, cache, cfg, workers=2, show_progress=False)
+    rep = preprocess(root, cache, cfg, workers=workers, show_progress=False)
     assert rep.ok, rep.format()
     return cache
 
@@ -136,8 +143,8 @@ def main() -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="does it run? 3 clips of 2 s per class, 1 epoch, K=1, timm's tiny test_efficientnet "
-        "at 64 px, no memory figures (the test command runs it)",
+        help="does it run? 3 clips of 2 s per class made in this process, 1 epoch, K=1, timm's "
+        "tiny test_efficientnet at 64 px, no memory figures (the test command runs it)",
     )
     a = p.parse_args()
     if a.quick:
@@ -148,7 +155,8 @@ def main() -> None:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        cache = build(tmp, a.clips_per_class, a.seconds, a.short_side)
+        # --quick: in this process (a pool's start-up would be most of its time)
+        cache = build(tmp, a.clips_per_class, a.seconds, a.short_side, workers=1 if a.quick else 2)
         if a.memory_only:
             out.update(memory(a, tmp, cache))
             a.skip_memory = True

@@ -106,24 +106,25 @@ def main() -> None:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="does it run? 1-s clips at 320x180 (the test command runs it)",
+        help="does it run? 1-s clips at 320x180 made in this process (the test command runs it)",
     )
     args = ap.parse_args()
     size = (320, 180) if args.quick else (1280, 720)
     if args.quick:
         args.seconds, args.short_side, args.image_size = 1.0, 90, 64
     torch.set_num_threads(1)  # one core per worker, like a loader process
+    build_workers = 1 if args.quick else 2  # --quick: a pool's start-up would dominate
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         root = make_synthetic_dataset(
             tmp / "data", clips_per_class=args.clips_per_class, seconds=args.seconds,
-            video_size=size, workers=2, show_progress=False,
+            video_size=size, workers=build_workers, show_progress=False,
         )  # fmt: skip
         cfg = PreprocessConfig(
             data=DataConfig(clip_seconds=args.seconds),
             frames=FrameConfig(short_side=args.short_side),
         )
-        rep = preprocess(root, tmp / "cache", cfg, workers=2, show_progress=False)
+        rep = preprocess(root, tmp / "cache", cfg, workers=build_workers, show_progress=False)
         assert rep.ok, rep.format()
         read = rate(Images(tmp / "cache", None, encoded=True), 0)
         decode = rate(Images(tmp / "cache", None), 0)
