@@ -193,20 +193,34 @@ def process_map(
             started.close()
 
 
+#: the modules of avsc's own pools without torch, imported by the fork server whichever
+#: pool starts it (``avsc preprocess`` after ``avsc synth`` in one notebook, for example)
+POOL_MODULES = ("avsc.data.synth", "avsc.features.store.builder")
+
+
 def _context(fn: Callable) -> Any:
     """The start method of the pool's workers: ``forkserver`` where the platform has it, with
-    ``fn``'s module imported once in the fork server, so that each worker is forked from a
-    process that has it (a spawned worker imports it anew: with torch, seconds per worker);
-    ``spawn`` elsewhere. Either way a worker starts from a fresh, single-threaded process,
-    never from the caller's (whose threads a fork would leave locked). The fork server is
-    started once per process, by its first pool: a later pool's module is imported by each
-    of its workers, as under spawn."""
+    ``fn``'s module, :data:`POOL_MODULES` and the caller's main module (when run as
+    ``python -m NAME``: a Jupyter kernel's ``ipykernel_launcher``, which each worker runs
+    again, as under spawn) imported once in the fork server, so that each worker is forked
+    from a process that has them (a spawned worker imports them anew: with torch, seconds
+    per worker); ``spawn`` elsewhere. Either way a worker starts from a fresh,
+    single-threaded process, never from the caller's (whose threads a fork would leave
+    locked). The fork server is started once per process, by its first pool: a module
+    only a later pool needs is imported by each of its workers, as under spawn."""
+    import sys
+
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
+    preload = list(POOL_MODULES)
     module = getattr(fn, "__module__", None)
-    if module and module != "__main__":
-        ctx.set_forkserver_preload([module])
+    if module and module != "__main__" and module not in preload:
+        preload.insert(0, module)
+    main = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
+    if main and not main.endswith("__main__"):
+        preload.append(main)  # multiprocessing skips a package's __main__ too
+    ctx.set_forkserver_preload(preload)
     return ctx
 
 
