@@ -2,10 +2,10 @@
 
 :func:`process_map` runs a function over tasks in worker processes (forked from a fork
 server, or spawned) with a bounded number in flight, so memory does not grow with the number
-of tasks. Workers exit with the
-parent process (a killed command leaves no orphans), and a worker that dies (killed, out of
-memory, a crash inside a decoder) is blamed on the task it was running: that task comes back
-as a :class:`WorkerDied`, a fresh pool takes the others, and the job goes on.
+of tasks. Workers exit with the parent process (a killed command leaves no orphans), and a
+worker that dies (killed, out of memory, a crash inside a decoder) is blamed on the task it
+was running: that task comes back as a :class:`WorkerDied`, a fresh pool takes the others,
+and the job goes on.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def process_map(
     workers: int,
     name: Callable[[T], str] = lambda t: t["clip"],  # type: ignore[index]
 ) -> Iterator[tuple[T, Any]]:
-    """``(task, fn(task))`` for every task, in ``workers`` spawned processes (in-process for
+    """``(task, fn(task))`` for every task, in ``workers`` worker processes (in-process for
     1), yielded as they finish with at most ``2 * workers`` tasks in flight. ``fn`` must be
     importable by the workers (a module-level function).
 

@@ -26,16 +26,11 @@ from .test_notebooks import EXPECTED, FIGURES, SKIPPED, TABLES
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def rehearsal(series_run):
-    return series_run
-
-
-def test_the_rehearsal_runs_the_paper_profiles_code_path(rehearsal):
+def test_the_rehearsal_runs_the_paper_profiles_code_path(series_run):
     import av
     import soundfile as sf
 
-    base, manifest, _ = rehearsal
+    base, manifest, _ = series_run
     run = base / "runs" / "paper-rehearsal"
     assert manifest.run_dir == run
     assert [n["status"] for n in manifest.notebooks] == ["ok"] * 8 + ["skipped"]  # 09: no folds
@@ -66,8 +61,8 @@ def test_the_rehearsal_runs_the_paper_profiles_code_path(rehearsal):
     assert json.loads((run / "visual" / "weights.json").read_text())["resnet50"] == "random"
 
 
-def test_every_output_says_it_is_a_rehearsal(rehearsal):
-    base, _, _ = rehearsal
+def test_every_output_says_it_is_a_rehearsal(series_run):
+    base, _, _ = series_run
     run = base / "runs" / "paper-rehearsal"
     metrics = sorted((run / "metrics").glob("*.json"))
     assert len(metrics) >= 8
@@ -81,8 +76,8 @@ def test_every_output_says_it_is_a_rehearsal(rehearsal):
         assert "REHEARSAL, random weights" in nb.read_text(), nb.name
 
 
-def test_the_projection_follows_from_the_measurements(rehearsal):
-    base, manifest, printed = rehearsal
+def test_the_projection_follows_from_the_measurements(series_run):
+    base, manifest, printed = series_run
     run = base / "runs" / "paper-rehearsal"
     p = json.loads((run / "projection.json").read_text())
     m, steps = p["measured"], p["steps"]
@@ -203,11 +198,11 @@ def test_silhouette_leaves_out_panels_where_it_is_undefined():
     assert scores == {"ok": pytest.approx(silhouette_score(pts, y))}
 
 
-def test_the_series_runs_end_to_end(rehearsal):
+def test_the_series_runs_end_to_end(series_run):
     """What every run of the notebook series gives: each notebook executed (or skipped,
     saying why), its metrics finite and stamped with the data that made them, every figure
     and table, the versions that decide the numbers, and one picture per figure cell."""
-    base, manifest, _ = rehearsal
+    base, manifest, _ = series_run
     assert [n["notebook"] for n in manifest.notebooks] == EXPECTED
     status = {n["notebook"]: n["status"] for n in manifest.notebooks}
     assert status == {nb: "skipped" if nb in SKIPPED else "ok" for nb in EXPECTED}
@@ -259,11 +254,11 @@ def test_the_series_runs_end_to_end(rehearsal):
                 assert not pngs, (name, cell.source[:60])
 
 
-def test_a_notebook_run_in_a_live_kernel_shows_its_figure(rehearsal):
+def test_a_notebook_run_in_a_live_kernel_shows_its_figure(series_run):
     """The same in a live kernel (no avsc run: the inline backend, no batch flag)."""
     import papermill as pm
 
-    base, _, _ = rehearsal
+    base, _, _ = series_run
     live = dict(os.environ)
     for key in ("MPLBACKEND", "AVSC_BATCH"):
         os.environ.pop(key, None)
@@ -286,11 +281,11 @@ def test_a_notebook_run_in_a_live_kernel_shows_its_figure(rehearsal):
     assert len(pngs) == 1
 
 
-def test_a_failing_notebook_stops_the_run_and_only_reruns_one(rehearsal):
+def test_a_failing_notebook_stops_the_run_and_only_reruns_one(series_run):
     """A failing notebook stops the run, naming it and its error; ``--only`` reruns one
     notebook and keeps the others' records. Last in this file: it reruns notebook 06 in the
     shared run folder."""
-    base, _, _ = rehearsal
+    base, _, _ = series_run
     run = base / "runs" / "paper-rehearsal"
     where = {"runs_root": base / "runs", "figures_root": base / "figures", "rehearse": True}
     with pytest.raises(
