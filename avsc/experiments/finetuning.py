@@ -4,7 +4,9 @@ later system uses (``visual/weights.json`` in the run folder)."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -13,25 +15,45 @@ from avsc.data.standin import make_places_standin
 from avsc.training.finetune import finetune_visual
 from avsc.utils import atomic_write_json
 
+_UNSET: Any = object()
+
 
 def finetune_backbones(
     run_dir: str | os.PathLike,
     config: ExperimentConfig,
     backbones: list[str],
     finetune: list[str],
-    start_weights: dict[str, str],
     places_root: str = "",
-    use_finetuned: bool = True,
+    use_finetuned: Any = _UNSET,
+    *args: Any,
+    start_weights: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Fine-tune the ``finetune`` backbones on Places365 at ``places_root`` (or, when it is
     empty, the synthetic stand-in written under ``run_dir``) with the ``finetune`` section of
-    ``config``; record in ``run_dir/visual/weights.json`` which weights every backbone of
-    ``backbones`` uses from now on (the fine-tuned ones with ``use_finetuned``, else the
-    starting ones); return top-1 before / after per fine-tuned backbone."""
+    ``config``, each from its ``visual.weights``; record in ``run_dir/visual/weights.json``
+    which weights every backbone of ``backbones`` uses from now on (the fine-tuned ones with
+    ``use_finetuned``, else the starting ones); return top-1 before / after per fine-tuned
+    backbone. ``start_weights`` (deprecated, also the old fifth positional argument) is
+    read into ``visual.weights`` for this release."""
+    if isinstance(places_root, dict):  # the old order: start_weights, places_root, use_finetuned
+        start_weights, places_root = places_root, use_finetuned
+        use_finetuned = args[0] if args else True
+    places_root = "" if places_root is _UNSET else places_root
+    use_finetuned = True if use_finetuned is _UNSET else use_finetuned
+    if start_weights:
+        warnings.warn(
+            "finetune_backbones(start_weights=...) is deprecated: the starting weights are "
+            "the config's visual.weights ({backbone: weights})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        config = config.override(
+            {"visual.weights": {**_weights_of(config, [*backbones, *finetune]), **start_weights}}
+        )
     run = Path(run_dir)
     fc = config.finetune
     rows = []
-    chosen = {b: start_weights[b] for b in backbones if start_weights.get(b)}
+    chosen = {b: w for b in backbones if (w := config.visual.weights_for(b))}
     images = places_root
     if finetune and not images:
         images = make_places_standin(
@@ -45,7 +67,7 @@ def finetune_backbones(
             images,
             b,
             run / "visual" / f"{b}.pt",
-            weights=start_weights.get(b),
+            weights=config.visual.weights_for(b),
             config=fc,
             device=config.train.device,
             num_workers=config.train.num_workers,
@@ -57,7 +79,7 @@ def finetune_backbones(
                 "backbone": b,
                 "images": r.source if places_root else "SYNTHETIC stand-in for Places365",
                 "classes": len(r.classes),
-                "start_weights": start_weights.get(b) or "random init",
+                "start_weights": config.visual.weights_for(b) or "random init",
                 "top1_before_ncm": 100 * r.top1_before,  # %, like every table
                 "top1_after": 100 * r.top1_after,
                 "top1_after_ncm": 100 * r.top1_after_ncm,
@@ -66,3 +88,7 @@ def finetune_backbones(
         )
     atomic_write_json(run / "visual" / "weights.json", chosen)
     return pd.DataFrame(rows)
+
+
+def _weights_of(config: ExperimentConfig, backbones: list[str]) -> dict[str, str | None]:
+    return {b: w for b in backbones if (w := config.visual.weights_for(b))}

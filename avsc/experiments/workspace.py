@@ -149,7 +149,7 @@ class Workspace:
     def visual_encoder(self, backbone: str | None = None) -> VisualEncoder:
         v = self.config.visual
         name = backbone or v.backbone
-        weights = self.visual_weights.get(name, v.weights if name == v.backbone else None)
+        weights = self.visual_weights.get(name, v.weights_for(name))
         size = v.size_for(name)
         key = (name, weights, size)
         if key not in self._ve:

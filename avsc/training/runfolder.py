@@ -87,6 +87,12 @@ def run_differences(
     if any(k.startswith("config.") for k in a):  # a run's config from before a setting existed
         for key, before in ADDED_SETTINGS.items():
             a.setdefault(f"config.{key}", before)
+    per_backbone = "config.visual.weights."
+    if a.get("config.visual.weights", "") is None and any(k.startswith(per_backbone) for k in b):
+        # a series run from before visual.weights took one entry per backbone: its weights
+        # came from the series setting start_weights, which its config did not record
+        del a["config.visual.weights"]
+        b = {k: v for k, v in b.items() if not k.startswith(per_backbone)}
     diffs = []
     for key in sorted(set(a) | set(b)):
         short = key.removeprefix("config.")

@@ -274,6 +274,22 @@ def test_a_run_from_before_a_new_setting_resumes_with_it_at_its_default():
     ]
 
 
+def test_a_series_run_from_before_weights_per_backbone_resumes():
+    """A paper-profile run made when its visual weights were the series setting
+    ``start_weights`` stored ``visual.weights: null``; the profile now gives them as a
+    ``{backbone: weights}`` mapping, which does not stop that run resuming. A single value
+    that changes still does."""
+    from avsc.training.loop import run_differences
+
+    old = {"config": ExperimentConfig().to_dict(), "extra": {}}
+    now = ExperimentConfig().override({"visual.weights": {"resnet50": "w/r.pth"}})
+    assert run_differences(old, {"config": now.to_dict(), "extra": {}}) == []
+    one = ExperimentConfig().override({"visual.weights": "w/r.pth"})
+    assert run_differences(old, {"config": one.to_dict(), "extra": {}}) == [
+        "visual.weights: None stored, 'w/r.pth' now"
+    ]
+
+
 def test_the_robustness_view_reads_one_row_per_system():
     from avsc.evaluation.tables import robustness_view
 
