@@ -775,6 +775,12 @@ class ExperimentConfig(_Section):
         )
 
 
+def config_of(params: dict[str, Any]) -> ExperimentConfig:
+    """The config of a run's parameters: the defaults with their ``experiment`` values (the
+    one place a run's ``section.key`` values become an :class:`ExperimentConfig`)."""
+    return ExperimentConfig().override(dict(params.get("experiment") or {}))
+
+
 def parse_overrides(
     items: list[str] | tuple[str, ...] | None, form: str = "key=value"
 ) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avsc.config import ExperimentConfig
+from avsc.config import ExperimentConfig, config_of
 
 #: Where to obtain the weights files the paper profile names (method.md section 5).
 WEIGHT_SOURCES = {
@@ -72,7 +72,7 @@ def check_run(
     ``experiment``); an empty list when it can start. Relative paths are from ``base`` (the
     notebooks' working directory, the repository root). ``random`` weights are a problem
     except in a ``rehearsal``."""
-    cfg = ExperimentConfig().override(dict(params.get("experiment") or {}))
+    cfg = config_of(params)
     base = Path(base) if base is not None else Path.cwd()
     problems: list[Problem] = []
     clips = _check_data(params, cfg, problems)

@@ -12,7 +12,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from avsc.config import ALIASES, SECTIONS, ConfigError, SeriesConfig, VisualConfig, safe_yaml
+from avsc.config import (
+    ALIASES,
+    SECTIONS,
+    ConfigError,
+    SeriesConfig,
+    VisualConfig,
+    config_of,
+    safe_yaml,
+)
 from avsc.config import parse_overrides as _parse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,10 +149,8 @@ def resolve(
         SeriesConfig.from_dict({k: v for k, v in params.items() if k not in PATH_KEYS})
     except ConfigError as exc:
         raise RunError(f"profile {profile}: {exc}") from exc
-    from avsc.config import ExperimentConfig
-
     try:
-        ExperimentConfig().override(experiment)
+        config_of({"experiment": experiment})
     except ValueError as exc:
         raise RunError(f"profile {profile}: {exc}") from exc
     for key in PATH_KEYS:

@@ -34,6 +34,7 @@ from avsc.runconfig import (  # noqa: F401 (the runner's names, as before)
     REHEARSAL_PARAMETERS,
     REPO,
     RunError,
+    config_of,
     list_profiles,
     load_profile,
     parse_overrides,
@@ -384,10 +385,9 @@ def _peak_rss_mb() -> float:
 
 def _project(profile: str, params: dict[str, Any], manifest: Manifest) -> None:
     """``projection.json`` (and ``projection.md``) of a finished rehearsal, printed."""
-    from avsc.config import ExperimentConfig
     from avsc.experiments.projection import format_projection, project
 
-    full = ExperimentConfig().override(dict(load_profile(profile)["experiment"]))
+    full = config_of(load_profile(profile))
     device = "CPU"
     import torch
 
@@ -401,8 +401,7 @@ def _project(profile: str, params: dict[str, Any], manifest: Manifest) -> None:
         full.train.max_epochs,
         full.finetune.epochs,
         device,
-        clip_seconds=ExperimentConfig().override(dict(params["experiment"])).data.clip_seconds
-        or 10.0,
+        clip_seconds=config_of(params).data.clip_seconds or 10.0,
     )
     atomic_write_json(manifest.run_dir / "projection.json", p)
     text = format_projection(p)

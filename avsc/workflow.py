@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avsc.config import ExperimentConfig
+from avsc.config import config_of
 from avsc.experiments import MissingArtifact, Results, StrategyResult, SystemSpec, Workspace
 from avsc.experiments.results import NotebookSkipped, skip_reason
 from avsc.utils import TEXT_OUT, atomic_path, atomic_write_json
@@ -114,7 +114,7 @@ class Context:
         )
         self.run.mkdir(parents=True, exist_ok=True)
         self.figures.mkdir(parents=True, exist_ok=True)
-        self.config = ExperimentConfig().override(dict(self.experiment or {}))
+        self.config = config_of({"experiment": self.experiment})
         if self.series is None:
             from avsc.config import SeriesConfig
 
