@@ -601,7 +601,11 @@ class FinetuneConfig(_Section):
 
     epochs: int = 5
     batch_size: int = 64
-    lr: float = 1e-2  # the new head's; the backbone's is a tenth of it
+    lr: float = 1e-2  # the new head's; the backbone's is lr * backbone_lr_scale
+    backbone_lr_scale: float = 0.1
+    momentum: float = 0.9  # SGD's, with a cosine schedule down to lr / 1000
+    weight_decay: float = 1e-4
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # RandomResizedCrop's area range (+ flips)
     image_size: int | None = None  # px; None: the backbone's own input size
     val_fraction: float = 0.2  # held out per class of a single-folder ImageFolder
     seed: int = 0
@@ -618,6 +622,15 @@ class FinetuneConfig(_Section):
         self._at_least("seed", 0)
         if not self.lr > 0:
             self._fail("lr", f"must be > 0, got {self.lr!r}")
+        self._at_least("backbone_lr_scale", 0)
+        self._at_least("weight_decay", 0)
+        if not 0 <= self.momentum < 1:
+            self._fail("momentum", f"must be in [0, 1), got {self.momentum!r}")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            self._fail(
+                "crop_scale", f"must be [low, high] with 0 < low <= high <= 1, got {[lo, hi]}"
+            )
         if not 0 < self.val_fraction < 1:
             self._fail("val_fraction", f"must be in (0, 1), got {self.val_fraction!r}")
         self._one_of("places_size", ("auto", "256", "large"))

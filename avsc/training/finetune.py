@@ -31,12 +31,26 @@ from avsc.config import AugmentConfig, FinetuneConfig, TrainConfig
 from avsc.data.places import open_image_dataset
 from avsc.features.datasets import eval_transform, train_transform
 from avsc.models.visual import create_backbone
-from avsc.training.checkpoint import load_checkpoint, save_checkpoint
+from avsc.training.checkpoint import save_checkpoint
 from avsc.training.loop import epoch_seed, resolve_device, seed_everything, train_one_epoch
-from avsc.training.runfolder import RunMismatch, run_differences
-from avsc.utils import exclusive_lock, versions
+from avsc.training.runfolder import (
+    RunFolder,
+    RunMismatch,
+    run_differences,
+    training_checkpoint,
+)
+from avsc.utils import versions
 
 log = logging.getLogger(__name__)
+
+#: fine-tuning settings that were fixed in the code before they were config keys, with the
+#: values they had (an interrupted fine-tuning from then resumes under them)
+_ADDED = {
+    "backbone_lr_scale": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "crop_scale": [0.35, 1.0],
+}
 
 
 @dataclass
@@ -164,14 +178,23 @@ def finetune_visual(
     few small batches would otherwise pull off.
 
     The nearest-class-mean figures use at most ``ncm_images`` training images (a seeded
-    random subset; None: all). Each finished epoch is saved to ``<out>.last.pt`` (weights,
-    optimiser, schedule, random state), from which an interrupted run resumes, with the fit
-    loop's seeding and only with the same settings (a :class:`RunMismatch` names the ones that
-    differ); the file is removed once ``out`` is written."""
+    random subset; None: all). The epochs are the fit loop's (:func:`train_one_epoch`), and
+    so is the rest: a :class:`RunFolder` holds the lock (``.<out>.lock``) and writes each
+    finished epoch to ``<out>.last.pt`` (the fit loop's checkpoint dict, plus the random
+    state), from which an interrupted run resumes, with the fit loop's seeding and only with
+    the same settings (a :class:`RunMismatch` names the ones that differ); the file is
+    removed once ``out`` is written. The optimiser's settings (``backbone_lr_scale``,
+    ``momentum``, ``weight_decay``) and the crops (``crop_scale``) are the section's keys."""
     fc = config or FinetuneConfig()
     out = Path(out)
-    lock = out.with_name(f".{out.name}.lock")  # one fine-tuning per output file at a time
-    with exclusive_lock(lock, f"fine-tuning output {out}"):
+    folder = RunFolder(  # one fine-tuning per output file at a time; resumes from <out>.last.pt
+        out.parent,
+        "fine-tuning",
+        last=out.with_name(out.name + ".last.pt"),
+        lock=out.with_name(f".{out.name}.lock"),
+        what=f"fine-tuning output {out}",
+    )
+    with folder.locked():
         from timm.data import resolve_data_config
 
         t0 = time.perf_counter()
@@ -185,7 +208,7 @@ def finetune_visual(
         cfg = resolve_data_config({}, model=body)
         size = fc.image_size or int(cfg["input_size"][-1])
         crop_pct = float(cfg.get("crop_pct", 0.875))
-        aug = AugmentConfig(crop_scale=(0.35, 1.0))
+        aug = AugmentConfig(crop_scale=tuple(fc.crop_scale))
         train_eval = _Images(train_base, eval_transform(size, crop_pct))
         train_aug = _Images(train_base, train_transform(size, aug))
         val = _Images(val_base, eval_transform(size, crop_pct))
@@ -198,7 +221,7 @@ def finetune_visual(
         if fc.ncm_images is not None and len(train_eval) > fc.ncm_images:  # Places365: 1.8 M
             pick = np.random.default_rng(seed).choice(len(train_eval), fc.ncm_images, replace=False)
             train_eval = Subset(train_eval, np.sort(pick).tolist())
-        last = out.with_name(out.name + ".last.pt")
+        last = folder.last
         run_key = {
             "images": str(images),
             "backbone": backbone,
@@ -209,10 +232,13 @@ def finetune_visual(
             "image_size": size,
             "seed": seed,
             "freeze_bn": fc.freeze_bn,
+            **{k: getattr(fc, k) for k in _ADDED},
         }
-        st = load_checkpoint(last) if last.is_file() else None
+        st = folder.stored()
         if st is not None:
-            diffs = run_differences({"finetune": st.get("run")}, {"finetune": run_key}, frozenset())
+            stored = st.get("config", st.get("run"))  # "run": a file of an older avsc
+            stored = {**_ADDED, **(stored or {})}  # settings it had fixed, as they were
+            diffs = run_differences({"finetune": stored}, {"finetune": run_key}, frozenset())
             if diffs:
                 raise RunMismatch(
                     f"{last}: an interrupted fine-tuning with other settings "
@@ -226,7 +252,7 @@ def finetune_visual(
             before = nearest_class_mean_top1(tr_f, tr_y, va_f, va_y, len(classes))
             head = imprinted_head(tr_f, tr_y, len(classes))
         else:  # resuming: "before" and the head come from the saved state
-            before = float(st["before"])
+            before = float(st["extra"]["before"] if "extra" in st else st["before"])
             head = nn.Linear(int(body.num_features), len(classes))
         log.info(
             "fine-tuning %s on %s: %d classes, %d train / %d val images; top-1 before %.3f",
@@ -239,10 +265,10 @@ def finetune_visual(
         )
         model = _Normalized(nn.Sequential(body, head), cfg["mean"], cfg["std"]).to(dev)
         params = [
-            {"params": body.parameters(), "lr": lr * 0.1},
+            {"params": body.parameters(), "lr": lr * fc.backbone_lr_scale},
             {"params": head.parameters(), "lr": lr},
         ]
-        opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
+        opt = torch.optim.SGD(params, momentum=fc.momentum, weight_decay=fc.weight_decay)
         steps = max(1, epochs * math.ceil(len(train_aug) / batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 1e-3)
         # the fit loop's epoch: cross-entropy, full precision (this loop never used autocast)
@@ -251,11 +277,10 @@ def finetune_visual(
         history: list[dict[str, Any]] = []
         start = 0
         if st is not None:
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
+            folder.restore(st, model, opt, sched)
             torch.set_rng_state(st["rng"])
-            history, start = list(st["history"]), int(st["epoch"]) + 1
+            history = list(st["state"]["history"] if "state" in st else st["history"])
+            start = int(st["epoch"]) + 1
             log.info("fine-tuning %s: resuming after epoch %d from %s", backbone, start, last)
         for epoch in range(start, epochs):
             model.train()
@@ -283,19 +308,12 @@ def finetune_visual(
                 train_loss,
                 top1,
             )
-            save_checkpoint(
-                last,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "epoch": epoch,
-                    "history": history,
-                    "before": before,
-                    "run": run_key,
-                },
-            )
+            ck = training_checkpoint(  # the fit loop's checkpoint dict; the last epoch is kept
+                model, epoch, history[-1], run_key, {"before": before}, 1 - top1, epoch, 0,
+                history, opt, sched,
+            )  # fmt: skip
+            ck["rng"] = torch.get_rng_state()  # the crops' and flips' random state
+            folder.write(ck, None, best=False)
         after = history[-1]["val_top1"] if history else before
         tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
         va_f, va_y = _features(norm_body, mk(val, False), dev)

@@ -174,12 +174,24 @@ class FitState:
 class RunFolder:
     """A training's output folder: its lock, the resume check, and the writer of its
     checkpoints (``best.pt``, ``last.pt``) and ``history.csv``. Only the main process of a
-    distributed run locks and writes."""
+    distributed run locks and writes. A training whose product is one file (visual
+    fine-tuning: ``<name>.pt``) names its own ``last`` and ``lock`` files beside it."""
 
-    def __init__(self, out: str | os.PathLike, name: str = "train"):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        name: str = "train",
+        *,
+        last: str | os.PathLike | None = None,
+        lock: str | os.PathLike | None = None,
+        what: str | None = None,
+    ):
         self.out = Path(out)
         self.name = name
-        self.last, self.best = self.out / "last.pt", self.out / "best.pt"
+        self.last = Path(last) if last is not None else self.out / "last.pt"
+        self.best = self.out / "best.pt"
+        self.lock = Path(lock) if lock is not None else self.out / LOCK_NAME
+        self.what = what or f"training output {self.out}"  # named by a refused second run
 
     def locked(self, main: bool = True):
         """A context holding the folder's lock (made first): a second training into it is
@@ -188,7 +200,18 @@ class RunFolder:
         if not main:
             return contextlib.nullcontext()
         self.out.mkdir(parents=True, exist_ok=True)
-        return exclusive_lock(self.out / LOCK_NAME, f"training output {self.out}")
+        return exclusive_lock(self.lock, self.what)
+
+    def stored(self) -> dict[str, Any] | None:
+        """The checkpoint in ``last.pt`` (an interrupted run), or None."""
+        return load_checkpoint(self.last, map_location="cpu") if self.last.is_file() else None
+
+    @staticmethod
+    def restore(ck: dict[str, Any], model: nn.Module, optimizer, scheduler) -> None:
+        """Load a stored run's weights, optimizer and schedule into a new run's."""
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
 
     def resume(
         self,
@@ -201,13 +224,11 @@ class RunFolder:
     ) -> FitState:
         """The state of the run in ``last.pt``, loaded into ``model``, ``optimizer`` and
         ``scheduler`` (a :class:`RunMismatch` where its settings differ), or a fresh one."""
-        if not self.last.is_file():
+        ck = self.stored()
+        if ck is None:
             return FitState()
-        ck = load_checkpoint(self.last, map_location="cpu")
         check_resumable(ck, self.out, cfg, config_dict, extra)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
+        self.restore(ck, model, optimizer, scheduler)
         st = ck["state"]
         state = FitState(
             int(ck["epoch"]) + 1,
@@ -219,9 +240,14 @@ class RunFolder:
         log.info("%s: resuming from %s after epoch %d", self.name, self.last, state.start_epoch)
         return state
 
-    def write(self, checkpoint: dict[str, Any], history: list[dict[str, Any]], best: bool):
-        """``best.pt`` (where ``best``), ``last.pt`` and ``history.csv``, each atomically."""
-        write_run_files(self.out, checkpoint, history, best)
+    def write(self, checkpoint: dict[str, Any], history: list[dict[str, Any]] | None, best: bool):
+        """``best.pt`` (where ``best``), ``last.pt`` and ``history.csv`` (unless ``history``
+        is None), each atomically."""
+        if best:
+            save_checkpoint(self.best, checkpoint)
+        save_checkpoint(self.last, checkpoint)
+        if history is not None:
+            write_history(self.out / "history.csv", history)
 
 
 def training_checkpoint(
@@ -269,10 +295,7 @@ def write_run_files(
 ) -> None:
     """A training's files in its folder ``out``: ``best.pt`` (where ``best``), ``last.pt``
     and ``history.csv``, each written atomically."""
-    if best:
-        save_checkpoint(out / "best.pt", checkpoint)
-    save_checkpoint(out / "last.pt", checkpoint)
-    write_history(out / "history.csv", history)
+    RunFolder(out).write(checkpoint, history, best)
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:

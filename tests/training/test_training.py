@@ -539,12 +539,33 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypat
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
     assert resumed.top1_after == full.top1_after
+    # the fit loop's checkpoint dict, written by the run folder's writer
+    monkeypatch.setattr(L, "progress", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        FT.finetune_visual(root, "test_resnet", tmp_path / "old.pt", **kw)
+    ck = load_checkpoint(tmp_path / "old.pt.last.pt")
+    assert ck["config"]["momentum"] == 0.9 and ck["state"]["history"][0]["epoch"] == 1
+    assert ck["epoch"] == 0 and set(ck) >= {"optimizer", "scheduler", "versions", "rng"}
+    # one left by an older avsc (its own dict, without the settings that were fixed then)
+    run = {k: v for k, v in ck["config"].items() if k not in FT._ADDED}
+    old = {k: ck[k] for k in ("model", "optimizer", "scheduler", "rng", "epoch")}
+    old.update(history=ck["state"]["history"], before=ck["extra"]["before"], run=run)
+    FT.save_checkpoint(tmp_path / "old.pt.last.pt", old)
+    monkeypatch.setattr(L, "progress", real)
+    resumed = FT.finetune_visual(root, "test_resnet", tmp_path / "old.pt", **kw)
+    a, b = load_checkpoint(full.checkpoint)["model"], load_checkpoint(resumed.checkpoint)["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
     # a leftover from other settings is not silently mixed in
     FT.save_checkpoint(tmp_path / "x.pt.last.pt", {"run": {"epochs": 99}})
     with pytest.raises(
         FT.RunMismatch, match=r"x.pt.last.pt: an interrupted fine-tuning .*epochs: 99 stored, 3 now"
     ):
         FT.finetune_visual(root, "test_resnet", tmp_path / "x.pt", **kw)
+    FT.save_checkpoint(tmp_path / "y.pt.last.pt", ck)
+    other = dict(config=FinetuneConfig(epochs=3, batch_size=8, image_size=48, momentum=0.5))
+    with pytest.raises(FT.RunMismatch, match=r"momentum: 0.9 stored, 0.5 now"):
+        FT.finetune_visual(root, "test_resnet", tmp_path / "y.pt", **other)
 
 
 def _places_layout(root, classes=("airfield", "bakery/shop", "canyon"), per_class=3):
