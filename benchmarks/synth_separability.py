@@ -52,9 +52,14 @@ def video_features(path: Path, n_segments: int) -> np.ndarray:
     """(segments, 168): 8x6 RGB thumbnail and 8-bin histograms per colour channel of the
     frame nearest to s + 0.5 s."""
     import av
+    from av.video.reformatter import VideoReformatter
 
+    rgb = VideoReformatter()  # one converter for every frame (to_ndarray makes one each)
     with av.open(str(path)) as container:
-        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+        frames = [
+            (f.time, rgb.reformat(f, format="rgb24").to_ndarray())
+            for f in container.decode(video=0)
+        ]
     times = np.array([t for t, _ in frames])
     feats = []
     for s in range(n_segments):

@@ -5,6 +5,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from av.video.reformatter import VideoReformatter
 
 from avsc.features import VideoError, extract_frames, video_info
 from avsc.features.video import output_size
@@ -115,7 +116,10 @@ def test_real_tau_clips(name, size, pix_fmt):
     native = extract_frames(path, short_side=None)
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        decoded = [(float(f.time), f.to_ndarray(format="rgb24")) for f in c.decode(s)]
+        rgb = VideoReformatter()  # one converter for every frame (to_ndarray makes one each)
+        decoded = [
+            (float(f.time), rgb.reformat(f, format="rgb24").to_ndarray()) for f in c.decode(s)
+        ]
     times = np.array([t for t, _ in decoded])
     for seg in range(10):
         ref = decoded[int(np.abs(times - (seg + 0.5)).argmin())][1]
