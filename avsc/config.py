@@ -13,6 +13,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -465,7 +466,16 @@ class VisualConfig(_Section):
         init)."""
         if isinstance(self.weights, dict):
             return self.weights.get(backbone)
-        return self.weights if backbone == self.backbone else None
+        if self.weights is None or backbone == self.backbone:
+            return self.weights
+        warnings.warn(
+            f"config key visual.weights ({self.weights}) is for visual.backbone "
+            f"{self.backbone}; {backbone} starts from random weights (give each backbone its "
+            f"own: visual.weights={{{backbone}: FILE, ...}})",
+            UserWarning,
+            stacklevel=2,
+        )
+        return None
 
     def size_for(self, backbone: str) -> int | None:
         """The input side length for ``backbone`` (None: its pretrained config's)."""

@@ -40,7 +40,8 @@ def test_bad_overrides_name_the_problem(override, message):
 def test_visual_weights_are_one_value_or_one_per_backbone():
     one = ExperimentConfig().override({"visual.backbone": "resnet50", "visual.weights": "w.pth"})
     assert one.visual.weights_for("resnet50") == "w.pth"
-    assert one.visual.weights_for("tf_efficientnetv2_s") is None  # random init
+    with pytest.warns(UserWarning, match=r"visual.weights \(w.pth\) is for visual.backbone res"):
+        assert one.visual.weights_for("tf_efficientnetv2_s") is None  # random init, said
     each = ExperimentConfig().override(["visual.weights={resnet50: r.pth, test_resnet: random}"])
     assert each.visual.weights_for("resnet50") == "r.pth"
     assert each.visual.weights_for("test_resnet") == "random"
