@@ -690,6 +690,11 @@ SECTIONS = {
 }
 
 
+#: the fewest clips per class of a synthetic dataset (:func:`avsc.data.synth.plan_dataset`:
+#: a location-disjoint evaluation fold and at least two training locations)
+MIN_SYNTH_CLIPS_PER_CLASS = 3
+
+
 @dataclass(frozen=True)
 class SeriesConfig(_Section):
     """What the notebook series runs: a profile's ``series`` section (``-p series.key=value``,
@@ -727,6 +732,16 @@ class SeriesConfig(_Section):
     # 09: cross-validation
     crossval_systems: list[str] = field(default_factory=lambda: ["audio_only"])
     crossval_jobs: int = 1  # folds trained at once
+
+    def _validate(self) -> None:  # before any notebook runs, not in the one that uses it
+        self._at_least("clips_per_class", MIN_SYNTH_CLIPS_PER_CLASS)
+        for key in ("workers", "crossval_jobs", "max_points"):
+            self._at_least(key, 1)
+        w_h = self.video_size
+        if len(w_h) != 2 or min(w_h) < 16 or any(v % 2 for v in w_h):
+            self._fail("video_size", f"must be [width, height], even numbers >= 16, got {w_h}")
+        if not self.perplexity > 0:
+            self._fail("perplexity", f"must be > 0, got {self.perplexity!r}")
 
 
 #: short names accepted by ``-p`` and profiles for config keys

@@ -60,6 +60,14 @@ def test_run_checks_config_and_notebook_parameter_types_up_front(tmp_path, capsy
     assert main([*base, "-p", "clips_per_class=abc"]) == 1
     err = capsys.readouterr().err
     assert "config key series.clips_per_class: expected an integer, got 'abc'" in err
+    # values the series cannot use, refused before notebook 01 (which used to fail on them)
+    for value, message in (
+        ("clips_per_class=2", "config key series.clips_per_class: must be >= 3, got 2"),
+        ("video_size=[97,64]", "config key series.video_size: must be [width, height], even "),
+        ("series.workers=0", "config key series.workers: must be >= 1, got 0"),
+    ):
+        assert main([*base, "-p", value]) == 1
+        assert message in capsys.readouterr().err, value
     assert not (tmp_path / "smoke").exists()
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from avsc.config import MIN_SYNTH_CLIPS_PER_CLASS
 from avsc.data.tau import LABELS, ClipName, write_metadata
 from avsc.parallel import WorkerDied, process_map
 from avsc.utils import atomic_path, atomic_write_bytes, atomic_write_json, progress
@@ -326,7 +327,7 @@ def plan_dataset(
     train) forms fold1_evaluate. Location ids are unique over the dataset, segments run.
     """
     classes = _check_classes(classes)
-    _check_int("clips_per_class", clips_per_class, 3)
+    _check_int("clips_per_class", clips_per_class, MIN_SYNTH_CLIPS_PER_CLASS)
     _check_int("seed", seed, 0)
     if not 0.0 < evaluate_share < 1.0:
         raise ValueError(f"evaluate_share must lie in (0, 1), got {evaluate_share!r}")
@@ -400,7 +401,7 @@ def make_synthetic_dataset(
     :class:`avsc.data.tau.TAUDataset`. Raises ``ValueError`` on bad arguments.
     """
     classes = _check_classes(classes)
-    _check_int("clips_per_class", clips_per_class, 3)
+    _check_int("clips_per_class", clips_per_class, MIN_SYNTH_CLIPS_PER_CLASS)
     _check_int("seed", seed, 0)
     _check_int("fps", fps, 1)
     _check_int("workers", workers, 1)
