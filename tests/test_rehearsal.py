@@ -288,10 +288,13 @@ def test_a_failing_notebook_stops_the_run_and_only_reruns_one(series_run):
     base, _, _ = series_run
     run = base / "runs" / "paper-rehearsal"
     where = {"runs_root": base / "runs", "figures_root": base / "figures", "rehearse": True}
-    with pytest.raises(
-        RunError, match=r"notebook 06_tsne failed: \w*Error: .*perplexity.*--from 06"
+    with pytest.raises(  # a backbone this run did not train (a bad value is refused earlier)
+        RunError,
+        match=r"notebook 06_tsne failed: MissingArtifact: .*_resnet18/metrics.json is missing.*--from 06",
     ):
-        run_profile("paper", {**SERIES_OVERRIDES, "perplexity": -1.0}, only=["06"], **where)
+        run_profile(
+            "paper", {**SERIES_OVERRIDES, "tsne_backbone": "resnet18"}, only=["06"], **where
+        )
     after_fail = json.loads((run / "manifest.json").read_text())["notebooks"]
     assert [n["notebook"] for n in after_fail] == EXPECTED  # earlier records kept
     assert [n["status"] for n in after_fail if n["notebook"] == "06_tsne"] == ["failed"]
