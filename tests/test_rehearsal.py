@@ -290,7 +290,7 @@ def test_a_failing_notebook_stops_the_run_and_only_reruns_one(series_run):
     where = {"runs_root": base / "runs", "figures_root": base / "figures", "rehearse": True}
     with pytest.raises(  # a backbone this run did not train (a bad value is refused earlier)
         RunError,
-        match=r"notebook 06_tsne failed: MissingArtifact: .*_resnet18/metrics.json is missing.*--from 06",
+        match=r"06_tsne failed: MissingArtifact: .*_resnet18/metrics.json is missing.*--from 06",
     ):
         run_profile(
             "paper", {**SERIES_OVERRIDES, "tsne_backbone": "resnet18"}, only=["06"], **where
