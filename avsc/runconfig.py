@@ -201,6 +201,7 @@ def move_start_weights(params: dict[str, Any], experiment: dict[str, Any], where
     if not isinstance(weights, dict):
         backbone = experiment.get("visual.backbone", VisualConfig.backbone)
         weights = {} if weights is None else {backbone: weights}
+    start = {b: None if w is None else str(w) for b, w in start.items()}  # Path values too
     experiment["visual.weights"] = {**weights, **start}
 
 

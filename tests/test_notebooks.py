@@ -207,6 +207,16 @@ def test_notebook_02_records_each_backbones_weights_from_visual_weights(tmp_path
         )
     chosen = json.loads((tmp_path / "old" / "visual" / "weights.json").read_text())
     assert chosen == {"resnet50": "r.pth", "test_resnet": "t.pth"}
+    with pytest.warns(DeprecationWarning, match="start_weights"):  # later ones by keyword
+        finetune_backbones(
+            tmp_path / "kw", cfg, ["test_resnet"], [], {"test_resnet": "k.pth"}, places_root=""
+        )
+    assert json.loads((tmp_path / "kw" / "visual" / "weights.json").read_text()) == {
+        "test_resnet": "k.pth"
+    }
+    finetune_backbones(tmp_path / "new2", cfg, ["resnet50"], [], "", use_finetuned=False)
+    with pytest.raises(TypeError, match="too many"):
+        finetune_backbones(tmp_path / "x", cfg, [], [], "", True, 3)
 
 
 def test_a_missing_artifact_names_the_notebook_that_makes_it(tmp_path):

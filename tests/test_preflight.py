@@ -82,6 +82,14 @@ def test_weights_files_are_looked_for_where_the_notebooks_run(tmp_path, monkeypa
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "te.pth").write_bytes(b"x")
     assert check_run(params, base=tmp_path) == []
+    # weights given, but none for a second backbone of the series: not a silent random init
+    two = {**params, "backbones": ["test_efficientnet", "test_resnet"]}
+    two["experiment"] = {**params["experiment"], "visual.weights": "w/te.pth"}
+    (problem,) = check_run(two, base=tmp_path)
+    assert problem.what == "weights test_resnet"
+    assert "visual.weights gives none for test_resnet (one value is for visual.backbone " in (
+        problem.detail
+    )
     monkeypatch.setattr(V, "hub_reachable", lambda *a, **k: False)
     params["experiment"]["visual.weights"] = "hub"  # one value: for visual.backbone
     (problem,) = check_run(params, base=tmp_path)

@@ -23,23 +23,29 @@ def finetune_backbones(
     config: ExperimentConfig,
     backbones: list[str],
     finetune: list[str],
-    places_root: str = "",
-    use_finetuned: Any = _UNSET,
     *args: Any,
+    places_root: Any = _UNSET,
+    use_finetuned: Any = _UNSET,
     start_weights: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Fine-tune the ``finetune`` backbones on Places365 at ``places_root`` (or, when it is
-    empty, the synthetic stand-in written under ``run_dir``) with the ``finetune`` section of
-    ``config``, each from its ``visual.weights``; record in ``run_dir/visual/weights.json``
-    which weights every backbone of ``backbones`` uses from now on (the fine-tuned ones with
-    ``use_finetuned``, else the starting ones); return top-1 before / after per fine-tuned
-    backbone. ``start_weights`` (deprecated, also the old fifth positional argument) is
-    read into ``visual.weights`` for this release."""
-    if isinstance(places_root, dict):  # the old order: start_weights, places_root, use_finetuned
-        start_weights, places_root = places_root, use_finetuned
-        use_finetuned = args[0] if args else True
-    places_root = "" if places_root is _UNSET else places_root
-    use_finetuned = True if use_finetuned is _UNSET else use_finetuned
+    """``finetune_backbones(run_dir, config, backbones, finetune, places_root="",
+    use_finetuned=True)``: fine-tune the ``finetune`` backbones on Places365 at
+    ``places_root`` (or, when it is empty, the synthetic stand-in written under ``run_dir``)
+    with the ``finetune`` section of ``config``, each from its ``visual.weights``; record in
+    ``run_dir/visual/weights.json`` which weights every backbone of ``backbones`` uses from
+    now on (the fine-tuned ones with ``use_finetuned``, else the starting ones); return top-1
+    before / after per fine-tuned backbone. ``start_weights`` (deprecated; also the old
+    fifth positional argument, before ``places_root``) is read into ``visual.weights`` for
+    this release."""
+    args = list(args)
+    if args and isinstance(args[0], dict):  # the old order: start_weights, places_root, ...
+        start_weights = args.pop(0)
+    if places_root is _UNSET:
+        places_root = args.pop(0) if args else ""
+    if use_finetuned is _UNSET:
+        use_finetuned = args.pop(0) if args else True
+    if args:
+        raise TypeError(f"finetune_backbones: {len(args)} positional argument(s) too many")
     if start_weights:
         warnings.warn(
             "finetune_backbones(start_weights=...) is deprecated: the starting weights are "
@@ -47,9 +53,11 @@ def finetune_backbones(
             DeprecationWarning,
             stacklevel=2,
         )
-        config = config.override(
-            {"visual.weights": {**_weights_of(config, [*backbones, *finetune]), **start_weights}}
-        )
+        v = config.visual
+        weights = dict(v.weights) if isinstance(v.weights, dict) else {}
+        if isinstance(v.weights, str):
+            weights[v.backbone] = v.weights
+        config = config.override({"visual.weights": {**weights, **start_weights}})
     run = Path(run_dir)
     fc = config.finetune
     rows = []
@@ -88,7 +96,3 @@ def finetune_backbones(
         )
     atomic_write_json(run / "visual" / "weights.json", chosen)
     return pd.DataFrame(rows)
-
-
-def _weights_of(config: ExperimentConfig, backbones: list[str]) -> dict[str, str | None]:
-    return {b: w for b in backbones if (w := config.visual.weights_for(b))}

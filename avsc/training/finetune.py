@@ -34,6 +34,7 @@ from avsc.models.visual import create_backbone
 from avsc.training.checkpoint import save_checkpoint
 from avsc.training.loop import epoch_seed, resolve_device, seed_everything, train_one_epoch
 from avsc.training.runfolder import (
+    ADDED_SETTINGS,
     RunFolder,
     RunMismatch,
     run_differences,
@@ -46,10 +47,7 @@ log = logging.getLogger(__name__)
 #: fine-tuning settings that were fixed in the code before they were config keys, with the
 #: values they had (an interrupted fine-tuning from then resumes under them)
 _ADDED = {
-    "backbone_lr_scale": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "crop_scale": [0.35, 1.0],
+    k.removeprefix("finetune."): v for k, v in ADDED_SETTINGS.items() if k.startswith("finetune.")
 }
 
 

