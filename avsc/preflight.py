@@ -168,11 +168,12 @@ def _check_weights(
     )
 
     hub_ok: bool | None = None
+    series = {*(params.get("backbones") or []), *(params.get("finetune") or [])}
     for backbone, weights in _weights_needed(params, cfg).items():
         what = f"weights {backbone}"
         source = WEIGHT_SOURCES.get(backbone, f"a timm state dict for {backbone}")
         if weights is None:
-            if cfg.visual.weights is not None:  # weights given, but none for this backbone
+            if cfg.visual.weights is not None and backbone in series:  # given, but not for it
                 single = isinstance(cfg.visual.weights, str)
                 problems.append(
                     Problem(
