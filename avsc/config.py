@@ -460,6 +460,14 @@ class VisualConfig(_Section):
                 where = f" for {name}" if name else ""
                 self._fail("image_size", f"must be an integer >= 16{where}, got {size!r}")
 
+    @staticmethod
+    def weights_by_backbone(weights: str | dict | None, backbone: str) -> dict:
+        """``visual.weights`` as a ``{backbone: weights}`` mapping (a single value is
+        ``backbone``'s, the config's ``visual.backbone``)."""
+        if isinstance(weights, dict):
+            return dict(weights)
+        return {} if weights is None else {backbone: weights}
+
     def weights_for(self, backbone: str) -> str | None:
         """The weights ``backbone`` starts from: its entry of a ``{backbone: weights}``
         mapping, or the single value when ``backbone`` is :attr:`backbone` (None: random

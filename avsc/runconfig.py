@@ -197,10 +197,10 @@ def move_start_weights(params: dict[str, Any], experiment: dict[str, Any], where
         DeprecationWarning,
         stacklevel=3,
     )
-    weights = experiment.get("visual.weights")
-    if not isinstance(weights, dict):
-        backbone = experiment.get("visual.backbone", VisualConfig.backbone)
-        weights = {} if weights is None else {backbone: weights}
+    weights = VisualConfig.weights_by_backbone(
+        experiment.get("visual.weights"),
+        experiment.get("visual.backbone", VisualConfig.backbone),
+    )
     start = {b: None if w is None else str(w) for b, w in start.items()}  # Path values too
     experiment["visual.weights"] = {**weights, **start}
 

@@ -54,9 +54,7 @@ def finetune_backbones(
             stacklevel=2,
         )
         v = config.visual
-        weights = dict(v.weights) if isinstance(v.weights, dict) else {}
-        if isinstance(v.weights, str):
-            weights[v.backbone] = v.weights
+        weights = v.weights_by_backbone(v.weights, v.backbone)
         config = config.override({"visual.weights": {**weights, **start_weights}})
     run = Path(run_dir)
     fc = config.finetune

@@ -34,7 +34,6 @@ from avsc.models.visual import create_backbone
 from avsc.training.checkpoint import save_checkpoint
 from avsc.training.loop import epoch_seed, resolve_device, seed_everything, train_one_epoch
 from avsc.training.runfolder import (
-    ADDED_SETTINGS,
     RunFolder,
     RunMismatch,
     run_differences,
@@ -43,12 +42,6 @@ from avsc.training.runfolder import (
 from avsc.utils import versions
 
 log = logging.getLogger(__name__)
-
-#: fine-tuning settings that were fixed in the code before they were config keys, with the
-#: values they had (an interrupted fine-tuning from then resumes under them)
-_ADDED = {
-    k.removeprefix("finetune."): v for k, v in ADDED_SETTINGS.items() if k.startswith("finetune.")
-}
 
 
 @dataclass
@@ -230,13 +223,19 @@ def finetune_visual(
             "image_size": size,
             "seed": seed,
             "freeze_bn": fc.freeze_bn,
-            **{k: getattr(fc, k) for k in _ADDED},
+            "backbone_lr_scale": fc.backbone_lr_scale,
+            "momentum": fc.momentum,
+            "weight_decay": fc.weight_decay,
+            "crop_scale": fc.crop_scale,
         }
         st = folder.stored()
         if st is not None:
             stored = st.get("config", st.get("run"))  # "run": a file of an older avsc
-            stored = {**_ADDED, **(stored or {})}  # settings it had fixed, as they were
-            diffs = run_differences({"finetune": stored}, {"finetune": run_key}, frozenset())
+            diffs = run_differences(  # settings added since: as they were (ADDED_SETTINGS)
+                {"config": {"finetune": stored or {}}},
+                {"config": {"finetune": run_key}},
+                frozenset(),
+            )
             if diffs:
                 raise RunMismatch(
                     f"{last}: an interrupted fine-tuning with other settings "

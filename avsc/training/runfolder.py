@@ -93,7 +93,8 @@ def run_differences(
     a, b = _flatten(stored), _flatten(asked)
     if any(k.startswith("config.") for k in a):  # a run's config from before a setting existed
         for key, before in ADDED_SETTINGS.items():
-            a.setdefault(f"config.{key}", before)
+            if f"config.{key}" in b:
+                a.setdefault(f"config.{key}", before)
     a, b = _weights_per_backbone(a, b)
     diffs = []
     for key in sorted(set(a) | set(b)):

@@ -547,7 +547,9 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path, monkeypat
     assert ck["config"]["momentum"] == 0.9 and ck["state"]["history"][0]["epoch"] == 1
     assert ck["epoch"] == 0 and set(ck) >= {"optimizer", "scheduler", "versions", "rng"}
     # one left by an older avsc (its own dict, without the settings that were fixed then)
-    run = {k: v for k, v in ck["config"].items() if k not in FT._ADDED}
+    from avsc.training.runfolder import ADDED_SETTINGS
+
+    run = {k: v for k, v in ck["config"].items() if f"finetune.{k}" not in ADDED_SETTINGS}
     old = {k: ck[k] for k in ("model", "optimizer", "scheduler", "rng", "epoch")}
     old.update(history=ck["state"]["history"], before=ck["extra"]["before"], run=run)
     FT.save_checkpoint(tmp_path / "old.pt.last.pt", old)
