@@ -59,6 +59,18 @@ def synth_store(tmp_path_factory):
     return base / "data", base / "cache"
 
 
+def copy_store(store: Path, to: Path) -> Path:
+    """A private copy of a shared feature store (``synth_store``'s, which tests in other
+    pytest-xdist workers use meanwhile): without the lock files and temporary files of a
+    run in progress there, which vanish while they are copied."""
+    from avsc.utils import LOCK_NAME, TMP_NAME
+
+    def passing(folder, names):
+        return [n for n in names if n.startswith(LOCK_NAME) or TMP_NAME.match(n)]
+
+    return Path(shutil.copytree(store, to, ignore=passing))
+
+
 def _build_synth_store(base: Path) -> None:
     import shutil
 

@@ -22,6 +22,7 @@ import soundfile as sf
 from avsc.cli import main
 from avsc.features import FeatureStore, StoreError, extract_frames, preprocess
 from avsc.features.store import read_index
+from tests.conftest import copy_store
 from tests.faults import (
     CFG2,
     LINUX_PROC,
@@ -360,7 +361,7 @@ def test_a_store_whose_first_run_finished_no_clip_says_how_to_start_over(
     )
     assert main([*base, "-p", "data.clip_seconds=10"]) == 3  # nothing was touched
     capsys.readouterr()
-    full = shutil.copytree(synth_store[1], tmp_path / "full")
+    full = copy_store(synth_store[1], tmp_path / "full")
     assert main(["preprocess", "--data", str(synth_store[0]), "--cache", str(full),
                  "--no-progress", "-p", "data.clip_seconds=10"]) == 1  # fmt: skip
     assert "rm -r" not in capsys.readouterr().err  # finished clips: never offered for deletion
@@ -412,3 +413,22 @@ def test_pool_workers_take_the_callers_environment_as_it_is_when_the_pool_starts
     assert [r for _, r in process_map(environ_value, probe, 2, name=str)] == ["first"] * 2
     monkeypatch.setenv("AVSC_POOL_PROBE", "second")
     assert [r for _, r in process_map(environ_value, probe, 2, name=str)] == ["second"] * 2
+
+
+def test_a_private_copy_of_the_shared_store_leaves_out_a_running_jobs_lock(tmp_path):
+    """The shared ``synth_store`` is read by tests in other pytest-xdist workers meanwhile: a
+    copy of it failed with ``shutil.Error`` when another worker's lock owner file
+    (``.avsc.lock.json``) vanished while it was copied. The copy leaves out the files of a run
+    in progress (lock, owner, temporary files) and keeps everything else."""
+    from avsc.utils import LOCK_NAME, TMP_MARK
+
+    store = tmp_path / "store"
+    (store / "audio" / "scalogram").mkdir(parents=True)
+    (store / "audio" / "scalogram" / "a.npy").write_bytes(b"kept")
+    (store / "index.jsonl").write_text("{}\n")
+    running = [LOCK_NAME, LOCK_NAME + ".json", f".index.jsonl{TMP_MARK}abc123"]
+    for name in running:
+        (store / name).write_text("a run in progress")
+    copy = copy_store(store, tmp_path / "copy")
+    kept = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file())
+    assert kept == ["audio/scalogram/a.npy", "index.jsonl"]

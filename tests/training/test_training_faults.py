@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from avsc.cli import main
 from avsc.config import DataConfig, ExperimentConfig, FrameConfig, PreprocessConfig
 from avsc.features import FeatureStore, preprocess
+from tests.conftest import copy_store
 from tests.faults import TRAIN, error_lines, wait_for
 from tests.media import make_tiny_dataset, write_indexed_video
 
@@ -165,7 +165,7 @@ def test_nan_in_a_stored_clip_is_named_instead_of_a_nan_metric(
     ``"logloss_overall": NaN`` and exit 0; in a validation clip, NaN validation losses and
     then "best.pt: checkpoint not found". Now one line naming the clip and the way to rebuild
     it, and no metric written."""
-    cache = Path(shutil.copytree(synth_store[1], tmp_path / "cache"))
+    cache = copy_store(synth_store[1], tmp_path / "cache")
     store = FeatureStore(cache)
     subsets = store.split(DataConfig()).subsets()
     clip = sorted(subsets[subsets["subset"] == subset]["clip"])[0]
