@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from avsc.config import DataConfig, FrameConfig, PreprocessConfig
+from tests.forked import avsc_run
 
 CFG2 = PreprocessConfig(
     data=DataConfig(clip_seconds=2.0), frames=FrameConfig(short_side=48), features=("fbank",)
@@ -41,13 +42,15 @@ LINUX_PROC = Path("/proc/self/task").is_dir()
 
 
 def avsc_cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "avsc", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "AVSC_PROGRESS": "0", **(env or {})},
-        **kw,
-    )
+    """``python -m avsc ARGS`` in a new process, its output as text: forked
+    (:mod:`tests.forked`) unless ``subprocess.run`` options other than ``cwd`` and
+    ``timeout`` are asked for (``preexec_fn``)."""
+    env = {**os.environ, "AVSC_PROGRESS": "0", **(env or {})}
+    if set(kw) - {"cwd", "timeout"}:
+        return subprocess.run(
+            [sys.executable, "-m", "avsc", *args], capture_output=True, text=True, env=env, **kw
+        )
+    return avsc_run(*args, env=env, **kw)
 
 
 def error_lines(text: str) -> list[str]:

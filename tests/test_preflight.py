@@ -3,8 +3,6 @@ weights names every missing piece in one message, in seconds, before any work; t
 weights, Places365, disk and GPU checks each against a case that must fail."""
 
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +14,7 @@ from avsc.preflight import check_run, projected_store_bytes
 from avsc.runner import resolve
 
 from .conftest import ROOT
+from .forked import avsc_run
 
 
 def _params(profile, tmp_path, **overrides):
@@ -25,13 +24,10 @@ def _params(profile, tmp_path, **overrides):
 def test_the_paper_profile_without_data_or_weights_names_every_missing_piece(tmp_path, monkeypatch):
     monkeypatch.delenv("AVSC_DATA_ROOT", raising=False)
     t0 = time.perf_counter()
-    res = subprocess.run(
-        [sys.executable, "-m", "avsc", "run", "--profile", "paper"]
-        + ["--runs", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig")],
+    res = avsc_run(
+        "run", "--profile", "paper", "--runs", tmp_path / "runs", "--figures", tmp_path / "fig",
         cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     assert res.returncode == 1
     assert "Traceback" not in res.stderr

@@ -16,6 +16,7 @@ from avsc.config import ExperimentConfig
 from avsc.data.tau import LABELS
 from tests.conftest import ROOT
 from tests.experiments.test_experiments import TRAIN  # a tiny training: 1 epoch, test_efficientnet
+from tests.forked import avsc_run
 
 
 def _cut(src_wav, src_mp4, k, wav, mp4):
@@ -80,13 +81,7 @@ def test_a_submission_from_one_second_files_matches_the_whole_clips(evaluation_s
 
     data, root, truth, ck = evaluation_set
     out = tmp_path / "submission.csv"
-    res = subprocess.run(
-        [sys.executable, "-m", "avsc", "submit", str(root), "--checkpoint", str(ck)]
-        + ["--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    res = avsc_run("submit", root, "--checkpoint", ck, "--out", out, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert f"{out}: 9 rows" in res.stdout
     sub = pd.read_csv(out, sep="\t")
@@ -178,13 +173,7 @@ def test_a_missing_file_is_named_in_one_line(evaluation_set, tmp_path):
     broken = shutil.copytree(root, tmp_path / "eval")
     (broken / "video" / "4.mp4").unlink()
     (broken / "audio" / "4.wav").unlink()
-    res = subprocess.run(
-        [sys.executable, "-m", "avsc", "submit", str(broken), "--checkpoint", str(ck)]
-        + ["--out", str(tmp_path / "s.csv")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    res = avsc_run("submit", broken, "--checkpoint", ck, "--out", tmp_path / "s.csv", cwd=ROOT)
     assert res.returncode != 0
     lines = [line for line in res.stderr.splitlines() if "error" in line.lower()]
     assert len(lines) == 1 and "4.wav" in lines[0], res.stderr

@@ -15,6 +15,7 @@ import avsc.experiments as X
 from avsc.cli import main
 from avsc.config import SECTIONS, ConfigError, ExperimentConfig
 from avsc.evaluation import results_table
+from tests.forked import avsc_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = {
@@ -115,13 +116,8 @@ def test_a_user_system_trains_evaluates_predicts_and_joins_the_tables(synth_stor
 
     data, cache = synth_store
     run = tmp_path / "run"
-    base = [sys.executable, "-m", "avsc"]
-    env_cwd = {"cwd": ROOT, "capture_output": True, "text": True}
     args = ["gated_fusion", "--module", "tests.user_systems", "--feature", "scalogram"]
-    res = subprocess.run(
-        [*base, "train", *args, "--cache", str(cache), "--out", str(run / "results"), *PARAMS],
-        **env_cwd,
-    )
+    res = avsc_run("train", *args, "--cache", cache, "--out", run / "results", *PARAMS, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout[res.stdout.index("{") :])
     assert summary["name"] == "gated_fusion_scalogram_test_efficientnet"
@@ -153,12 +149,11 @@ def test_a_user_system_trains_evaluates_predicts_and_joins_the_tables(synth_stor
     assert np.isnan(row["paper_logloss"])  # the paper has no such row
     # avsc predict rebuilds it from the registry
     clip = mine.proba["clip"].iloc[0]
-    res = subprocess.run(
-        [*base, "predict", str(data / "video" / f"{clip}.mp4"), "--audio"]
-        + [str(data / "audio" / f"{clip}.wav"), "--checkpoint", str(mine.checkpoint)]
-        + ["--module", "tests.user_systems", "--csv", str(tmp_path / "p.csv")],
-        **env_cwd,
-    )
+    res = avsc_run(
+        "predict", data / "video" / f"{clip}.mp4", "--audio", data / "audio" / f"{clip}.wav",
+        "--checkpoint", mine.checkpoint, "--module", "tests.user_systems",
+        "--csv", tmp_path / "p.csv", cwd=ROOT,
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     import pandas as pd
 
@@ -168,10 +163,8 @@ def test_a_user_system_trains_evaluates_predicts_and_joins_the_tables(synth_stor
         pred[["airport", "bus"]].to_numpy(), mine_clip[["airport", "bus"]].to_numpy(), atol=2e-3
     )
     # without the module, the checkpoint's system is unknown: one line that says what to do
-    res = subprocess.run(
-        [*base, "predict", str(data / "video" / f"{clip}.mp4"), "--checkpoint"]
-        + [str(mine.checkpoint)],
-        **env_cwd,
+    res = avsc_run(
+        "predict", data / "video" / f"{clip}.mp4", "--checkpoint", mine.checkpoint, cwd=ROOT
     )
     assert res.returncode == 2
     assert "unknown system 'gated_fusion'" in res.stderr and "--module NAME" in res.stderr

@@ -8,8 +8,6 @@ runs."""
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -22,6 +20,7 @@ from avsc.features import FeatureStore, preprocess
 from avsc.features.audio import extract_audio_features, read_audio
 from tests import owndata
 from tests.conftest import ROOT
+from tests.forked import avsc_run
 
 QUICK = [
     "-p", "train.max_epochs=2", "-p", "train.t0_epochs=2", "-p", "train.batch_size=32",
@@ -31,9 +30,7 @@ PRE = PreprocessConfig(frames=FrameConfig(short_side=64), features=("scalogram",
 
 
 def _avsc(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "avsc", *map(str, args)], cwd=cwd, capture_output=True, text=True
-    )
+    return avsc_run(*args, cwd=cwd)  # a new process, forked (tests/forked.py)
 
 
 @pytest.fixture(scope="module")
