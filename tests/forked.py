@@ -51,6 +51,15 @@ def avsc_run(
 ) -> subprocess.CompletedProcess:
     """``subprocess.run([python, "-m", "avsc", *args], capture_output=True)``, forked from the
     server where that is the same (module docstring)."""
+    return python_run("-m", "avsc", *args, env=env, cwd=cwd, timeout=timeout, text=text)
+
+
+def python_run(
+    *args, env: dict | None = None, cwd=None, timeout: float | None = None, text: bool = True
+) -> subprocess.CompletedProcess:
+    """``subprocess.run([python, *args], capture_output=True)`` for ``-m avsc ARGS`` or
+    ``SCRIPT.py ARGS`` (run as ``__main__``, its folder first on ``sys.path``), forked from
+    the server where that is the same (module docstring)."""
     argv = [str(a) for a in args]
     env = dict(os.environ if env is None else env)
     cwd = str(cwd or os.getcwd())
@@ -58,8 +67,8 @@ def avsc_run(
         server = _start()
         if server is None or not _same_start(env, server):
             return subprocess.run(
-                [sys.executable, "-m", "avsc", *argv], env=env, cwd=cwd, capture_output=True,
-                text=text, timeout=timeout,
+                [sys.executable, *argv], env=env, cwd=cwd, capture_output=True, text=text,
+                timeout=timeout,
             )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="avsc-forked-") as tmp:
             out, err = Path(tmp) / "out", Path(tmp) / "err"
@@ -72,12 +81,12 @@ def avsc_run(
             if not ready:  # as subprocess.run: the command is killed, then the error raised
                 os.kill(pid, signal.SIGKILL)
                 proc.stdout.readline()
-                raise subprocess.TimeoutExpired([sys.executable, "-m", "avsc", *argv], timeout)
+                raise subprocess.TimeoutExpired([sys.executable, *argv], timeout)
             code = json.loads(proc.stdout.readline())["code"]
             stdout, stderr = out.read_bytes(), err.read_bytes()
     if text:
         stdout, stderr = stdout.decode(), stderr.decode()
-    return subprocess.CompletedProcess([sys.executable, "-m", "avsc", *argv], code, stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, *argv], code, stdout, stderr)
 
 
 def _startup_env(env: dict) -> dict:
@@ -151,8 +160,8 @@ def serve() -> None:
 
 
 def _child(request: dict) -> None:
-    """Run ``avsc.cli.main`` as ``python -m avsc`` would, in the forked process; never
-    returns."""
+    """Run ``avsc.cli.main`` as ``python -m avsc`` would, or a script as ``python SCRIPT``
+    would, in the forked process; never returns."""
     code = 1
     try:
         import io
@@ -171,11 +180,24 @@ def _child(request: dict) -> None:
             open(2, "wb", closefd=False), encoding=encoding, errors="backslashreplace",
             line_buffering=True,
         )  # fmt: skip
-        sys.argv = [str(ROOT / "avsc" / "__main__.py"), *request["argv"]]
-        from avsc.cli import main
+        argv = request["argv"]
+        if argv[:2] == ["-m", "avsc"]:
+            from avsc.cli import main
 
+            sys.argv = [str(ROOT / "avsc" / "__main__.py"), *argv[2:]]
+            run = lambda: main(argv[2:])  # noqa: E731
+        else:
+            import runpy
+
+            script = os.path.abspath(argv[0])
+            sys.argv = [script, *argv[1:]]
+            if sys.path and sys.path[0] == "":  # the server's `-c`: the cwd, not a script's
+                sys.path[0] = os.path.dirname(script)
+            else:
+                sys.path.insert(0, os.path.dirname(script))
+            run = lambda: runpy.run_path(script, run_name="__main__") and 0  # noqa: E731
         try:
-            code = main(request["argv"])
+            code = run()
         except SystemExit as exc:
             if exc.code is None or isinstance(exc.code, int):
                 code = exc.code or 0

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.forked import python_run
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 NOT_BENCHMARKS = {"_common.py", "compare_runs.py"}  # a helper; a comparison tool (below)
@@ -36,13 +38,7 @@ def test_every_benchmark_has_a_quick_run_in_this_file():
 
 @pytest.mark.parametrize("script", sorted(QUICK))
 def test_benchmark_quick_run_ends_with_its_figures(script, tmp_path):
-    res = subprocess.run(
-        [sys.executable, str(BENCH / script), "--quick", *QUICK[script]],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = python_run(BENCH / script, "--quick", *QUICK[script], cwd=tmp_path, timeout=600)
     assert res.returncode == 0, (
         f"{script} --quick failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.forked import _server, avsc_run
+from tests.forked import ROOT, _server, avsc_run, python_run
 
 
 def _real(*args, **kw):
@@ -30,6 +30,27 @@ def test_a_forked_command_answers_as_a_new_process(tmp_path):
             real.stdout,
             real.stderr,
         ), args
+
+
+def test_a_forked_script_runs_as_main_with_its_folder_first_on_the_path(tmp_path):
+    (tmp_path / "helper_beside.py").write_text("WHERE = 'beside the script'\n")
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, sys\n"
+        "from helper_beside import WHERE\n"
+        "print(__name__, sys.argv[1:], WHERE, os.getcwd(), sys.path[0])\n"
+        "raise SystemExit(int(sys.argv[1]))\n"
+    )
+    forked = python_run(script, "3", "x y", cwd=ROOT)
+    real = subprocess.run(
+        [sys.executable, str(script), "3", "x y"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert forked.returncode == real.returncode == 3
+    assert (
+        forked.stdout
+        == real.stdout
+        == f"__main__ ['3', 'x y'] beside the script {ROOT} {tmp_path}\n"
+    )
 
 
 def test_a_forked_command_takes_its_environment_and_a_timeout(tmp_path):
