@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,19 +75,36 @@ def python_run(
             out, err = Path(tmp) / "out", Path(tmp) / "err"
             request = {"argv": argv, "env": env, "cwd": cwd, "out": str(out), "err": str(err)}
             proc = server["proc"]
-            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
             proc.stdin.flush()
-            pid = json.loads(proc.stdout.readline())["pid"]
-            ready, _, _ = select.select([proc.stdout], [], [], timeout)
-            if not ready:  # as subprocess.run: the command is killed, then the error raised
+            pid = _answer(proc)["pid"]
+            done = _answer(proc, timeout)
+            if done is None:  # as subprocess.run: the command is killed, then the error raised
                 os.kill(pid, signal.SIGKILL)
-                proc.stdout.readline()
+                _answer(proc)
                 raise subprocess.TimeoutExpired([sys.executable, *argv], timeout)
-            code = json.loads(proc.stdout.readline())["code"]
+            code = done["code"]
             stdout, stderr = out.read_bytes(), err.read_bytes()
     if text:
         stdout, stderr = stdout.decode(), stderr.decode()
     return subprocess.CompletedProcess([sys.executable, *argv], code, stdout, stderr)
+
+
+def _answer(proc: subprocess.Popen, timeout: float | None = None) -> dict | None:
+    """The server's next answer line, read byte by byte from its unbuffered pipe (so that
+    ``select`` sees all that is unread); None after ``timeout`` seconds."""
+    fd = proc.stdout.fileno()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not select.select([fd], [], [], left)[0]:
+            return None
+        byte = os.read(fd, 1)
+        if not byte:
+            raise RuntimeError(f"the forked-command server (pid {proc.pid}) has stopped")
+        line += byte
+    return json.loads(line)
 
 
 def _startup_env(env: dict) -> dict:
@@ -110,9 +128,12 @@ def _start() -> dict | None:
         return _server if "proc" in _server else None
     proc = subprocess.Popen(
         [sys.executable, "-c", "from tests.forked import serve; serve()"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
     )  # fmt: skip
-    hello = json.loads(proc.stdout.readline() or "{}")
+    try:
+        hello = _answer(proc)
+    except RuntimeError:
+        hello = {}
     if not hello.get("single_threaded"):
         proc.kill()
         proc.wait()
