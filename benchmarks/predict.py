@@ -139,7 +139,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=288)
     ap.add_argument("--quick", action="store_true", help="does it run? (the test command runs it)")
     args = ap.parse_args()
-    if args.quick:  # a 2-min "long" clip, one run, no warm-up, a tiny encoder, a 2-s video
+    if args.quick:  # a 2-min "long" clip, one run, no warm-up, a tiny encoder, a 2-s video;
+        # the 2-s clip stands in for the 1-minute one, and its run is the audio cold start
         args.minutes, args.runs, args.backbone, args.image_size = 2, 1, "test_efficientnet", 64
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -148,7 +149,7 @@ def main() -> None:
         seconds = 2 if args.quick else 10
         short = write_noise_wav(tmp / "ten_seconds.wav", seconds)
         video = write_video(tmp / "ten_seconds.mp4", seconds)
-        one = write_noise_wav(tmp / "one_minute.wav", 60)
+        one = short if args.quick else write_noise_wav(tmp / "one_minute.wav", 60)
         t = time.perf_counter()
         long = write_noise_wav(tmp / "long.wav", 60 * args.minutes)
         print(
@@ -158,7 +159,9 @@ def main() -> None:
         )
 
         predict = [*AVSC, "predict", "--checkpoint", str(ck)]
+        t = time.perf_counter()
         rss_one = peak_rss_mb([*predict, str(one)])
+        one_s = time.perf_counter() - t
         t = time.perf_counter()
         rss_long = peak_rss_mb([*predict, str(long)])
         long_s = time.perf_counter() - t
@@ -181,9 +184,10 @@ def main() -> None:
         ]
         for cmd in (audio_cmd, joint_cmd, floor_cmd) if not args.quick else ():
             wall(cmd)  # warm the file cache
-        cold, cold_joint, floor = [], [], []
+        cold, cold_joint, floor = ([one_s] if args.quick else []), [], []
         for _ in range(args.runs):
-            cold.append(wall(audio_cmd))
+            if not args.quick:
+                cold.append(wall(audio_cmd))
             cold_joint.append(wall(joint_cmd))
             floor.append(wall(floor_cmd))
         ratios = [c / f for c, f in zip(cold, floor, strict=True)]
