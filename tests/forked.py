@@ -5,12 +5,12 @@ writes) gets a new process for each call, as ``subprocess.run`` would give it: i
 working folder, environment, standard output and error (file descriptors 1 and 2, so the
 output of its own workers is caught too), signal handlers and exit. The process is forked
 from a server that imported torch, timm and avsc once (one server per pytest worker), not
-started from nothing: a command's start drops from about 4 CPU-seconds to a few
-milliseconds. Where a fork would not be the same as a new interpreter it is not used, and
-the command runs as a real subprocess: an environment that differs in what is read when
-Python or these modules start (``PYTHON*``, locale, OpenMP and BLAS settings, the
-matplotlib backend), or a server that runs a Python thread after its imports (a fork
-keeps only the thread that forks).
+started from nothing: a command that fails at once took 0.25 s instead of 4.8 s (most of a
+new process's start is ``import torch`` and ``timm``, about 4 CPU-seconds). Where a fork
+would not be the same as a new interpreter it is not used, and the command runs as a real
+subprocess: an environment that differs in what is read when Python or these modules start
+(``PYTHON*``, locale, OpenMP and BLAS settings, the matplotlib backend), or a server that
+runs a Python thread after its imports (a fork keeps only the thread that forks).
 """
 
 from __future__ import annotations
