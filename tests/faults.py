@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -42,15 +41,8 @@ LINUX_PROC = Path("/proc/self/task").is_dir()
 
 
 def avsc_cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    """``python -m avsc ARGS`` in a new process, its output as text: forked
-    (:mod:`tests.forked`) unless ``subprocess.run`` options other than ``cwd`` and
-    ``timeout`` are asked for (``preexec_fn``)."""
-    env = {**os.environ, "AVSC_PROGRESS": "0", **(env or {})}
-    if set(kw) - {"cwd", "timeout"}:
-        return subprocess.run(
-            [sys.executable, "-m", "avsc", *args], capture_output=True, text=True, env=env, **kw
-        )
-    return avsc_run(*args, env=env, **kw)
+    """``python -m avsc ARGS`` in a new process (:mod:`tests.forked`), its output as text."""
+    return avsc_run(*args, env={**os.environ, "AVSC_PROGRESS": "0", **(env or {})}, **kw)
 
 
 def error_lines(text: str) -> list[str]:

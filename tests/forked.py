@@ -47,29 +47,33 @@ _server: dict = {}
 _lock = threading.Lock()
 
 
-def avsc_run(
-    *args, env: dict | None = None, cwd=None, timeout: float | None = None, text: bool = True
-) -> subprocess.CompletedProcess:
-    """``subprocess.run([python, "-m", "avsc", *args], capture_output=True)``, forked from the
-    server where that is the same (module docstring)."""
-    return python_run("-m", "avsc", *args, env=env, cwd=cwd, timeout=timeout, text=text)
+def avsc_run(*args, **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run([python, "-m", "avsc", *args], capture_output=True, **kw)``, forked
+    from the server where that is the same (:func:`python_run`)."""
+    return python_run("-m", "avsc", *args, **kw)
 
 
 def python_run(
-    *args, env: dict | None = None, cwd=None, timeout: float | None = None, text: bool = True
+    *args,
+    env: dict | None = None,
+    cwd=None,
+    timeout: float | None = None,
+    text: bool = True,
+    **kw,
 ) -> subprocess.CompletedProcess:
-    """``subprocess.run([python, *args], capture_output=True)`` for ``-m avsc ARGS`` or
+    """``subprocess.run([python, *args], capture_output=True, ...)`` for ``-m avsc ARGS`` or
     ``SCRIPT.py ARGS`` (run as ``__main__``, its folder first on ``sys.path``), forked from
-    the server where that is the same (module docstring)."""
+    the server where that is the same (module docstring); other ``subprocess.run`` options
+    (``preexec_fn``) make it a real subprocess."""
     argv = [str(a) for a in args]
     env = dict(os.environ if env is None else env)
     cwd = str(cwd or os.getcwd())
     with _lock:
-        server = _start()
+        server = None if kw else _start()
         if server is None or not _same_start(env, server):
             return subprocess.run(
                 [sys.executable, *argv], env=env, cwd=cwd, capture_output=True, text=text,
-                timeout=timeout,
+                timeout=timeout, **kw,
             )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="avsc-forked-") as tmp:
             out, err = Path(tmp) / "out", Path(tmp) / "err"
