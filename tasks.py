@@ -4,6 +4,7 @@
     python3 tasks.py demo   # create .venv, install avsc, run the notebook series (demo profile)
     python3 tasks.py test   # create .venv, install avsc, run ruff, the import contract, pytest
     python3 tasks.py lab    # create .venv, install avsc, start JupyterLab on the notebooks
+    python3 tasks.py board  # TensorBoard on runs/: every training's curves, HParams of sweeps
 
 Standard library only. The virtual environment lives in ``.venv`` (or ``$AVSC_VENV``) and is
 reinstalled only when ``pyproject.toml`` changes. Extra arguments after ``test`` go to
@@ -148,8 +149,16 @@ def lab(argv: list[str]) -> None:
     run(BIN / "jupyter", "lab", f"--notebook-dir={ROOT}", "notebooks/", *argv)
 
 
+def board(argv: list[str]) -> None:
+    """TensorBoard on ``runs/`` (every training writes its curves there, ``train.tensorboard``;
+    a sweep's points fill the HParams view). Extra arguments go to tensorboard, e.g.
+    ``--logdir runs/my_sweep`` or ``--port 6007``."""
+    logdir = [] if any(a.startswith("--logdir") for a in argv) else ["--logdir", "runs"]
+    run(BIN / "tensorboard", *logdir, *argv)  # on localhost, port 6006, unless told
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup", "lab"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup", "lab", "board"):
         sys.exit(__doc__)
     job, rest = sys.argv[1], sys.argv[2:]
     try:
@@ -160,6 +169,8 @@ def main() -> None:
             test(rest)
         elif job == "lab":
             lab(rest)
+        elif job == "board":
+            board(rest)
     except subprocess.CalledProcessError as exc:
         sys.exit(exc.returncode or 1)
 

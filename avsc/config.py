@@ -571,6 +571,10 @@ class TrainConfig(_Section):
     # (torchvision.io.decode_jpeg, nvJPEG on CUDA) and augments them (transforms.v2 on device
     # tensors). The same transforms, other random draws than the workers' path.
     decode_on_device: bool = False
+    # every training's curves (loss, validation metrics, learning rate, epoch time), config
+    # and final metrics also as TensorBoard event files in its output folder
+    # (avsc.training.tracking; python3 tasks.py board shows runs/)
+    tensorboard: bool = True
 
     def _coerce(self) -> None:
         for name in ("frames_in_memory", "audio_in_memory"):

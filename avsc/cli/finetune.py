@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
         weights=args.weights,
         config=cfg.finetune,
         device=cfg.train.device,
+        tensorboard=cfg.train.tensorboard,
         num_workers=cfg.train.num_workers,
     )
     print(

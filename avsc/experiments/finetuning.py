@@ -76,6 +76,7 @@ def finetune_backbones(
             weights=config.visual.weights_for(b),
             config=fc,
             device=config.train.device,
+            tensorboard=config.train.tensorboard,
             num_workers=config.train.num_workers,
         )
         if use_finetuned:

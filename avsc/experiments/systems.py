@@ -170,7 +170,7 @@ def choose_fusion_weight(job: TrainJob) -> FitResult:
         model, 0, history[best], job.config_dict, job.extra, history[best]["val_logloss"],
         best, 0, history,
     )  # fmt: skip
-    write_run_files(out, ck, history, best=True)
+    write_run_files(out, ck, history, best=True, tensorboard=job.config.train.tensorboard)
     return FitResult(
         best_path,
         last_path,

@@ -40,6 +40,7 @@ from avsc.models.fusion import AVSystem
 from avsc.models.visual import check_backbone
 from avsc.training.checkpoint import CheckpointError, load_checkpoint
 from avsc.training.loop import fit, is_main_process
+from avsc.training.tracking import TensorBoardTracker, hparams_of
 from avsc.utils import LOCK_NAME, exclusive_lock
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,8 @@ def _run(
         )
         if is_main_process():
             res.save(out)
+            if cfg.train.tensorboard:
+                track_result(out, cfg, extra, metrics, len(result.history))
         chosen = ", ".join(f"{k} {v:.2f}" for k, v in result.info.items())
         log.info(
             "%s: %s (val log loss %.3f); evaluate: log loss %.3f, accuracy %.1f %% "
@@ -288,6 +291,20 @@ def _run(
             res.seconds,
         )
         return res
+
+
+def track_result(
+    out: Path, cfg: ExperimentConfig, extra: dict[str, Any], metrics: dict, epochs: int
+) -> None:
+    """The finished training's settings and test metrics for TensorBoard's HParams view
+    (:mod:`avsc.training.tracking`): its system, feature, backbone and the config keys that
+    differ from the defaults; the metrics under ``test/``."""
+    hp = hparams_of(
+        cfg.to_dict(),
+        ExperimentConfig().to_dict(),
+        {k: extra.get(k) for k in ("system", "feature", "backbone")},
+    )
+    TensorBoardTracker(out).result(hp, {f"test/{k}": v for k, v in metrics.items()}, epochs + 1)
 
 
 def probability_frame(segments: pd.DataFrame, proba: np.ndarray, labels) -> pd.DataFrame:

@@ -14,6 +14,7 @@ is :func:`avsc.data.standin.make_places_standin`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -157,6 +158,7 @@ def finetune_visual(
     config: FinetuneConfig | None = None,
     device: str = "auto",
     num_workers: int = 0,
+    tensorboard: bool = True,
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (starting from ``weights``, see
     :func:`avsc.models.visual.create_backbone`) on the images at ``images`` (a Places365 root
@@ -184,8 +186,11 @@ def finetune_visual(
         last=out.with_name(out.name + ".last.pt"),
         lock=out.with_name(f".{out.name}.lock"),
         what=f"fine-tuning output {out}",
+        history_file=None,  # the history is kept in the checkpoint
+        tensorboard=tensorboard,
+        events=out.with_name(f"{out.stem}_tensorboard"),
     )
-    with folder.locked():
+    with folder.locked(), contextlib.closing(folder.tracker):
         from timm.data import resolve_data_config
 
         t0 = time.perf_counter()
@@ -310,7 +315,7 @@ def finetune_visual(
                 history, opt, sched,
             )  # fmt: skip
             ck["rng"] = torch.get_rng_state()  # the crops' and flips' random state
-            folder.write(ck, None, best=False)
+            folder.write(ck, history, best=False)
         after = history[-1]["val_top1"] if history else before
         tr_f, tr_y = _features(norm_body, mk(train_eval, False), dev)
         va_f, va_y = _features(norm_body, mk(val, False), dev)
@@ -346,4 +351,12 @@ def finetune_visual(
             },
         )
         last.unlink(missing_ok=True)
+        folder.tracker.result(
+            {"backbone": backbone, **{k: v for k, v in run_key.items() if _is_scalar(v)}},
+            {"test/top1_before": before, "test/top1_after": after, "test/top1_ncm": after_ncm},
+        )
         return res
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, bool | int | float | str)

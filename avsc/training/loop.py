@@ -273,20 +273,27 @@ def fit(
 
     Writes ``out_dir/last.pt``, ``out_dir/best.pt`` (plain-dict checkpoints holding
     ``model``, ``optimizer``, ``scheduler``, ``epoch``, ``metrics``, ``config``, ``versions``
-    and ``extra``) and ``out_dir/history.csv``. With ``resume`` an existing ``last.pt`` is
-    continued, but only when it was made with the same settings (``config_dict`` and the
-    non-tensor and tensor values of ``extra``, except :data:`RESUMABLE_KEYS`): otherwise a
-    :class:`RunMismatch` names the differing keys. The output folder is locked for the run
-    (a second training into it is refused, naming the first). ``callbacks(epoch, row)`` run
+    and ``extra``), ``out_dir/history.csv`` and, with ``cfg.tensorboard``, the same curves
+    as TensorBoard event files in ``out_dir`` (:mod:`avsc.training.tracking`). With
+    ``resume`` an existing ``last.pt`` is continued, but only when it was made with the same
+    settings (``config_dict`` and the non-tensor and tensor values of ``extra``, except
+    :data:`RESUMABLE_KEYS`): otherwise a :class:`RunMismatch` names the differing keys. The
+    output folder is locked for the run (a second training into it is refused, naming the
+    first). ``callbacks(epoch, row)`` run
     after each epoch (a raising callback interrupts the run, as a kill would).
 
     The pieces, each usable alone: :class:`RunFolder` (the lock, the resume check, the
     history and the checkpoint writer), :func:`prepare_model` (device, threads, distributed
     wrapping), :func:`epoch_loader` and :func:`train_one_epoch`.
     """
-    folder = RunFolder(out_dir, name)
+    folder = RunFolder(out_dir, name, tensorboard=cfg.tensorboard)
     with folder.locked(main=dist_info()[1] == 0):
-        return _fit(model, train_set, evaluate, cfg, folder, config_dict, extra, resume, callbacks)
+        try:
+            return _fit(
+                model, train_set, evaluate, cfg, folder, config_dict, extra, resume, callbacks
+            )
+        finally:
+            folder.tracker.close()
 
 
 def prepare_model(model: nn.Module, cfg: TrainConfig) -> tuple[nn.Module, torch.device, bool]:

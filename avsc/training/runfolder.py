@@ -18,6 +18,7 @@ from torch import nn
 
 from avsc.config import TrainConfig
 from avsc.training.checkpoint import load_checkpoint, save_checkpoint
+from avsc.training.tracking import EVENTS_GLOB, tracker
 from avsc.utils import LOCK_NAME, atomic_path, exclusive_lock, versions
 
 log = logging.getLogger("avsc.training.loop")
@@ -40,6 +41,7 @@ RESUMABLE_KEYS = frozenset(
         "train.max_epochs",
         "train.patience",
         "train.seeds",  # which other seeds are trained: each run has its own train.seed
+        "train.tensorboard",  # where the curves are also written, not what is trained
     }
 )
 #: settings added to the config since runs were first stored: key -> the value that means what
@@ -130,14 +132,14 @@ def _weights_per_backbone(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict, d
 
 def clear_run(out_dir: str | os.PathLike) -> list[Path]:
     """Start a training output folder over: remove the files a run writes there
-    (:data:`RUN_FILES`), nothing else, under the folder's lock. Returns what was removed."""
+    (:data:`RUN_FILES` and its TensorBoard event files), nothing else, under the folder's
+    lock. Returns what was removed."""
     out = Path(out_dir)
     removed = []
     if not out.is_dir():
         return removed
     with exclusive_lock(out / LOCK_NAME, f"training output {out}"):
-        for name in RUN_FILES:
-            p = out / name
+        for p in [out / name for name in RUN_FILES] + sorted(out.glob(EVENTS_GLOB)):
             if p.is_file():
                 p.unlink()
                 removed.append(p)
@@ -204,6 +206,9 @@ class RunFolder:
         last: str | os.PathLike | None = None,
         lock: str | os.PathLike | None = None,
         what: str | None = None,
+        history_file: str | None = "history.csv",
+        tensorboard: bool = True,
+        events: str | os.PathLike | None = None,
     ):
         self.out = Path(out)
         self.name = name
@@ -211,6 +216,9 @@ class RunFolder:
         self.best = self.out / "best.pt"
         self.lock = Path(lock) if lock is not None else self.out / LOCK_NAME
         self.what = what or f"training output {self.out}"  # named by a refused second run
+        self.history_file = history_file
+        # the curves in TensorBoard event files (in ``events``, by default the folder itself)
+        self.tracker = tracker(Path(events) if events is not None else self.out, tensorboard)
 
     def locked(self, main: bool = True):
         """A context holding the folder's lock (made first): a second training into it is
@@ -261,12 +269,15 @@ class RunFolder:
 
     def write(self, checkpoint: dict[str, Any], history: list[dict[str, Any]] | None, best: bool):
         """``best.pt`` (where ``best``), ``last.pt`` and ``history.csv`` (unless ``history``
-        is None), each atomically."""
+        is None or the folder keeps none), each atomically; then the history's new rows to
+        the tracker (TensorBoard)."""
         if best:
             save_checkpoint(self.best, checkpoint)
         save_checkpoint(self.last, checkpoint)
         if history is not None:
-            write_history(self.out / "history.csv", history)
+            if self.history_file:
+                write_history(self.out / self.history_file, history)
+            self.tracker.epochs(history, checkpoint.get("config"))
 
 
 def training_checkpoint(
@@ -310,11 +321,19 @@ def training_checkpoint(
 
 
 def write_run_files(
-    out: Path, checkpoint: dict[str, Any], history: list[dict[str, Any]], best: bool
+    out: Path,
+    checkpoint: dict[str, Any],
+    history: list[dict[str, Any]],
+    best: bool,
+    tensorboard: bool = True,
 ) -> None:
     """A training's files in its folder ``out``: ``best.pt`` (where ``best``), ``last.pt``
-    and ``history.csv``, each written atomically."""
-    RunFolder(out).write(checkpoint, history, best)
+    and ``history.csv``, each written atomically, and its curves as TensorBoard events."""
+    folder = RunFolder(out, tensorboard=tensorboard)
+    try:
+        folder.write(checkpoint, history, best)
+    finally:
+        folder.tracker.close()
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:

@@ -962,3 +962,94 @@ def test_one_epoch_of_the_fit_loop_is_plain_sgd_on_its_batches():
     assert loss == pytest.approx(total / 6, rel=1e-6) and lr == pytest.approx(0.05)
     for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ tracking
+
+
+def _board(folder):
+    """What TensorBoard's own reader makes of the event files in ``folder`` (purges applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_curves_equal_history_csv_after_a_crash_and_resume(
+    synth_store, tmp_path, monkeypatch
+):
+    from avsc.training.tracking import TensorBoardTracker, scalar_tag
+
+    tr, va = _small_problem(synth_store[1])
+    ev = lambda m: validation_metrics(m, va, 32)  # noqa: E731
+    cfg = dataclasses.replace(TC, max_epochs=3)
+    logged = TensorBoardTracker.epochs
+
+    class Crash(Exception):
+        pass
+
+    def dies_after_checkpoint_2(self, rows, config):  # last.pt of epoch 2 is written, not its event
+        if len(rows) == 2:
+            raise Crash
+        logged(self, rows, config)
+
+    monkeypatch.setattr(TensorBoardTracker, "epochs", dies_after_checkpoint_2)
+    with pytest.raises(Crash):
+        fit(_model(), tr, ev, cfg, tmp_path, config_dict={"train": {"lr": cfg.lr}})
+    monkeypatch.setattr(TensorBoardTracker, "epochs", logged)
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+    fit(_model(), tr, ev, cfg, tmp_path, config_dict={"train": {"lr": cfg.lr}})
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2  # the resumed process's own
+
+    history = pd.read_csv(tmp_path / "history.csv")
+    board = _board(tmp_path)
+    columns = [c for c in history.columns if scalar_tag(c)]
+    assert {"train_loss", "lr", "val_logloss", "val_accuracy", "seconds"} <= set(columns)
+    assert sorted(board.Tags()["scalars"]) == sorted(scalar_tag(c) for c in columns)
+    for c in columns:
+        events = board.Scalars(scalar_tag(c))
+        assert [e.step for e in events] == [1, 2, 3], c  # each epoch once, in order
+        # TensorBoard keeps scalars as float32
+        assert [e.value for e in events] == [float(np.float32(v)) for v in history[c]], c
+    (text,) = board.Tensors("config/text_summary")
+    assert "lr: 0.02" in text.tensor_proto.string_val[0].decode()
+
+
+def test_tensorboard_off_writes_no_events(synth_store, tmp_path):
+    tr, va = _small_problem(synth_store[1])
+    cfg = dataclasses.replace(TC, max_epochs=1, tensorboard=False)
+    fit(_model(), tr, lambda m: validation_metrics(m, va, 32), cfg, tmp_path)
+    assert (tmp_path / "history.csv").is_file()
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_a_trained_system_lists_its_settings_and_test_metrics_for_the_hparams_view(
+    audio_result, runs, cfg
+):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    folder = runs / "audio_only_scalogram"
+    board = _board(folder)
+    content = board.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    hp = {
+        k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+        for k, v in start.hparams.items()
+    }
+    assert hp["system"] == "audio_only" and hp["feature"] == "scalogram"
+    assert hp["train.max_epochs"] == cfg.train.max_epochs  # differs from the default 150
+    assert "train.momentum" not in hp  # at its default
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]
+    ).experiment
+    tags = {m.name.tag for m in experiment.metric_infos}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert {"test/accuracy_classwise", "test/logloss_classwise"} <= tags
+    epochs = len(pd.read_csv(folder / "history.csv"))
+    for key in ("accuracy_classwise", "logloss_classwise"):
+        (event,) = board.Scalars(f"test/{key}")
+        assert event.step == epochs + 1
+        assert event.value == float(np.float32(metrics[key]))
