@@ -117,6 +117,7 @@ def resolve(
     data_dir: str | None = None,
     cache_dir: str | None = None,
     rehearse: bool = False,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """A run's parameters, resolved once: the profile's ``series`` settings with the
     overrides (``series.key`` or the bare key), the run's folders, and ``experiment``, the
@@ -124,7 +125,8 @@ def resolve(
     checked here, before any notebook runs: an unknown key is refused naming the known ones,
     a value of the wrong type naming its key. With ``rehearse``, the profile with
     :data:`REHEARSAL_PARAMETERS` and :data:`REHEARSAL_EXPERIMENT` (under the overrides), in
-    ``<runs>/<profile>-rehearsal``."""
+    ``<runs>/<profile>-rehearsal``. ``name``: the run's folder under ``runs_root`` (and
+    ``figures_root``) in place of the profile's name (a sweep's points)."""
     prof = load_profile(profile)
     params = dict(prof["series"])
     experiment = dict(prof["experiment"])
@@ -156,7 +158,7 @@ def resolve(
     for key in PATH_KEYS:
         if params.get(key) is not None and not isinstance(params[key], str):
             raise RunError(f"parameter {key}: expected a folder path, got {params[key]!r}")
-    name = f"{profile}-rehearsal" if rehearse else profile
+    name = name or (f"{profile}-rehearsal" if rehearse else profile)
     run_dir = runs_root / name
     env_root = None if rehearse else os.environ.get("AVSC_DATA_ROOT")  # never the real data
     if rehearse:

@@ -156,6 +156,7 @@ def run_profile(
     cache_dir: str | None = None,
     preflight: bool = True,
     rehearse: bool = False,
+    name: str | None = None,
 ) -> Manifest:
     """Execute the notebook series (from ``start`` on, or ``only`` the listed numbers).
     First, unless ``preflight`` is False, :func:`avsc.preflight.check_run` looks at
@@ -164,7 +165,10 @@ def run_profile(
     ``rehearse``: the profile's code path on a tiny synthetic dataset in the real formats
     (:data:`REHEARSAL_PARAMETERS`), stamped as a rehearsal on every output, then
     ``projection.json`` in its run folder and a printed table: the full run's hours, disk
-    and memory projected from what the rehearsal measured (:mod:`avsc.experiments.projection`)."""
+    and memory projected from what the rehearsal measured (:mod:`avsc.experiments.projection`).
+
+    ``name``: the run folder ``<runs_root>/<name>`` (and ``<figures_root>/<name>``) in place
+    of the profile's name: ``avsc run --name``, a sweep's points."""
     nbs = notebooks(notebooks_dir)
     check_notebooks(nbs)
     params = resolve(
@@ -175,6 +179,7 @@ def run_profile(
         data_dir,
         cache_dir,
         rehearse=rehearse,
+        name=name,
     )
     standin = Path(params["places_root"]) if rehearse and params.get("places_root") else None
     if preflight:

@@ -21,6 +21,7 @@ from avsc.cli import (
     preprocess,
     run,
     submit,
+    sweep,
     synth,
     train,
     validate,
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_parser(sub)
     finetune.add_parser(sub)
     run.add_parser(sub)
+    sweep.add_parser(sub)
     return p
 
 

@@ -31,6 +31,11 @@ def add_parser(sub) -> None:
         help="notebook parameter or section.key config override (repeatable)",
     )
     r.add_argument("--runs", default="runs", help="folder of run outputs (runs/<profile>/)")
+    r.add_argument(
+        "--name",
+        default=None,
+        help="the run's folder under --runs and --figures (default: the profile's name)",
+    )
     r.add_argument("--figures", default="figures", help="folder of figures (figures/<profile>/)")
     r.add_argument("--notebooks", default=None, help="notebook folder (default: the repo's)")
     r.add_argument(
@@ -74,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
             cache_dir=args.cache,
             preflight=not args.no_preflight,
             rehearse=args.rehearse,
+            name=args.name,
         )
     except RunError as exc:
         print(f"avsc run: error: {exc}", file=sys.stderr)

@@ -1,0 +1,317 @@
+"""``avsc sweep``: points checked before anything runs, run here or through submitit, skipped
+once finished, killed without loss, preempted and resumed to the same weights, tabulated with
+intervals against an independent computation (scipy's bootstrap via avsc.evaluation, the
+points' own metrics.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from avsc.evaluation.uncertainty import interval, paired_interval
+from avsc.launch import LaunchError, point_status
+from avsc.sweep import SweepError, load_sweep, parse_grid, point_name, run_sweep, sweep_view
+from avsc.utils import exclusive_lock
+from tests.forked import avsc_run
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = "audio_only_scalogram"
+
+
+def _spec(tmp_path: Path, cache, **over) -> Path:
+    spec = {
+        "name": "lr",
+        "profile": "smoke",
+        "base": {"train.max_epochs": 3, "train.batch_size": 32, "train.cpu_threads": 1},
+        "run": {"train": {"system": "audio_only", "feature": "scalogram", "cache": str(cache)}},
+        **over,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------ the spec
+
+
+def test_points_are_every_combination_named_by_what_differs(tmp_path):
+    grid = parse_grid(["train.lr=[0.01, 0.03]", "train.seed=[0,1]"])
+    sweep = load_sweep(_spec(tmp_path, "cache", points=[{"train.select_window": 3}]), grid, jobs=2)
+    names = [p.name for p in sweep.points]
+    assert names == [
+        "train.lr=0.01__train.seed=0",
+        "train.lr=0.01__train.seed=1",
+        "train.lr=0.03__train.seed=0",
+        "train.lr=0.03__train.seed=1",
+        "train.select_window=3",
+    ]
+    assert sweep.reference == names[0] and sweep.jobs == 2
+    assert sweep.points[3].overrides == {
+        "train.max_epochs": 3,
+        "train.batch_size": 32,
+        "train.cpu_threads": 1,
+        "train.lr": 0.03,
+        "train.seed": 1,
+    }
+    assert sweep.keys == ("train.lr", "train.seed", "train.select_window")
+    assert point_name({"model.channels": [32, 64], "visual.backbone": "a/b c"}) == (
+        "model.channels=32-64__visual.backbone=a-b-c"
+    )
+    assert point_name({}) == "base"
+
+
+@pytest.mark.parametrize(
+    ("grid", "run", "named"),
+    [
+        ({"train.lrr": [0.1]}, None, "train.lrr"),  # no such key
+        ({"train.lr": ["fast"]}, None, "train.lr"),  # wrong type
+        ({"train.batch_size": [0]}, None, "train.batch_size"),  # out of range
+        ({"clips_per_class": [3]}, None, "clips_per_class"),  # a series setting, trainings
+        ({"clips_per_clas": [3]}, {"series": {}}, "clips_per_clas"),  # no such setting
+        ({"perplexity": ["high"]}, {"series": {}}, "perplexity"),
+    ],
+)
+def test_a_bad_grid_key_or_value_is_refused_before_anything_runs(tmp_path, grid, run, named):
+    spec = _spec(tmp_path, "cache", grid=grid, **({"run": run} if run else {}))
+    with pytest.raises(SweepError, match=named) as err:
+        load_sweep(spec)
+    assert "\n" not in str(err.value)
+    assert err.value.args[0].startswith("sweep lr: point ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # nothing made
+
+
+def test_the_command_line_checks_and_prints_the_points(tmp_path, synth_store):
+    spec = _spec(tmp_path, synth_store[1])
+    r = avsc_run("sweep", str(spec), "--grid", "train.seed=[0,1]", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("train.seed=0: -m avsc train audio_only --cache ")
+    assert lines[0].endswith("-p train.cpu_threads=1 -p train.max_epochs=3 -p train.seed=0")
+    assert lines[-1] == "2 point(s) checked; reference train.seed=0"
+    r = avsc_run(
+        "sweep", "--name", "nb", "--profile", "smoke", "--only", "03", "04", "--grid",
+        "clips_per_class=[3,4]", "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    root, figures = tmp_path / "runs" / "nb", tmp_path / "figures" / "nb"
+    assert r.stdout.splitlines()[1] == (
+        f"clips_per_class=4: -m avsc run --profile smoke --runs {root} --name "
+        f"clips_per_class=4 --figures {figures} --only 03 04 -p clips_per_class=4"
+    )
+    r = avsc_run("sweep", str(spec), "--grid", "train.lr=[slow]", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "avsc sweep: error: sweep lr: point train.lr=slow: config key train.lr: expected a "
+        "number, got 'slow'"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_launcher_settings_are_one_line_naming_the_setting(tmp_path, monkeypatch):
+    with pytest.raises(SweepError, match=r"launcher 'pbs': expected one of local, slurm"):
+        load_sweep(_spec(tmp_path, "cache", launcher="pbs"))
+    with pytest.raises(SweepError, match=r"slurm: unknown setting\(s\) \['partitionn'\]"):
+        load_sweep(_spec(tmp_path, "cache", launcher="slurm", slurm={"partitionn": "gpu"}))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    sweep = load_sweep(_spec(tmp_path, "cache", launcher="slurm", slurm={"partition": "gpu"}))
+    with pytest.raises(LaunchError) as err:
+        run_sweep(sweep, tmp_path / "runs")
+    assert str(err.value) == (
+        "launcher slurm: sbatch is not on PATH (no Slurm here); use --launcher local or run "
+        "avsc sweep on the cluster's login node"
+    )
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path):
+    first = load_sweep(_spec(tmp_path, "cache", grid={"train.seed": [0]}))
+    root = tmp_path / "runs" / "lr"
+    root.mkdir(parents=True)
+    with exclusive_lock(root / ".sweep.lock", f"sweep folder {root}"):  # one still running
+        r = avsc_run("sweep", str(tmp_path / "sweep.yaml"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"avsc sweep: error: sweep folder {root} is in use by another ")
+    assert not (root / "train.seed=0").exists()
+    (root / "sweep.json").write_text(
+        json.dumps({"name": "lr", "profile": "demo", "run": first.run, "base": {}, "points": []})
+    )
+    with pytest.raises(SweepError, match=r"holds another sweep \(profile demo"):
+        run_sweep(first, tmp_path / "runs")
+    assert not (root / "train.seed=0").exists()
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _wait_for(predicate, timeout=240.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
+    """Three trainings and one that fails: the sweep is killed after its first point, the
+    rerun skips that one, runs the rest (the failure named, the others finished) and its
+    table's figures are the points' own (metrics.json; bootstrap intervals recomputed)."""
+    spec = _spec(
+        tmp_path,
+        synth_store[1],
+        grid={"train.seed": [0, 1]},
+        points=[{"train.lr": 0.05}, {"train.device": "cuda:99"}],
+    )
+    root = tmp_path / "runs" / "lr"
+    env = {k: v for k, v in os.environ.items() if k != "AVSC_HPARAMS"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "avsc", "sweep", str(spec)],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(
+            lambda: (
+                point_status(root / "train.seed=0").get("status") == "done"
+                and point_status(root / "train.seed=1").get("status") == "running"
+            ),
+            what="the first point to finish",
+        )
+        first.send_signal(signal.SIGTERM)
+        out, _ = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 130, out
+    assert "avsc sweep: interrupted" in out
+    assert point_status(root / "train.seed=0")["status"] == "done"
+    stopped = point_status(root / "train.seed=1")["command_pid"]  # its training was stopped
+    _wait_for(lambda: not Path(f"/proc/{stopped}").exists(), 30, "the training to stop")
+    resumes = (root / "train.seed=1" / "results" / RESULT / "last.pt").is_file()
+    kept = (root / "train.seed=0" / "results" / RESULT / "metrics.json").stat().st_mtime_ns
+
+    r = avsc_run("sweep", str(spec), cwd=tmp_path, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "2 point(s) done, 1 finished before, 1 failed" in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == (
+        "avsc sweep: error: point train.device=cuda-99: avsc train: error: config key "
+        "train.device: cuda:99 asked, but this machine has "
+        + r.stderr.split("this machine has ", 1)[1].strip()
+    )
+    assert (root / "train.seed=0" / "results" / RESULT / "metrics.json").stat().st_mtime_ns == kept
+    # stopped after an epoch, it resumed; stopped before one, it started over
+    assert ("resuming from" in (root / "train.seed=1" / "log.txt").read_text()) == resumes
+    config = yaml.safe_load((root / "train.seed=1" / "config.yaml").read_text())
+    assert config["experiment"]["train"]["seed"] == 1
+    assert config["experiment"]["train"]["max_epochs"] == 3
+
+    table = pd.read_csv(root / "summary.csv")
+    assert list(table["point"]) == [
+        "train.seed=0",
+        "train.seed=1",
+        "train.lr=0.05",
+        "train.device=cuda-99",
+    ]
+    assert list(table["status"]) == ["done", "done", "done", "failed"]
+    ok = table[table["status"] == "done"].reset_index(drop=True)
+    proba = {}
+    for i, row in ok.iterrows():
+        folder = root / row["point"] / "results" / RESULT
+        m = json.loads((folder / "metrics.json").read_text())
+        proba[i] = pd.read_csv(folder / "proba.csv")
+        assert row["accuracy"] == pytest.approx(100 * m["accuracy_classwise"], abs=1e-9)
+        assert row["logloss"] == pytest.approx(m["logloss_classwise"], abs=1e-9)
+        lo, hi = interval(proba[i], "accuracy")
+        assert (row["accuracy_low"], row["accuracy_high"]) == pytest.approx((100 * lo, 100 * hi))
+        assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+    for i in (1, 2):  # against the reference, the first point: the same clips resampled
+        d, lo, hi = paired_interval(proba[i], proba[0], "logloss")
+        assert ok.loc[i, "vs_reference_logloss"] == pytest.approx(d)
+        assert d == pytest.approx(ok.loc[i, "logloss"] - ok.loc[0, "logloss"])
+        assert (ok.loc[i, "vs_ref_ll_low"], ok.loc[i, "vs_ref_ll_high"]) == pytest.approx((lo, hi))
+    seeds = ok.loc[:1, "accuracy"].to_numpy()
+    assert ok.loc[0, "accuracy_seed_mean"] == pytest.approx(seeds.mean())
+    assert ok.loc[0, "accuracy_seed_sd"] == pytest.approx(np.std(seeds, ddof=1))
+    assert ok.loc[0, "seeds"] == 2 and ok.loc[2, "seeds"] == 1
+    md = (root / "summary.md").read_text()
+    assert f"| {ok.loc[0, 'accuracy']:.1f} [{ok.loc[0, 'accuracy_low']:.1f}, " in md
+    view = sweep_view(root)
+    assert list(view["point"]) == list(table["point"])
+    assert view.loc[2, "train.seed"] == ""  # at the base's value
+
+    # TensorBoard's HParams view lists the swept keys, train.seed = 0 (its default) included
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(root / "train.seed=0" / "results" / RESULT))
+    acc.Reload()
+    info = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    ).session_start_info
+    assert info.hparams["train.seed"].number_value == 0
+    assert info.hparams["train.lr"].number_value == pytest.approx(0.01)  # swept, at its default
+    assert info.hparams["system"].string_value == "audio_only"
+
+
+def test_a_preempted_job_requeues_and_resumes_to_an_uninterrupted_runs_weights(
+    tmp_path, synth_store
+):
+    """submitit's local executor: Slurm's preemption signal (USR2) to one point's job after
+    its second epoch; submitit requeues it and the training resumes from last.pt. Its twin
+    (train.tensorboard, which changes nothing trained) runs uninterrupted."""
+    base = {"train.max_epochs": 8, "train.batch_size": 16, "train.cpu_threads": 1}
+    spec = _spec(
+        tmp_path, synth_store[1], base=base, grid={"train.tensorboard": [True, False]},
+        launcher="submitit-local",
+    )  # fmt: skip
+    sweep = load_sweep(spec)
+    root = tmp_path / "runs" / "lr"
+    cut = root / "train.tensorboard=true"
+    signalled = []
+
+    def preempt():
+        history = cut / "results" / RESULT / "history.csv"
+        _wait_for(lambda: history.is_file() and len(history.read_text().splitlines()) >= 3)
+        os.kill(point_status(cut)["pid"], signal.SIGUSR2)
+        signalled.append(len(history.read_text().splitlines()) - 1)
+
+    import threading
+
+    t = threading.Thread(target=preempt, daemon=True)
+    t.start()
+    out = run_sweep(sweep, tmp_path / "runs")
+    t.join(5)
+    assert signalled and signalled[0] < 8, "the signal came after the training had finished"
+    assert out.failed == {} and sorted(out.done) == sorted(p.name for p in sweep.points)
+    record = point_status(cut)
+    assert record["status"] == "done" and record["requeued"] == 1
+    log = (cut / "log.txt").read_text()
+    assert f"resuming from {cut / 'results' / RESULT / 'last.pt'}" in log
+    a = torch.load(cut / "results" / RESULT / "last.pt", weights_only=True)
+    b = torch.load(
+        root / "train.tensorboard=false" / "results" / RESULT / "last.pt", weights_only=True
+    )
+    assert a["epoch"] == b["epoch"] == 7
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    ha = pd.read_csv(cut / "results" / RESULT / "history.csv")
+    hb = pd.read_csv(root / "train.tensorboard=false" / "results" / RESULT / "history.csv")
+    pd.testing.assert_series_equal(ha["val_logloss"], hb["val_logloss"])
+
+
+def test_a_runs_name_places_its_folders():
+    from avsc.runconfig import resolve
+
+    params = resolve("smoke", {}, Path("r"), Path("f"), name="p1")
+    assert params["run_dir"] == str(Path("r/p1").resolve())
+    assert params["figures_dir"] == str(Path("f/p1").resolve())
+    assert params["cache_dir"] == str(Path("r/p1/cache").resolve())
