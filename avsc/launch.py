@@ -26,6 +26,8 @@ from typing import Any
 from avsc.utils import atomic_write_json
 
 POINT_FILE = "point.json"
+#: how long a job whose command Slurm stopped waits for Slurm to end it (KillWait: 30 s)
+SLURM_STOP_WAIT = 300.0
 #: Slurm settings of a spec (``slurm:``) -> submitit's parameter
 SLURM_KEYS = {
     "partition": "slurm_partition",
@@ -63,6 +65,7 @@ def run_point(
     record = point_status(folder)
     record.update(
         status="running",
+        attempts=record.get("attempts", 0) + 1,  # a requeued job runs its command again
         command=cmd,
         started=time.time(),
         host=os.uname().nodename,
@@ -142,7 +145,15 @@ class PointJob(Checkpointable):
         self._proc: subprocess.Popen | None = None
 
     def __call__(self) -> dict[str, Any]:
-        return run_point(self.cmd, self.folder, self.env, started=self._started)
+        record = run_point(self.cmd, self.folder, self.env, started=self._started)
+        if record.get("returncode") == -signal.SIGTERM and os.environ.get("SLURM_JOB_ID"):
+            # Slurm is ending this job (scontrol requeue, preemption, scancel) and ended the
+            # command: the job's own end comes next (after KillWait). Returning now would
+            # report as failed a point that a requeue runs again.
+            record.update(status="stopped", error="stopped by Slurm (requeued or cancelled)")
+            atomic_write_json(Path(self.folder) / POINT_FILE, record)
+            time.sleep(SLURM_STOP_WAIT)
+        return record
 
     def _started(self, proc: subprocess.Popen) -> None:
         self._proc = proc
@@ -259,9 +270,18 @@ def run_submitit(
         print(f"[avsc sweep] {point}: submitted as job {jobs[point].job_id}", flush=True)
     records: dict[str, dict[str, Any]] = {}
     waiting = dict(jobs)
+    gone: dict[str, float] = {}  # Slurm jobs no longer queued: since when
     while waiting:
+        queued = _queued([j.job_id for j in waiting.values()]) if launcher == "slurm" else None
         for point, job in list(waiting.items()):
-            if not job.done():
+            if queued is None:  # submitit's own check (its local executor; sacct)
+                finished = job.done()
+            else:  # the job's result, or its absence from the queue for a while
+                finished = job.paths.result_pickle.exists()
+                if not finished and str(job.job_id) not in queued:
+                    since = gone.setdefault(point, time.monotonic())
+                    finished = time.monotonic() - since > SLURM_GONE_S
+            if not finished:
                 continue
             del waiting[point]
             try:
@@ -274,3 +294,22 @@ def run_submitit(
         if waiting:
             time.sleep(1.0)
     return records
+
+
+#: a Slurm job that left the queue without a result is failed after this many seconds
+SLURM_GONE_S = 60.0
+
+
+def _queued(job_ids: list[str]) -> set[str] | None:
+    """The ids of ``job_ids`` that Slurm still holds (pending, running, completing,
+    requeued), from ``squeue`` (not submitit's ``sacct``, which needs the cluster's
+    accounting database); None where squeue does not answer."""
+    r = subprocess.run(
+        ["squeue", "-h", "-o", "%i", "-j", ",".join(str(j) for j in job_ids)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0 and "Invalid job id" not in r.stderr:
+        return None
+    return {line.strip() for line in r.stdout.splitlines() if line.strip()}

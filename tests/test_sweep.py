@@ -262,27 +262,162 @@ def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
     assert info.hparams["system"].string_value == "audio_only"
 
 
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A one-node Slurm cluster on this machine: Debian's slurm-wlm (``.ci/run`` installs it
+    where apt is available), ``slurmctld`` and ``slurmd`` in the foreground with their own
+    ports, folders and config (``SLURM_CONF``), localhost only, no authentication between
+    daemons of one machine (``auth/none``). Skipped, saying why, where they cannot start."""
+    import shutil
+    import socket
+
+    missing = [e for e in ("slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "sinfo")
+               if shutil.which(e) is None]  # fmt: skip
+    if missing:
+        pytest.skip(f"no Slurm here ({', '.join(missing)} missing; .ci/run installs slurm-wlm)")
+    folder = tmp_path_factory.mktemp("slurm")
+    node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=30)
+    line = node.stdout.splitlines()[0] if node.returncode == 0 and node.stdout else ""
+    if not line.startswith("NodeName="):
+        pytest.skip(f"slurmd -C cannot describe this machine: {node.stderr.strip()[:200]}")
+    name = line.split()[0].split("=", 1)[1]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    import getpass
+
+    user = getpass.getuser()
+    conf = folder / "slurm.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "ClusterName=avsctest",
+                f"SlurmctldHost={name}(127.0.0.1)",
+                f"SlurmctldPort={ports[0]}",
+                f"SlurmdPort={ports[1]}",
+                "AuthType=auth/none",
+                "CredType=cred/none",
+                f"SlurmUser={user}",
+                f"SlurmdUser={user}",
+                f"StateSaveLocation={folder / 'state'}",
+                f"SlurmdSpoolDir={folder / 'spool'}",
+                f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
+                f"SlurmdPidFile={folder / 'slurmd.pid'}",
+                f"SlurmctldLogFile={folder / 'slurmctld.log'}",
+                f"SlurmdLogFile={folder / 'slurmd.log'}",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core",
+                "SchedulerType=sched/builtin",
+                "ReturnToService=2",
+                "MpiDefault=none",
+                "JobRequeue=1",
+                "KillWait=2",  # a stopped job ends 2 s after its SIGTERM, not 30 s
+                f"{line} NodeAddr=127.0.0.1 State=UNKNOWN",
+                f"PartitionName=debug Nodes={name} Default=YES MaxTime=INFINITE State=UP",
+            ]
+        )
+        + "\n"
+    )
+    (folder / "state").mkdir()
+    (folder / "spool").mkdir()
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    daemons = [
+        subprocess.Popen(
+            [exe, "-D", *extra, "-f", str(conf)],
+            env=env,
+            cwd=folder,
+            stdout=open(folder / f"{exe}.out", "wb"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for exe, extra in (("slurmctld", ["-i"]), ("slurmd", []))
+    ]
+    try:
+        t0 = time.monotonic()
+        state = ""
+        while time.monotonic() - t0 < 30 and all(d.poll() is None for d in daemons):
+            r = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+            state = r.stdout.strip()
+            if state == "idle":
+                break
+            time.sleep(0.5)
+        if state != "idle":
+            logs = " | ".join(
+                (folder / f).read_text(errors="replace").strip().splitlines()[-1]
+                for f in ("slurmctld.out", "slurmd.out", "slurmctld.log", "slurmd.log")
+                if (folder / f).is_file() and (folder / f).read_text(errors="replace").strip()
+            )
+            pytest.skip(f"the Slurm daemons did not start (node {state or 'absent'}): {logs[:300]}")
+        yield conf
+    finally:
+        for d in daemons:
+            d.terminate()
+        for d in daemons:
+            try:
+                d.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                d.kill()
+
+
+def _preempt_slurm(point: Path, env: dict[str, str]) -> None:
+    """What a cluster does to a preempted job: ``scontrol requeue`` (the job is stopped and
+    queued again); then its start is moved to now (Slurm holds a requeued job back 2
+    minutes)."""
+    job = point_status(point)["job_id"]
+    subprocess.run(["scontrol", "requeue", job], env=env, check=True, timeout=30)
+    _wait_for(
+        lambda: (
+            subprocess.run(
+                ["squeue", "-h", "-j", job, "-o", "%t"], env=env, capture_output=True, text=True
+            ).stdout.strip()
+            == "PD"
+        ),
+        60,
+        "the job to be pending again",
+    )
+    subprocess.run(
+        ["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize("launcher", ["submitit-local", "slurm"])
 def test_a_preempted_job_requeues_and_resumes_to_an_uninterrupted_runs_weights(
-    tmp_path, synth_store
+    tmp_path, synth_store, launcher, request, monkeypatch
 ):
-    """submitit's local executor: Slurm's preemption signal (USR2) to one point's job after
-    its second epoch; submitit requeues it and the training resumes from last.pt. Its twin
-    (train.tensorboard, which changes nothing trained) runs uninterrupted."""
+    """One job per point through submitit; one point's job is preempted after its second
+    epoch, requeued, and its training resumes from last.pt. Its twin (train.tensorboard,
+    which changes nothing trained) runs uninterrupted: the weights are equal. On Slurm the
+    cluster requeues the job (``scontrol requeue``); with submitit's local executor, Slurm's
+    preemption signal (USR2) goes to the job and submitit requeues it."""
+    slurm = {"cpus": 1, "time": 10}
+    if launcher == "slurm":
+        conf = request.getfixturevalue("slurm_cluster")
+        monkeypatch.setenv("SLURM_CONF", str(conf))
+        slurm["partition"] = "debug"
     base = {"train.max_epochs": 8, "train.batch_size": 16, "train.cpu_threads": 1}
     spec = _spec(
         tmp_path, synth_store[1], base=base, grid={"train.tensorboard": [True, False]},
-        launcher="submitit-local",
+        launcher=launcher, slurm=slurm,
     )  # fmt: skip
     sweep = load_sweep(spec)
     root = tmp_path / "runs" / "lr"
     cut = root / "train.tensorboard=true"
     signalled = []
+    env = dict(os.environ)
 
     def preempt():
         history = cut / "results" / RESULT / "history.csv"
         _wait_for(lambda: history.is_file() and len(history.read_text().splitlines()) >= 3)
-        os.kill(point_status(cut)["pid"], signal.SIGUSR2)
         signalled.append(len(history.read_text().splitlines()) - 1)
+        if launcher == "slurm":
+            _preempt_slurm(cut, env)
+        else:
+            os.kill(point_status(cut)["pid"], signal.SIGUSR2)
 
     import threading
 
@@ -290,10 +425,12 @@ def test_a_preempted_job_requeues_and_resumes_to_an_uninterrupted_runs_weights(
     t.start()
     out = run_sweep(sweep, tmp_path / "runs")
     t.join(5)
-    assert signalled and signalled[0] < 8, "the signal came after the training had finished"
+    assert signalled and signalled[0] < 8, "the preemption came after the training had finished"
     assert out.failed == {} and sorted(out.done) == sorted(p.name for p in sweep.points)
     record = point_status(cut)
-    assert record["status"] == "done" and record["requeued"] == 1
+    assert record["status"] == "done" and record["attempts"] == 2
+    if launcher == "submitit-local":
+        assert record["requeued"] == 1  # by submitit's checkpoint, on the signal
     log = (cut / "log.txt").read_text()
     assert f"resuming from {cut / 'results' / RESULT / 'last.pt'}" in log
     a = torch.load(cut / "results" / RESULT / "last.pt", weights_only=True)
@@ -306,6 +443,10 @@ def test_a_preempted_job_requeues_and_resumes_to_an_uninterrupted_runs_weights(
     ha = pd.read_csv(cut / "results" / RESULT / "history.csv")
     hb = pd.read_csv(root / "train.tensorboard=false" / "results" / RESULT / "history.csv")
     pd.testing.assert_series_equal(ha["val_logloss"], hb["val_logloss"])
+    print(
+        f"{launcher}: preempted after epoch {signalled[0]}, resumed; last.pt of the 8 epochs "
+        f"equals the uninterrupted twin's in all {len(a['model'])} tensors"
+    )
 
 
 def test_a_runs_name_places_its_folders():

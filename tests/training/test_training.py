@@ -406,6 +406,45 @@ def test_two_gloo_processes_match_one_process(synth_store, tmp_path):
     m2 = json.loads((two_dir / "metrics.json").read_text())
     assert abs(m1["accuracy_overall"] - m2["accuracy_overall"]) <= 0.15
 
+    # Two "nodes": two torchrun launchers of one process each, meeting at a c10d rendezvous on
+    # 127.0.0.1 (as README's torchrun --nnodes 2 on a cluster): the same two ranks, so the
+    # same weights as the two processes of one launcher, bit for bit.
+    port = str(_free_port())
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint=127.0.0.1:{port}",
+                "--rdzv_id=avsc-test",
+                f"--node_rank={k}",
+                *args,
+                "--out",
+                str(tmp_path / "nodes"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for k in range(2)
+    ]
+    outs = [n.communicate(timeout=600)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    nodes_dir = tmp_path / "nodes" / "audio_only_fbank"
+    a = torch.load(two_dir / "last.pt", weights_only=True)["model"]
+    b = torch.load(nodes_dir / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    pd.testing.assert_frame_equal(
+        h2.drop(columns="seconds"), pd.read_csv(nodes_dir / "history.csv").drop(columns="seconds")
+    )
+
 
 DDP_NAN_SCRIPT = """
 import os, sys, torch
