@@ -118,10 +118,12 @@ def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
 def load_sweep(
     spec: str | os.PathLike | None = None,
     grid: dict[str, list[Any]] | None = None,
+    base: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Sweep:
     """The sweep of the spec file ``spec`` (or of ``settings`` alone), with ``grid`` (from
-    ``--grid``) added to its grid and ``settings`` (``profile``, ``name``, ``run``,
+    ``--grid``) added to its grid, ``base`` (``-p``, ``--config``) over its base, and
+    ``settings`` (``profile``, ``name``, ``run``,
     ``launcher``, ``jobs``...: the command line's) over its own. Every point's overrides are
     checked here, before anything runs: an unknown key or a value of the wrong type is a
     :class:`SweepError` naming the key (and the point)."""
@@ -144,7 +146,7 @@ def load_sweep(
     profile = raw.get("profile") or "smoke"
     if profile not in list_profiles():
         raise SweepError(f"{where}: profile {profile!r}: not one of {', '.join(list_profiles())}")
-    base = _mapping(raw.get("base"), f"{where}: base")
+    base = {**_mapping(raw.get("base"), f"{where}: base"), **(base or {})}
     full_grid = {**_mapping(raw.get("grid"), f"{where}: grid"), **(grid or {})}
     for key, values in full_grid.items():
         if not isinstance(values, list) or not values:

@@ -50,7 +50,7 @@ def test_every_option_has_help_and_every_subcommand_an_example():
     subs = _subparsers(parser)
     assert set(subs) == {
         "synth", "download", "manifest", "validate", "preprocess", "train", "crossval", "predict",
-        "submit", "finetune", "run",
+        "submit", "finetune", "run", "sweep",
     }  # fmt: skip
     for name, sub in subs.items():
         assert sub.description and sub.epilog and f"avsc {name} " in sub.epilog, name

@@ -33,7 +33,7 @@ def _spec(tmp_path: Path, cache, **over) -> Path:
     spec = {
         "name": "lr",
         "profile": "smoke",
-        "base": {"train.max_epochs": 3, "train.batch_size": 32, "train.cpu_threads": 1},
+        "base": {"train.max_epochs": 2, "train.batch_size": 32, "train.cpu_threads": 1},
         "run": {"train": {"system": "audio_only", "feature": "scalogram", "cache": str(cache)}},
         **over,
     }
@@ -58,7 +58,7 @@ def test_points_are_every_combination_named_by_what_differs(tmp_path):
     ]
     assert sweep.reference == names[0] and sweep.jobs == 2
     assert sweep.points[3].overrides == {
-        "train.max_epochs": 3,
+        "train.max_epochs": 2,
         "train.batch_size": 32,
         "train.cpu_threads": 1,
         "train.lr": 0.03,
@@ -93,7 +93,10 @@ def test_a_bad_grid_key_or_value_is_refused_before_anything_runs(tmp_path, grid,
 
 def test_the_command_line_checks_and_prints_the_points(tmp_path, synth_store):
     spec = _spec(tmp_path, synth_store[1])
-    r = avsc_run("sweep", str(spec), "--grid", "train.seed=[0,1]", "--dry-run", cwd=tmp_path)
+    r = avsc_run(
+        "sweep", str(spec), "--grid", "train.seed=[0,1]", "-p", "train.max_epochs=3",
+        "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("train.seed=0: -m avsc train audio_only --cache ")
@@ -212,7 +215,7 @@ def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
     assert ("resuming from" in (root / "train.seed=1" / "log.txt").read_text()) == resumes
     config = yaml.safe_load((root / "train.seed=1" / "config.yaml").read_text())
     assert config["experiment"]["train"]["seed"] == 1
-    assert config["experiment"]["train"]["max_epochs"] == 3
+    assert config["experiment"]["train"]["max_epochs"] == 2
 
     table = pd.read_csv(root / "summary.csv")
     assert list(table["point"]) == [
@@ -399,7 +402,7 @@ def test_a_preempted_job_requeues_and_resumes_to_an_uninterrupted_runs_weights(
         conf = request.getfixturevalue("slurm_cluster")
         monkeypatch.setenv("SLURM_CONF", str(conf))
         slurm["partition"] = "debug"
-    base = {"train.max_epochs": 8, "train.batch_size": 16, "train.cpu_threads": 1}
+    base = {"train.max_epochs": 6, "train.batch_size": 16, "train.cpu_threads": 1}
     spec = _spec(
         tmp_path, synth_store[1], base=base, grid={"train.tensorboard": [True, False]},
         launcher=launcher, slurm=slurm,
@@ -425,7 +428,7 @@ def test_a_preempted_job_requeues_and_resumes_to_an_uninterrupted_runs_weights(
     t.start()
     out = run_sweep(sweep, tmp_path / "runs")
     t.join(5)
-    assert signalled and signalled[0] < 8, "the preemption came after the training had finished"
+    assert signalled and signalled[0] < 6, "the preemption came after the training had finished"
     assert out.failed == {} and sorted(out.done) == sorted(p.name for p in sweep.points)
     record = point_status(cut)
     assert record["status"] == "done" and record["attempts"] == 2
@@ -437,14 +440,14 @@ def test_a_preempted_job_requeues_and_resumes_to_an_uninterrupted_runs_weights(
     b = torch.load(
         root / "train.tensorboard=false" / "results" / RESULT / "last.pt", weights_only=True
     )
-    assert a["epoch"] == b["epoch"] == 7
+    assert a["epoch"] == b["epoch"] == 5
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     ha = pd.read_csv(cut / "results" / RESULT / "history.csv")
     hb = pd.read_csv(root / "train.tensorboard=false" / "results" / RESULT / "history.csv")
     pd.testing.assert_series_equal(ha["val_logloss"], hb["val_logloss"])
     print(
-        f"{launcher}: preempted after epoch {signalled[0]}, resumed; last.pt of the 8 epochs "
+        f"{launcher}: preempted after epoch {signalled[0]}, resumed; last.pt of the 6 epochs "
         f"equals the uninterrupted twin's in all {len(a['model'])} tensors"
     )
 

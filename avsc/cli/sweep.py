@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     s.add_argument(
         "--jobs", type=options.whole_number(1), help="local: points run at once (default 1)"
     )
+    options.config_options(s, "an override of every point (over the spec's base)")
     s.add_argument("--runs", default="runs", help="folder of runs: the sweep is runs/<name>/")
     s.add_argument(
         "--figures", default="figures", help="series points' figures: figures/<name>/<point>/"
@@ -69,9 +70,14 @@ def main(args: argparse.Namespace) -> int:
     if not args.spec and not args.grid:
         print("avsc sweep: error: give a sweep spec or --grid KEY=[...]", file=sys.stderr)
         return 2
+    from avsc.config import load_config_file, parse_overrides
+
+    base = options.flat(load_config_file(args.config), args.config) if args.config else {}
+    base.update(parse_overrides(args.param))
     sweep = load_sweep(
         args.spec,
         parse_grid(args.grid),
+        base,
         name=args.name,
         profile=args.profile,
         run=run,
