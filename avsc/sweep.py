@@ -123,10 +123,10 @@ def load_sweep(
 ) -> Sweep:
     """The sweep of the spec file ``spec`` (or of ``settings`` alone), with ``grid`` (from
     ``--grid``) added to its grid, ``base`` (``-p``, ``--config``) over its base, and
-    ``settings`` (``profile``, ``name``, ``run``,
-    ``launcher``, ``jobs``...: the command line's) over its own. Every point's overrides are
-    checked here, before anything runs: an unknown key or a value of the wrong type is a
-    :class:`SweepError` naming the key (and the point)."""
+    ``settings`` (``profile``, ``name``, ``run``, ``launcher``, ``jobs``...: the command
+    line's) over its own. Every point's overrides are checked here, before anything runs:
+    an unknown key or a value of the wrong type is a :class:`SweepError` naming the key (and
+    the point)."""
     raw: dict[str, Any] = {}
     if spec is not None:
         try:
@@ -174,13 +174,9 @@ def load_sweep(
 
     combos = [dict(zip(full_grid, values, strict=True)) for values in _product(full_grid)]
     asked = [c for c in combos if c] + [dict(p) for p in listed]
-    if not asked:
-        asked = [{}]  # the base alone
+    asked = [{ALIASES.get(k, k): v for k, v in p.items()} for p in asked] or [{}]  # {}: the base
     keys = tuple(dict.fromkeys(k for p in asked for k in p))
-    points = []
-    for differs in asked:
-        differs = {ALIASES.get(k, k): v for k, v in differs.items()}
-        points.append(Point(point_name(differs), differs, {**base, **differs}))
+    points = [Point(point_name(d), d, {**base, **d}) for d in asked]
     names = [p.name for p in points]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -188,13 +184,15 @@ def load_sweep(
     ref = raw.get("reference")
     if ref is None:
         reference = points[0].name
-    else:
-        ref = _mapping(ref, f"{where}: reference") if not isinstance(ref, str) else ref
-        reference = ref if isinstance(ref, str) else point_name(ref)
-        if reference not in names:
+    else:  # a point's name, or what differs in it (in any order)
+        if not isinstance(ref, str):
+            ref = {ALIASES.get(k, k): v for k, v in _mapping(ref, f"{where}: reference").items()}
+        found = [p.name for p in points if ref in (p.name, p.differs)]
+        if not found:
             raise SweepError(
                 f"{where}: reference {ref!r} is not one of the points ({', '.join(names)})"
             )
+        reference = found[0]
     sweep = Sweep(str(name), profile, base, points, run, reference, launcher, jobs, slurm, keys)
     for point in points:
         check_point(sweep, point)

@@ -39,6 +39,7 @@ PRELOAD = (
     "avsc.training.loop",
     "avsc.experiments.strategies",
     "avsc.experiments.predict",
+    "torch.utils.tensorboard",  # a training's curves (train.tensorboard)
 )
 #: environment variables read when Python or the preloaded modules start
 STARTUP = ("PYTHON", "LC_", "LANG", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "MPLBACKEND")

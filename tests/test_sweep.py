@@ -65,6 +65,13 @@ def test_points_are_every_combination_named_by_what_differs(tmp_path):
         "train.seed": 1,
     }
     assert sweep.keys == ("train.lr", "train.seed", "train.select_window")
+    ref = {"train.seed": 1, "train.lr": 0.03}  # what differs, in any order
+    assert load_sweep(_spec(tmp_path, "cache", reference=ref), grid).reference == names[3]
+    with pytest.raises(SweepError, match=r"reference \{'train.lr': 0.5\} is not one of"):
+        load_sweep(_spec(tmp_path, "cache", reference={"train.lr": 0.5}), grid)
+    assert load_sweep(_spec(tmp_path, "cache"), {"seeds": [[0, 1]]}).points[0].name == (
+        "train.seeds=0-1"  # an alias under its key's name
+    )
     assert point_name({"model.channels": [32, 64], "visual.backbone": "a/b c"}) == (
         "model.channels=32-64__visual.backbone=a-b-c"
     )
