@@ -466,3 +466,17 @@ def test_a_runs_name_places_its_folders():
     assert params["run_dir"] == str(Path("r/p1").resolve())
     assert params["figures_dir"] == str(Path("f/p1").resolve())
     assert params["cache_dir"] == str(Path("r/p1/cache").resolve())
+
+
+def test_a_submission_slurm_refuses_names_the_setting(tmp_path, slurm_cluster, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster))
+    sweep = load_sweep(
+        _spec(tmp_path, "cache", launcher="slurm", slurm={"partition": "nope", "time": 5})
+    )
+    with pytest.raises(LaunchError) as err:
+        run_sweep(sweep, tmp_path / "runs")
+    msg = str(err.value)
+    assert msg.startswith(
+        "launcher slurm: submitting point base failed (slurm.partition=nope, slurm.time=5): "
+    ), msg
+    assert "invalid partition" in msg.lower() and "\n" not in msg
