@@ -280,6 +280,8 @@ def test_non_ascii_names_work_under_a_non_utf8_locale(tmp_path):
                        "-p", "train.max_epochs=1")  # fmt: skip
     assert rc == 0, err
     assert json.loads(out[out.index("{") :])["labels"] == ["café", "park", "straße"]
+    # TensorBoard (which opens paths as UTF-8) wrote the curves and the result into rün/
+    assert len(list((out_dir / "audio_only_scalogram").glob("events.out.tfevents.*"))) == 2
 
     ckpt = str(out_dir / "audio_only_scalogram" / "best.pt")
     csv_out = tmp_path / "prédictions.csv"

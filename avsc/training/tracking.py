@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,12 +92,31 @@ class TensorBoardTracker:
         self.folder = Path(folder)
         self._writer = None
         self._logged = 0  # history rows written by this process
+        self._link: str | None = None  # see _writable
+        self._link_dir: tempfile.TemporaryDirectory | None = None
 
     def _open(self, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        return SummaryWriter(str(self.folder), purge_step=purge_step, flush_secs=30)
+        return SummaryWriter(self._writable(), purge_step=purge_step, flush_secs=30)
+
+    def _writable(self) -> str:
+        """The folder as a path TensorBoard can open: TensorBoard encodes paths as UTF-8, so a
+        folder whose name the system gave in another encoding (a non-ASCII name under an
+        ASCII locale: surrogate escapes) is reached through a link with an ASCII name in a
+        temporary folder of this tracker's own."""
+        folder = str(self.folder.resolve())
+        try:
+            folder.encode("utf-8")
+            return folder
+        except UnicodeEncodeError:
+            pass
+        if self._link is None:
+            self._link_dir = tempfile.TemporaryDirectory(prefix="avsc-tensorboard-")
+            self._link = os.path.join(self._link_dir.name, "run")
+            os.symlink(folder, self._link)
+        return self._link
 
     def epochs(self, rows: list[dict[str, Any]], config: Mapping[str, Any] | None) -> None:
         if self._writer is None:
@@ -127,7 +147,8 @@ class TensorBoardTracker:
         writer = self._open(purge_step=step)
         try:
             metrics = {k: float(v) for k, v in metrics.items() if _is_number(v)}
-            exp, ssi, sei = hparams_summary(dict(hparams), metrics)
+            hp = {_text(str(k)): _hparam_value(v) for k, v in hparams.items()}
+            exp, ssi, sei = hparams_summary(hp, metrics)
             for summary in (exp, ssi, sei):
                 writer.file_writer.add_summary(summary, step)
             for tag, value in metrics.items():
@@ -139,6 +160,9 @@ class TensorBoardTracker:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._link_dir is not None:
+            self._link_dir.cleanup()
+            self._link = self._link_dir = None
 
 
 def tracker(folder: str | os.PathLike, enabled: bool = True) -> Tracker:
@@ -156,7 +180,7 @@ def hparams_of(
     flat, base = _flatten(config), _flatten(defaults)
     named = [k.strip() for k in os.environ.get(HPARAMS_ENV, "").split(",") if k.strip()]
     keys = [k for k in flat if k in named or flat[k] != base.get(k, object())]
-    out: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    out: dict[str, Any] = {k: _hparam_value(v) for k, v in extra.items() if v is not None}
     for key in keys:
         if key in RUN_PLACES:
             continue
@@ -169,9 +193,15 @@ RUN_PLACES = frozenset({"train.device", "train.num_workers", "train.cpu_threads"
 
 
 def _hparam_value(value: Any) -> Any:
-    if isinstance(value, bool | str) or (_is_number(value) and not isinstance(value, bool)):
+    if isinstance(value, bool) or _is_number(value):
         return value
-    return str(value)
+    return _text(str(value))
+
+
+def _text(s: str) -> str:
+    """``s`` as text TensorBoard can store (UTF-8): a file name's surrogate escapes (bytes
+    the locale could not decode) become U+FFFD."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -189,9 +219,11 @@ def _plain(d: Any) -> Any:
         return {str(k): _plain(v) for k, v in d.items()}
     if isinstance(d, Iterable) and not isinstance(d, str | bytes):
         return [_plain(v) for v in d]
-    if d is None or isinstance(d, bool | int | float | str):
+    if isinstance(d, str):
+        return _text(d)
+    if d is None or isinstance(d, bool | int | float):
         return d
-    return str(d)
+    return _text(str(d))
 
 
 def _is_number(value: Any) -> bool:
