@@ -174,12 +174,15 @@ def hparams_of(
     config: Mapping[str, Any], defaults: Mapping[str, Any], extra: Mapping[str, Any]
 ) -> dict[str, Any]:
     """A training's entries in the HParams view: ``extra`` (system, feature, backbone), then
-    every flattened config key whose value differs from ``defaults``, plus the keys named in
-    ``$AVSC_HPARAMS`` whatever their value. Values TensorBoard cannot hold (lists, None)
-    become text."""
+    the config keys named in ``$AVSC_HPARAMS`` (a sweep's: the keys its points differ in,
+    whatever their value), or else every flattened config key whose value differs from
+    ``defaults``. Values TensorBoard cannot hold (lists, None) become text."""
     flat, base = _flatten(config), _flatten(defaults)
     named = [k.strip() for k in os.environ.get(HPARAMS_ENV, "").split(",") if k.strip()]
-    keys = [k for k in flat if k in named or flat[k] != base.get(k, object())]
+    if named:
+        keys = [k for k in named if k in flat]
+    else:
+        keys = [k for k in flat if flat[k] != base.get(k, object())]
     out: dict[str, Any] = {k: _hparam_value(v) for k, v in extra.items() if v is not None}
     for key in keys:
         if key in RUN_PLACES:
