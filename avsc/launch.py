@@ -42,6 +42,14 @@ SLURM_KEYS = {
 }
 
 
+def yaml_value(value: Any) -> str:
+    """``value`` as the text of a ``-p key=VALUE`` (YAML, one line)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("\n...")
+
+
 def point_status(folder: Path) -> dict[str, Any]:
     """A point's ``point.json`` (``status``: done, failed, running), or ``{}``."""
     try:
@@ -98,9 +106,9 @@ def _last_error(log_file: Path) -> str:
     return (errors or lines or ["(no output)"])[-1].strip()[:500]
 
 
-def _said(point: str, record: dict[str, Any], where: str) -> None:
+def _said(item: str, record: dict[str, Any], where: str) -> None:
     state = "done" if record["status"] == "done" else f"FAILED: {record.get('error')}"
-    print(f"[avsc sweep] {point}: {state} ({where})", flush=True)
+    print(f"[avsc] {item}: {state} ({where})", flush=True)
 
 
 def run_local(
@@ -248,52 +256,80 @@ def run_submitit(
     commands: dict[str, list[str]],
     root: Path,
     env: dict[str, str],
+    after: dict[str, list[str]] | None = None,
+    what: str = "point",
 ) -> dict[str, dict[str, Any]]:
-    """Submit one job per point (``commands``: point -> its command) and wait for them;
-    each point's record (``point.json``)."""
+    """Submit one job per item (``commands``: item -> its command; its records in
+    ``root/<item>/``) and wait for them; each item's record (``point.json``). ``after``:
+    item -> the items it needs finished first: it is submitted once they are done, and not
+    run (failed, naming them) when one of them failed."""
     if not commands:
         return {}
+    after = after or {}
     ex = executor(launcher, name, slurm, root / ".submitit")
-    jobs = {}
-    for point, cmd in commands.items():
-        try:
-            jobs[point] = ex.submit(PointJob(cmd, str(root / point), env))
-        except Exception as exc:  # sbatch's own message: an unknown partition, account...
-            why = " ".join(str(exc).split())[:300]
-            setting = ", ".join(f"slurm.{k}={v}" for k, v in slurm.items()) or "defaults"
-            raise LaunchError(
-                f"launcher {launcher}: submitting point {point} failed ({setting}): {why}"
-            ) from exc
-        record = point_status(root / point)
-        record.update(status="submitted", job_id=str(jobs[point].job_id))
-        atomic_write_json(root / point / POINT_FILE, record)
-        print(f"[avsc sweep] {point}: submitted as job {jobs[point].job_id}", flush=True)
     records: dict[str, dict[str, Any]] = {}
-    waiting = dict(jobs)
+    pending = dict(commands)
+    waiting: dict[str, Any] = {}
     gone: dict[str, float] = {}  # Slurm jobs no longer queued: since when
-    while waiting:
+    while pending or waiting:
+        for item in list(pending):
+            needs = [n for n in after.get(item, ()) if n in commands]
+            failed = [n for n in needs if n in records and records[n]["status"] != "done"]
+            if failed:  # never runs: say why
+                del pending[item]
+                record = point_status(root / item)
+                record.update(status="failed", error=f"not run: {', '.join(failed)} failed")
+                atomic_write_json(_folder(root, item) / POINT_FILE, record)
+                records[item] = record
+                _said(item, record, "not submitted")
+            elif all(n in records for n in needs):
+                del pending[item]
+                waiting[item] = _submit(ex, launcher, slurm, item, commands[item], root, env, what)
+        if pending and not waiting:  # nothing runs and nothing can start
+            raise LaunchError(f"{what}s {', '.join(pending)} wait on each other (a cycle)")
         queued = _queued([j.job_id for j in waiting.values()]) if launcher == "slurm" else None
-        for point, job in list(waiting.items()):
+        for item, job in list(waiting.items()):
             if queued is None:  # submitit's own check (its local executor; sacct)
                 finished = job.done()
             else:  # the job's result, or its absence from the queue for a while
                 finished = job.paths.result_pickle.exists()
                 if not finished and str(job.job_id) not in queued:
-                    since = gone.setdefault(point, time.monotonic())
+                    since = gone.setdefault(item, time.monotonic())
                     finished = time.monotonic() - since > SLURM_GONE_S
             if not finished:
                 continue
-            del waiting[point]
+            del waiting[item]
             try:
-                records[point] = job.result()
+                records[item] = job.result()
             except Exception as exc:  # the job itself failed (killed, out of memory...)
-                record = point_status(root / point)
+                record = point_status(root / item)
                 record.update(status="failed", error=" ".join(str(exc).split())[-500:])
-                records[point] = record
-            _said(point, records[point], f"job {job.job_id}")
+                records[item] = record
+            _said(item, records[item], f"job {job.job_id}")
         if waiting:
             time.sleep(1.0)
     return records
+
+
+def _folder(root: Path, item: str) -> Path:
+    (root / item).mkdir(parents=True, exist_ok=True)
+    return root / item
+
+
+def _submit(ex, launcher, slurm, item, cmd, root, env, what):
+    try:
+        job = ex.submit(PointJob(cmd, str(root / item), env))
+    except Exception as exc:  # sbatch's own message: an unknown partition, account...
+        why = " ".join(str(exc).split())[:300]
+        setting = ", ".join(f"slurm.{k}={v}" for k, v in slurm.items()) or "defaults"
+        raise LaunchError(
+            f"launcher {launcher}: submitting {what} {item} failed ({setting}): {why}"
+        ) from exc
+    record = point_status(root / item)
+    record.update(status="submitted", job_id=str(job.job_id))
+    atomic_write_json(_folder(root, item) / POINT_FILE, record)
+    print(f"[avsc] {item}: submitted as job {job.job_id}", flush=True)
+    return job
 
 
 #: a Slurm job that left the queue without a result is failed after this many seconds

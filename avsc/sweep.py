@@ -45,7 +45,14 @@ from typing import Any
 import yaml
 
 from avsc.config import ALIASES, SECTIONS, ConfigError, config_of, load_config_file
-from avsc.launch import POINT_FILE, SLURM_KEYS, point_status, run_local, run_submitit
+from avsc.launch import (
+    POINT_FILE,
+    SLURM_KEYS,
+    point_status,
+    run_local,
+    run_submitit,
+    yaml_value,
+)
 from avsc.runconfig import RunError, list_profiles, load_profile, resolve
 from avsc.utils import atomic_path, atomic_write_json, exclusive_lock, granted_cpus
 
@@ -266,7 +273,7 @@ def command(sweep: Sweep, point: Point, root: Path, figures: Path = Path("figure
     """The ``avsc`` command line of one point (a series point's figures and tables go to
     ``<figures>/<sweep>/<point>``)."""
     folder = root / point.name
-    params = [a for k, v in point.overrides.items() for a in ("-p", f"{k}={_yaml(v)}")]
+    params = [a for k, v in point.overrides.items() for a in ("-p", f"{k}={yaml_value(v)}")]
     cmd = [sys.executable, "-m", "avsc"]
     if sweep.trains is not None:
         t = sweep.trains
@@ -285,10 +292,6 @@ def command(sweep: Sweep, point: Point, root: Path, figures: Path = Path("figure
         if series.get(opt):
             cmd += [f"--{opt}", str(series[opt])]
     return cmd + params
-
-
-def _yaml(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
 
 
 @dataclasses.dataclass

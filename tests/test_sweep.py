@@ -13,17 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 
+from avsc.cluster import run_series_on_cluster
 from avsc.evaluation.uncertainty import interval, paired_interval
 from avsc.launch import LaunchError, point_status
 from avsc.sweep import SweepError, load_sweep, parse_grid, point_name, run_sweep, sweep_view
 from avsc.utils import exclusive_lock
 from tests.forked import avsc_run
+from tests.test_cluster import _plan
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = "audio_only_scalogram"
@@ -480,3 +483,78 @@ def test_a_submission_slurm_refuses_names_the_setting(tmp_path, slurm_cluster, m
         "launcher slurm: submitting point base failed (slurm.partition=nope, slurm.time=5): "
     ), msg
     assert "invalid partition" in msg.lower() and "\n" not in msg
+
+
+# ------------------------------------------------------------------ avsc run on a cluster
+
+
+def _notebook(path: Path, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('config: str = ""\noverrides: dict = {}')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, str(path))
+
+
+def test_the_series_trains_as_jobs_and_the_collect_step_finds_them_finished(
+    tmp_path, synth_store, request, monkeypatch
+):
+    """On the one-node Slurm cluster (where its daemons cannot start: submitit's local
+    executor, the same code path). Stand-in notebooks around the real trainings: 01 and 02
+    (the prepare job) write a mark; the trainings are the real ``Context.train`` jobs on a
+    synthetic store (the five of notebooks 03 and 04 on one feature and one backbone); 03
+    (the collect job) reloads two of them without training and saves how many it found."""
+    slurm = {"cpus": 1, "time": 10}
+    try:
+        monkeypatch.setenv("SLURM_CONF", str(request.getfixturevalue("slurm_cluster")))
+        launcher, slurm["partition"] = "slurm", "debug"
+    except pytest.skip.Exception as why:
+        launcher = "submitit-local"
+        print(f"{why}: submitit's local executor instead")
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for n in ("01_prepare", "02_more"):
+        _notebook(nbs / f"{n}.ipynb", f"open({str(tmp_path / n)!r}, 'w').close()")
+    _notebook(
+        nbs / "03_collect.ipynb",
+        "from avsc.workflow import Context\n"
+        "ctx = Context.from_config(config)\n"
+        "names = ['audio_only_fbank', 'video_only_test_efficientnet']\n"
+        "before = [(ctx.run / 'results' / n / 'best.pt').stat().st_mtime_ns for n in names]\n"
+        "loaded = [ctx.train('audio_only', feature='fbank').name,\n"
+        "          ctx.train('video_only', backbone='test_efficientnet').name]\n"
+        "after = [(ctx.run / 'results' / n / 'best.pt').stat().st_mtime_ns for n in names]\n"
+        "assert loaded == names and before == after  # reloaded, not trained again\n"
+        "ctx.save_metrics('03_collect', {'loaded': len(loaded)})",
+    )
+    over = {
+        "features": ["fbank"],
+        "train.seeds": None,
+        "train.max_epochs": 1,
+        "train.cpu_threads": 1,
+    }  # fmt: skip (ablations and robustness: on scalogram)
+    records = run_series_on_cluster(
+        "smoke", over, launcher, slurm, runs_root=tmp_path / "runs",
+        figures_root=tmp_path / "figures", cache_dir=str(synth_store[1]),
+        notebooks_dir=nbs, preflight=False,
+    )  # fmt: skip
+    run = tmp_path / "runs" / "smoke"
+    assert (tmp_path / "01_prepare").is_file() and (tmp_path / "02_more").is_file()
+    trainings = [k for k in records if k not in ("prepare", "collect")]
+    assert len(trainings) == 5 and all(r["status"] == "done" for r in records.values())
+    for name in trainings:
+        assert (run / "results" / name / "metrics.json").is_file(), name
+    # each training started after those it builds on had finished
+    ended = {k: json.loads((run / "jobs" / k / "point.json").read_text()) for k in trainings}
+    for name, after in _plan(synth_store[1], **over).items():
+        for dep in after:
+            assert ended[name]["started"] >= ended[dep]["started"] + ended[dep]["seconds"], (
+                name, dep)  # fmt: skip
+    assert json.loads((run / "metrics" / "03_collect.json").read_text())["loaded"] == 2
+    jobs = [p for p in os.listdir(run / "jobs") if not p.startswith(".")]  # .submitit: its own
+    assert sorted(jobs) == sorted([*trainings, "prepare", "collect"])

@@ -57,6 +57,21 @@ def add_parser(sub) -> None:
         "(random weights, 1 epoch, in runs/<profile>-rehearsal) and project the full run's "
         "hours, disk and memory (projection.json)",
     )
+    r.add_argument(
+        "--launcher",
+        choices=("local", "slurm", "submitit-local"),
+        default="local",
+        help="where the trainings run: local (here, notebook by notebook), slurm (01-02 as "
+        "one job, then one job per training as those it builds on finish, then 03 on as one "
+        "job; through submitit) or submitit-local (the same with submitit's local executor)",
+    )
+    r.add_argument(
+        "--slurm",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a setting of the jobs: partition, time (minutes), gpus, cpus, mem (GB), "
+        "account, qos, constraint (repeatable)",
+    )
     r.set_defaults(func=main)
 
 
@@ -67,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         overrides = options.flat(load_config_file(args.config), args.config) if args.config else {}
         overrides.update(parse_overrides(args.param))
+        if args.launcher != "local":
+            return _on_cluster(args, overrides)
         manifest = run_profile(
             args.profile,
             overrides,
@@ -92,4 +109,33 @@ def main(args: argparse.Namespace) -> int:
         f"profile {args.profile}: {len(ok)} notebook(s) ok in {total:.0f} s{also}; "
         f"outputs in {manifest.run_dir}"
     )
+    return 0
+
+
+def _on_cluster(args: argparse.Namespace, overrides: dict) -> int:
+    from avsc.cluster import run_series_on_cluster
+    from avsc.launch import SLURM_KEYS
+    from avsc.runner import RunError, parse_overrides
+
+    if args.rehearse or args.start or args.only:
+        raise RunError(f"--launcher {args.launcher} runs the whole series; --rehearse, --from "
+                       "and --only run here (--launcher local)")  # fmt: skip
+    slurm = parse_overrides(args.slurm)
+    unknown = sorted(set(slurm) - set(SLURM_KEYS))
+    if unknown:
+        raise RunError(f"--slurm {unknown[0]}: not a setting ({', '.join(SLURM_KEYS)})")
+    records = run_series_on_cluster(
+        args.profile,
+        overrides,
+        args.launcher,
+        slurm,
+        runs_root=args.runs,
+        figures_root=args.figures,
+        data_dir=args.data,
+        cache_dir=args.cache,
+        notebooks_dir=args.notebooks,
+        preflight=not args.no_preflight,
+        name=args.name,
+    )
+    print(f"profile {args.profile}: {len(records)} job(s) done through {args.launcher}")
     return 0
