@@ -19,6 +19,7 @@ from torch import nn
 from avsc.config import TrainConfig
 from avsc.training.checkpoint import load_checkpoint, save_checkpoint
 from avsc.training.tracking import EVENTS_GLOB, tracker
+from avsc.training.tracking import flatten as _flatten
 from avsc.utils import LOCK_NAME, atomic_path, exclusive_lock, versions
 
 log = logging.getLogger("avsc.training.loop")
@@ -60,17 +61,6 @@ RESUMABLE_SECTIONS = frozenset({"robustness"})
 
 #: the files a training run writes into its output folder (``restart`` removes these only)
 RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "proba.csv", "embeddings.npz")
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(d, (list, tuple)):  # tuples come back from YAML and checkpoints as lists
-        return {prefix[:-1]: [_flatten(v)[""] for v in d]}
-    return {prefix[:-1]: d}
 
 
 def _same(a: Any, b: Any) -> bool:

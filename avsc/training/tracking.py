@@ -177,7 +177,7 @@ def hparams_of(
     the config keys named in ``$AVSC_HPARAMS`` (a sweep's: the keys its points differ in,
     whatever their value), or else every flattened config key whose value differs from
     ``defaults``. Values TensorBoard cannot hold (lists, None) become text."""
-    flat, base = _flatten(config), _flatten(defaults)
+    flat, base = flatten(config), flatten(defaults)
     named = [k.strip() for k in os.environ.get(HPARAMS_ENV, "").split(",") if k.strip()]
     if named:
         keys = [k for k in named if k in flat]
@@ -207,13 +207,17 @@ def _text(s: str) -> str:
     return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``; tuples as lists (as they come
+    back from YAML and checkpoints)."""
     if isinstance(d, Mapping):
         out: dict[str, Any] = {}
         for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
-    return {prefix[:-1]: list(d) if isinstance(d, tuple) else d}
+    if isinstance(d, (list, tuple)):
+        return {prefix[:-1]: [flatten(v)[""] for v in d]}
+    return {prefix[:-1]: d}
 
 
 def _plain(d: Any) -> Any:
