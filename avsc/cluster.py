@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from avsc.launch import point_status, run_submitit, yaml_value
+from avsc.launch import check_launcher, point_status, run_submitit, yaml_value
 from avsc.runconfig import RunError, resolve, series_of
 
 #: the notebooks before the first one that trains (the prepare step)
@@ -140,6 +140,7 @@ def run_series_on_cluster(
     """The three steps of the module docstring; each job's record by step name (``prepare``,
     the trainings' names, ``collect``). A step that fails stops the run with a
     :class:`RunError` naming it (and, for trainings, every one that failed)."""
+    check_launcher(launcher)  # before anything is written
     params = resolve(
         profile, overrides, Path(runs_root), Path(figures_root), data_dir, cache_dir, name=name
     )

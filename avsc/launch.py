@@ -218,22 +218,32 @@ class LaunchError(RuntimeError):
     """A launcher that cannot run the points; names the setting."""
 
 
-def executor(launcher: str, name: str, slurm: dict[str, Any], folder: Path):
-    """submitit's executor for ``launcher`` (slurm, submitit-local), with the ``slurm:``
-    settings (:data:`SLURM_KEYS`)."""
+def check_launcher(launcher: str) -> None:
+    """A :class:`LaunchError` in one line when ``launcher`` cannot run here: submitit is
+    missing, or (slurm) ``sbatch`` is not on PATH. Called before anything is written."""
+    if launcher == "local":
+        return
     try:
-        import submitit
-    except ImportError as exc:  # pragma: no cover
+        import submitit  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - a dependency
         raise LaunchError(f"launcher {launcher}: needs submitit (pip install submitit)") from exc
-    cluster = "slurm" if launcher == "slurm" else "local"
-    if cluster == "slurm":
+    if launcher == "slurm":
         import shutil
 
         if shutil.which("sbatch") is None:
             raise LaunchError(
                 "launcher slurm: sbatch is not on PATH (no Slurm here); use --launcher local "
-                "or run avsc sweep on the cluster's login node"
+                "or run avsc on the cluster's login node"
             )
+
+
+def executor(launcher: str, name: str, slurm: dict[str, Any], folder: Path):
+    """submitit's executor for ``launcher`` (slurm, submitit-local), with the ``slurm:``
+    settings (:data:`SLURM_KEYS`)."""
+    import submitit
+
+    check_launcher(launcher)
+    cluster = "slurm" if launcher == "slurm" else "local"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     params: dict[str, Any] = {"name": f"avsc-{name}"}
     for key, value in slurm.items():

@@ -48,6 +48,7 @@ from avsc.config import ALIASES, SECTIONS, ConfigError, config_of, load_config_f
 from avsc.launch import (
     POINT_FILE,
     SLURM_KEYS,
+    check_launcher,
     point_status,
     run_local,
     run_submitit,
@@ -308,6 +309,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run every point not finished yet with the sweep's launcher, then write the summary.
     One sweep per folder at a time (a lock); a failed point is named and the others go on."""
+    check_launcher(sweep.launcher)  # before anything is written
     root = (Path(runs_root) / sweep.name).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / ".sweep.lock", f"sweep folder {root}"):

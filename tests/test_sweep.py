@@ -140,10 +140,20 @@ def test_bad_launcher_settings_are_one_line_naming_the_setting(tmp_path, monkeyp
     sweep = load_sweep(_spec(tmp_path, "cache", launcher="slurm", slurm={"partition": "gpu"}))
     with pytest.raises(LaunchError) as err:
         run_sweep(sweep, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
     assert str(err.value) == (
         "launcher slurm: sbatch is not on PATH (no Slurm here); use --launcher local or run "
-        "avsc sweep on the cluster's login node"
+        "avsc on the cluster's login node"
     )
+    env = {**os.environ, "PATH": str(tmp_path)}
+    r = avsc_run("run", "--profile", "smoke", "--launcher", "slurm", cwd=tmp_path, env=env)
+    assert (r.returncode, r.stderr.strip()) == (2, f"avsc run: error: {err.value}")
+    r = avsc_run("run", "--launcher", "slurm", "--slurm", "partitio=gpu", cwd=tmp_path)
+    assert r.stderr.strip() == (
+        "avsc run: error: --slurm partitio: not a setting (partition, time, gpus, cpus, mem, "
+        "account, qos, constraint, signal_delay)"
+    )
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path):
