@@ -385,10 +385,25 @@ def versions() -> dict[str, str]:
 
 
 def numerics() -> dict[str, str]:
-    """torch's intra-op thread count and the CPU instruction set its kernels use."""
+    """torch's intra-op thread count, the CPU instruction set its kernels use, and the CPU
+    model (two CPUs with one instruction set can still sum in other orders: the demo's
+    audio-only log loss was 1.277 on one AVX-512 machine and 1.338 on an AMD EPYC one, with
+    the same libraries and threads)."""
     import torch
 
     out = {"torch_threads": str(torch.get_num_threads())}
     with contextlib.suppress(Exception):
         out["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    out["cpu"] = cpu_model()
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    import platform
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -81,3 +82,23 @@ def test_top_level_layout():
         ".ci/run",
     ):
         assert (ROOT / name).exists(), name
+
+
+def test_a_runs_manifest_names_the_cpu_model():
+    """Same libraries, threads and instruction set on two CPU models can still give other
+    numbers (README: reproducing the demo), so the manifest records the model as well."""
+    import platform
+
+    import torch  # noqa: F401 (numerics are recorded for a process that uses torch)
+
+    from avsc.utils import versions
+
+    names = []
+    if Path("/proc/cpuinfo").is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
+    assert versions()["cpu"] == (names[0] if names else platform.processor())
+    assert versions()["cpu"]
