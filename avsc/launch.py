@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -119,9 +120,15 @@ def run_local(
     and a training stopped mid-way resumes from its ``last.pt`` on the next run."""
     records: dict[str, dict[str, Any]] = {}
     running: set[subprocess.Popen] = set()
+    stopping = threading.Event()
+
+    def started(proc: subprocess.Popen) -> None:
+        running.add(proc)
+        if stopping.is_set():  # started as the sweep was interrupted: stopped at once
+            proc.terminate()
 
     def one(name: str) -> None:
-        records[name] = run_point(commands[name], root / name, env, started=running.add)
+        records[name] = run_point(commands[name], root / name, env, started=started)
         _said(name, records[name], f"{records[name].get('seconds', 0):.0f} s")
 
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -130,6 +137,7 @@ def run_local(
         for f in futures:
             f.result()
     except BaseException:
+        stopping.set()  # first: a command started from now on stops itself (see started)
         pool.shutdown(wait=False, cancel_futures=True)
         for proc in list(running):
             if proc.poll() is None:

@@ -466,6 +466,8 @@ def summary_table(root: str | os.PathLike, sweep: Sweep | None = None):
             row["seconds"] = rec.get("seconds")
             rows.append(row)
     table = pd.DataFrame(rows)
+    for key in keys:  # the values as given (a whole seed stays 1, not 1.0 beside blanks)
+        table[key] = pd.Series([row.get(key) for row in rows], dtype=object)
     if "train.seed" in table.columns and "accuracy" in table.columns:
         group = [k for k in keys if k != "train.seed"] + ["result"]
         filled = table[group].astype(str)

@@ -270,6 +270,7 @@ def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
     view = sweep_view(root)
     assert list(view["point"]) == list(table["point"])
     assert view.loc[2, "train.seed"] == ""  # at the base's value
+    assert "train.seed=1,1,," in (root / "summary.csv").read_text()  # 1 as given, not 1.0
 
     # TensorBoard's HParams view lists the swept keys, train.seed = 0 (its default) included
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -568,3 +569,35 @@ def test_the_series_trains_as_jobs_and_the_collect_step_finds_them_finished(
     assert json.loads((run / "metrics" / "03_collect.json").read_text())["loaded"] == 2
     jobs = [p for p in os.listdir(run / "jobs") if not p.startswith(".")]  # .submitit: its own
     assert sorted(jobs) == sorted([*trainings, "prepare", "collect"])
+
+
+def test_an_interrupted_sweep_stops_a_command_that_starts_as_it_stops(tmp_path, monkeypatch):
+    """The race a killed sweep once lost: the interrupt lands after a point is marked
+    running but before its command starts; that command must be stopped too, not run to
+    the end behind the sweep's back (it made a killed point 'done')."""
+    import threading
+
+    import avsc.launch as launch
+
+    real = subprocess.Popen
+
+    def late_popen(*args, **kwargs):  # the gap between "running" and the process, widened
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", late_popen)
+    mark = tmp_path / "ran to the end"
+    code = f"import time, pathlib; time.sleep(3); pathlib.Path({str(mark)!r}).touch()"
+    cmd = [sys.executable, "-c", code]
+
+    def interrupt():
+        _wait_for(lambda: point_status(tmp_path / "p").get("status") == "running", 30)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        launch.run_local({"p": cmd}, tmp_path, {}, 1)
+    _wait_for(lambda: point_status(tmp_path / "p").get("status") == "failed", 30)
+    time.sleep(4)
+    assert not mark.exists()
+    assert point_status(tmp_path / "p")["returncode"] == -signal.SIGTERM
