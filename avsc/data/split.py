@@ -130,6 +130,12 @@ def split_settings(manifest: Manifest, data) -> dict:
     plain values: its kind (``split``, ``fold``, ``seeded``) and the settings that kind uses.
     Two configs with equal settings give the same split."""
     method = "group" if data.split == "location" else data.split
+    if data.test_fold is not None and not manifest.has_folds:  # asked for, and nothing to hold
+        how = "its split column" if manifest.has_splits else "a seeded split (data.test_fraction)"
+        raise DatasetError(
+            f"data.test_fold {data.test_fold!r}: {manifest.source} has no folds (no fold column; "
+            f"its clips are held out by {how}); leave data.test_fold unset"
+        )
     out: dict = {"method": method, "val_fraction": data.val_fraction, "seed": data.seed}
     if manifest.has_splits:
         out["kind"] = "split"

@@ -257,6 +257,12 @@ def test_without_folds_or_splits_a_seeded_group_aware_split_is_drawn(tmp_path):
     for s, part in parts.items():
         assert set(part.label) == {"cat", "dog", "owl"}, s
     assert 0.1 < len(parts["evaluate"]) / len(sub) < 0.35
+    with pytest.raises(DatasetError) as err:  # a fold asked of a collection without folds
+        assign_subsets(m, DataConfig(test_fold=9))
+    assert str(err.value) == (
+        f"data.test_fold 9: {m.source} has no folds (no fold column; its clips are held out by "
+        "a seeded split (data.test_fraction)); leave data.test_fold unset"
+    )
     few = load_manifest(_csv(tmp_path / "few.csv", [("a", "a.wav", "x"), ("b", "b.wav", "x")]))
     problems = [p.problem for p in split_problems(few, DataConfig())]
     assert problems == [
