@@ -55,6 +55,7 @@ def training_plan(params: dict[str, Any]) -> list[Training]:
     """The trainings of the series under ``params`` (a run's resolved parameters), in the
     order its notebooks train them, for the features, backbones and modalities of its
     feature store (made by the prepare step), each with the trainings it builds on."""
+    from avsc.config import config_of
     from avsc.experiments import get_system
     from avsc.features import FeatureStore
 
@@ -74,7 +75,7 @@ def training_plan(params: dict[str, Any]) -> list[Training]:
         wanted += [("ablation_II", f, b), ("ablation_III", f, b)]
     if s.main_feature in feats and s.main_backbone in backs:  # 08
         wanted += [(n, s.main_feature, s.main_backbone) for n in ("joint_dropout", "joint_kd")]
-    cfg = _config(params)
+    cfg = config_of({"experiment": params.get("experiment") or {}})
     plan: list[Training] = []
     names: set[str] = set()
     for system, f, b in wanted:
@@ -95,12 +96,6 @@ def training_plan(params: dict[str, Any]) -> list[Training]:
             plan.append(t)
             names.add(t.name)
     return plan
-
-
-def _config(params: dict[str, Any]):
-    from avsc.config import config_of
-
-    return config_of({"experiment": params.get("experiment") or {}})
 
 
 class _FromAudioOnly(Exception):

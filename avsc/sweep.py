@@ -435,6 +435,7 @@ def summary_table(root: str | os.PathLike, sweep: Sweep | None = None):
         return {p.name: p for p in found}
 
     ref_results = results(reference)
+    ref_probas: dict[str, Any] = {}  # each reference result's proba.csv, read once
     rows = []
     for name in names:
         rec = records[name]
@@ -454,7 +455,9 @@ def summary_table(root: str | os.PathLike, sweep: Sweep | None = None):
             row["logloss_low"], row["logloss_high"] = interval(proba, "logloss")
             ref = ref_results.get(result)
             if ref is not None and name != reference:
-                ref_proba = pd.read_csv(ref / "proba.csv")
+                if result not in ref_probas:
+                    ref_probas[result] = pd.read_csv(ref / "proba.csv")
+                ref_proba = ref_probas[result]
                 try:
                     d, lo, hi = paired_interval(proba, ref_proba, "accuracy")
                     row.update(vs_reference_accuracy=100 * d, vs_ref_acc_low=100 * lo)
