@@ -104,8 +104,13 @@ SERIES_OVERRIDES = {
     "visual.image_size": SERIES_SIZES,
 }
 #: the test files that read the one series run (the ``series_run`` fixture): one pytest-xdist
-#: worker runs them one after the other, first, while the other takes the rest
+#: worker runs them one after the other, as one unit of work
 SERIES_FILES = ("tests/test_browser.py", "tests/test_rehearsal.py")
+#: seconds each test file took (``python3 tasks.py test --store-durations`` rewrites it): the
+#: order in which pytest-xdist's workers are handed the files, longest first, so that the
+#: short ones fill the time beside the long ones and the workers finish together. A file not
+#: listed comes after them; a stale figure changes only the order.
+DURATIONS = ROOT / "tests" / "durations.json"
 
 
 @pytest.fixture(scope="session")
@@ -142,32 +147,73 @@ def series_run(tmp_path_factory):
     return base, manifest, (base / "printed.txt").read_text()
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help=f"write the seconds each test file took to {DURATIONS.relative_to(ROOT)}",
+    )
+
+
+_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::")[0]
+    _seconds[path] = _seconds.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if config.getoption("store_durations") and not hasattr(config, "workerinput"):
+        try:  # a run of some files updates theirs
+            seconds = json.loads(DURATIONS.read_text())
+        except (OSError, ValueError):
+            seconds = {}
+        seconds.update({k: round(v, 1) for k, v in _seconds.items()})
+        seconds = dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
+        DURATIONS.write_text(json.dumps(seconds, indent=1) + "\n")
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's ``--dist loadfile`` with :data:`SERIES_FILES` as one unit of work,
-    sent out first: the longest, so that the other worker's files fill the time beside it."""
+    """pytest-xdist's ``--dist loadfile`` with :data:`SERIES_FILES` as one unit of work, and
+    the units handed out longest first (:data:`DURATIONS`); xdist's own order is by the
+    number of tests. With the measured order the three workers of a 2-core run finished
+    within a few seconds of each other; in xdist's, the last ran alone for a minute."""
     if config.getoption("dist") != "loadfile":
         return None
     from collections import OrderedDict
 
     from xdist.scheduler import LoadFileScheduling
 
-    class SeriesFirstQueue(OrderedDict):  # xdist fills it, then hands out from the front
+    try:
+        measured = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        measured = {}
+
+    def scope_of(path: str) -> str:
+        return "series" if path in SERIES_FILES else path
+
+    seconds: dict[str, float] = {}
+    for path, s in measured.items():
+        seconds[scope_of(path)] = seconds.get(scope_of(path), 0.0) + float(s)
+
+    class LongestFirstQueue(OrderedDict):  # xdist fills it, then hands out from the front
         def __setitem__(self, scope, tests):
             super().__setitem__(scope, tests)
-            if scope == "series":
-                self.move_to_end(scope, last=False)
+            for key in sorted(self, key=lambda k: -seconds.get(k, 0.0)):  # stable: ties keep
+                self.move_to_end(key)  # xdist's order
 
-    class SeriesFirst(LoadFileScheduling):
+    class LongestFirst(LoadFileScheduling):
         def __init__(self, config, log=None):
             super().__init__(config, log)
-            self.workqueue = SeriesFirstQueue()
+            self.workqueue = LongestFirstQueue()
 
         def _split_scope(self, nodeid: str) -> str:
-            scope = super()._split_scope(nodeid)
-            return "series" if scope in SERIES_FILES else scope
+            return scope_of(super()._split_scope(nodeid))
 
-    return SeriesFirst(config, log)
+    return LongestFirst(config, log)
 
 
 # the fault tests' small datasets (tests/*/test_*_faults.py)
