@@ -194,8 +194,10 @@ def process_map(
 
 
 #: the modules of avsc's own pools without torch, imported by the fork server whichever
-#: pool starts it (``avsc preprocess`` after ``avsc synth`` in one notebook, for example)
-POOL_MODULES = ("avsc.data.synth", "avsc.features.store.builder")
+#: pool starts it (``avsc preprocess`` after ``avsc synth`` in one notebook, for example),
+#: and ``scipy.signal``, which the synthetic sound's filters and the resampling of a
+#: non-48-kHz source import when first called: about 1 s of CPU per worker otherwise
+POOL_MODULES = ("avsc.data.synth", "avsc.features.store.builder", "scipy.signal")
 
 
 def _context(fn: Callable) -> Any:

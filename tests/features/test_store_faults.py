@@ -244,6 +244,23 @@ def test_thousands_of_clips_pass_through_the_worker_pool():
     assert out == {t["clip"]: t["i"] ** 2 for t in tasks}
 
 
+def _has_scipy_signal(task):
+    import sys
+
+    return {"clip": task["clip"], "value": "scipy.signal" in sys.modules}
+
+
+def test_pool_workers_start_with_scipy_signal_imported():
+    """The synthetic sound's filters and the resampling of a non-48-kHz source import
+    ``scipy.signal`` (about 1 s of CPU) when first called: the fork server imports it once,
+    so no worker pays for it again (8 workers of ``avsc synth`` took 4.4 s without, 2.0 s
+    with, on 30 small clips)."""
+    from avsc.parallel import process_map
+
+    tasks = [{"clip": f"c{i}"} for i in range(4)]
+    assert all(r["value"] for _, r in process_map(_has_scipy_signal, tasks, 2))
+
+
 @pytest.mark.timeout(180)
 def test_a_pool_that_breaks_before_a_submit_loses_no_task(monkeypatch):
     """A worker can die while the consumer handles a result; the next submit then finds
