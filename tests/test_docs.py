@@ -89,3 +89,58 @@ def test_a_run_rewriting_its_own_figures_does_not_mark_the_code_dirty(tmp_path, 
     assert runner.git_commit()["dirty"] is True
     (repo / "avsc.py").write_text("x = 2\n")  # a change to the code is still seen
     assert runner.git_commit((repo / "figures",))["dirty"] is True
+
+
+def _readme_table(heading: str) -> list[list[str]]:
+    """The rows of the first Markdown table after the README line starting ``heading``."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    rows, seen = [], False
+    for line in lines[start + 1 :]:
+        if line.startswith("|"):
+            seen = True
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif seen:
+            break
+    return rows[2:]  # without the header and the rule
+
+
+def test_the_readmes_demo_tables_are_the_committed_demo_figures():
+    """The README quotes ``figures/demo/``: every number of its results and claims tables
+    equals the committed CSVs (a demo rerun that changes them must update both)."""
+    import pandas as pd
+
+    demo = ROOT / "figures" / "demo"
+    ablations = pd.read_csv(demo / "table4_ablations.csv", keep_default_na=False)
+    results = pd.concat(
+        [
+            pd.read_csv(demo / "results_all.csv", keep_default_na=False),
+            ablations[ablations.system.str.startswith("ablation")].drop(columns="ablation"),
+        ]
+    )
+    feature = {"scalogram": "scalogram", "FBank": "fbank", "—": ""}
+
+    def ci(row, key, digits):
+        return (
+            f"{row[key]:.{digits}f} ({row[key + '_low']:.{digits}f} "
+            f"to {row[key + '_high']:.{digits}f})"
+        )
+
+    rows = _readme_table("## Demo results")
+    assert len(rows) == len(results), "the README's demo table lists another set of systems"
+    for cells in rows:
+        system = cells[0].split(" (")[0].replace("-", "_").replace(" ", "_")
+        match = results[(results.system == system) & (results.feature == feature[cells[1]])]
+        assert len(match) == 1, cells[:2]
+        row = match.iloc[0]
+        quoted = [ci(row, "logloss", 3), ci(row, "accuracy", 1)]
+        quoted += [ci(row, "clip_logloss", 3), ci(row, "clip_accuracy", 1)]
+        assert cells[2:6] == quoted, cells[:2]
+
+    claims = pd.read_csv(demo / "claims.csv")
+    rows = _readme_table("**The paper's claims on this run**")
+    assert len(rows) == len(claims)
+    for cells, claim in zip(rows, claims.itertuples(), strict=True):
+        assert cells[1] == f"{claim.logloss_diff:+.3f}", cells[0]
+        assert cells[2] == f"{claim.diff_low:+.3f} to {claim.diff_high:+.3f}", cells[0]
+        assert cells[4] == claim.verdict, cells[0]
