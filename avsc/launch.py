@@ -302,7 +302,9 @@ def run_submitit(
                 _said(item, record, "not submitted")
             elif all(n in records for n in needs):
                 del pending[item]
-                waiting[item] = _submit(ex, launcher, slurm, item, commands[item], root, env, what)
+                waiting[item] = _still_held(launcher, item, root) or _submit(
+                    ex, launcher, slurm, item, commands[item], root, env, what
+                )
         if pending and not waiting:  # nothing runs and nothing can start
             raise LaunchError(f"{what}s {', '.join(pending)} wait on each other (a cycle)")
         queued = _queued([j.job_id for j in waiting.values()]) if launcher == "slurm" else None
@@ -332,6 +334,27 @@ def run_submitit(
 def _folder(root: Path, item: str) -> Path:
     (root / item).mkdir(parents=True, exist_ok=True)
     return root / item
+
+
+def _still_held(launcher: str, item: str, root: Path):
+    """The Slurm job of an earlier submission of ``item`` that the cluster still holds
+    (pending, running or requeued), or None. When the ``avsc`` process that waits on the jobs
+    is gone (a closed SSH session on the login node) the jobs run on; the same command, run
+    again, waits on them instead of submitting a second job into the same folder."""
+    record = point_status(root / item)
+    job_id = str(record.get("job_id") or "")
+    if launcher != "slurm" or not job_id or record.get("status") not in ("submitted", "running"):
+        return None
+    if job_id not in (_queued([job_id]) or set()):
+        return None  # gone without finishing (killed, timed out): submitted again
+    import submitit
+
+    print(
+        f"[avsc] {item}: job {job_id} of an earlier submission is still queued or running: "
+        "waiting for it (not submitted again)",
+        flush=True,
+    )
+    return submitit.SlurmJob(folder=root / ".submitit", job_id=job_id)
 
 
 def _submit(ex, launcher, slurm, item, cmd, root, env, what):

@@ -496,6 +496,45 @@ def test_a_submission_slurm_refuses_names_the_setting(tmp_path, slurm_cluster, m
     assert "invalid partition" in msg.lower() and "\n" not in msg
 
 
+def test_a_rerun_waits_on_the_job_of_a_killed_submission(
+    tmp_path, synth_store, slurm_cluster, monkeypatch, capsys
+):
+    """The ``avsc sweep`` that waits on the Slurm jobs is killed while its point's job runs
+    (a closed SSH session on the login node: SIGKILL, nothing cleaned up); the job runs on.
+    The same command run again waits on that job: it submits no second job into the same
+    folder (which would run the command twice and could record the point as failed)."""
+    from avsc.launch import _queued
+
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster))
+    base = {"train.max_epochs": 4, "train.batch_size": 16, "train.cpu_threads": 1}
+    slurm = {"partition": "debug", "cpus": 1, "time": 10}
+    spec = _spec(tmp_path, synth_store[1], base=base, launcher="slurm", slurm=slurm)
+    point = tmp_path / "runs" / "lr" / "base"
+    env = {k: v for k, v in os.environ.items() if k != "AVSC_HPARAMS"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "avsc", "sweep", str(spec)],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: point_status(point).get("status") == "running", what="the job")
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
+    job = point_status(point)["job_id"]
+    assert job in (_queued([job]) or set()), "the job ended with the process that submitted it"
+
+    out = run_sweep(load_sweep(spec), tmp_path / "runs")
+    printed = capsys.readouterr().out
+    assert f"base: job {job} of an earlier submission is still queued or running" in printed
+    assert "submitted as job" not in printed
+    assert out.done == ["base"] and out.failed == {}
+    record = point_status(point)
+    assert record["status"] == "done" and record["job_id"] == job and record["attempts"] == 1
+    assert len(list((point.parent / ".submitit").glob("*_submitted.pkl"))) == 1
+    assert (point / "results" / RESULT / "best.pt").is_file()
+
+
 # ------------------------------------------------------------------ avsc run on a cluster
 
 
