@@ -185,6 +185,16 @@ def _wait_for(predicate, timeout=240.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _sweep_process(spec: Path, cwd: Path) -> subprocess.Popen:
+    """``avsc sweep SPEC`` as a real process (to be killed), its output in a pipe."""
+    env = {k: v for k, v in os.environ.items() if k != "AVSC_HPARAMS"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "avsc", "sweep", str(spec)],
+        cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
     """Three trainings and one that fails: the sweep is killed after its first point, the
     rerun skips that one, runs the rest (the failure named, the others finished) and its
@@ -196,12 +206,7 @@ def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
         points=[{"train.lr": 0.05}, {"train.device": "cuda:99"}],
     )
     root = tmp_path / "runs" / "lr"
-    env = {k: v for k, v in os.environ.items() if k != "AVSC_HPARAMS"}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "avsc", "sweep", str(spec)],
-        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    first = _sweep_process(spec, tmp_path)
     try:
         _wait_for(
             lambda: (
@@ -510,12 +515,7 @@ def test_a_rerun_waits_on_the_job_of_a_killed_submission(
     slurm = {"partition": "debug", "cpus": 1, "time": 10}
     spec = _spec(tmp_path, synth_store[1], base=base, launcher="slurm", slurm=slurm)
     point = tmp_path / "runs" / "lr" / "base"
-    env = {k: v for k, v in os.environ.items() if k != "AVSC_HPARAMS"}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "avsc", "sweep", str(spec)],
-        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    first = _sweep_process(spec, tmp_path)
     try:
         _wait_for(lambda: point_status(point).get("status") == "running", what="the job")
     finally:
