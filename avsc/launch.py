@@ -248,9 +248,9 @@ def check_launcher(launcher: str) -> None:
 def executor(launcher: str, name: str, slurm: dict[str, Any], folder: Path):
     """submitit's executor for ``launcher`` (slurm, submitit-local), with the ``slurm:``
     settings (:data:`SLURM_KEYS`)."""
+    check_launcher(launcher)  # its one-line message where submitit or sbatch is missing
     import submitit
 
-    check_launcher(launcher)
     cluster = "slurm" if launcher == "slurm" else "local"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     params: dict[str, Any] = {"name": f"avsc-{name}"}
@@ -284,7 +284,8 @@ def run_submitit(
     if not commands:
         return {}
     after = after or {}
-    ex = executor(launcher, name, slurm, root / ".submitit")
+    folder = root / ".submitit"  # submitit's files of every job
+    ex = executor(launcher, name, slurm, folder)
     records: dict[str, dict[str, Any]] = {}
     pending = dict(commands)
     waiting: dict[str, Any] = {}
@@ -302,7 +303,7 @@ def run_submitit(
                 _said(item, record, "not submitted")
             elif all(n in records for n in needs):
                 del pending[item]
-                waiting[item] = _still_held(launcher, item, root) or _submit(
+                waiting[item] = _still_held(launcher, item, root, folder) or _submit(
                     ex, launcher, slurm, item, commands[item], root, env, what
                 )
         if pending and not waiting:  # nothing runs and nothing can start
@@ -336,14 +337,16 @@ def _folder(root: Path, item: str) -> Path:
     return root / item
 
 
-def _still_held(launcher: str, item: str, root: Path):
+def _still_held(launcher: str, item: str, root: Path, folder: Path):
     """The Slurm job of an earlier submission of ``item`` that the cluster still holds
     (pending, running or requeued), or None. When the ``avsc`` process that waits on the jobs
     is gone (a closed SSH session on the login node) the jobs run on; the same command, run
     again, waits on them instead of submitting a second job into the same folder."""
+    if launcher != "slurm":
+        return None
     record = point_status(root / item)
     job_id = str(record.get("job_id") or "")
-    if launcher != "slurm" or not job_id or record.get("status") not in ("submitted", "running"):
+    if not job_id or record.get("status") not in ("submitted", "running"):
         return None
     if job_id not in (_queued([job_id]) or set()):
         return None  # gone without finishing (killed, timed out): submitted again
@@ -354,7 +357,7 @@ def _still_held(launcher: str, item: str, root: Path):
         "waiting for it (not submitted again)",
         flush=True,
     )
-    return submitit.SlurmJob(folder=root / ".submitit", job_id=job_id)
+    return submitit.SlurmJob(folder=folder, job_id=job_id)
 
 
 def _submit(ex, launcher, slurm, item, cmd, root, env, what):
