@@ -345,7 +345,9 @@ def stft_magnitude(segments: np.ndarray, n_fft: int = 8192, hop_length: int = 27
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[
         ..., : n_frames * hop_length : hop_length, :
     ]
-    spec = np.fft.rfft(frames * _periodic_hann(n_fft), axis=-1)
+    import scipy.fft  # pocketfft in float32 for float32 frames: 6x numpy's rfft here
+
+    spec = scipy.fft.rfft(frames * _periodic_hann(n_fft), axis=-1)
     return np.abs(spec).astype(np.float32, copy=False)
 
 
@@ -400,17 +402,17 @@ def _segment_features(
 ) -> dict[str, np.ndarray]:
     """``(S, 2, segment_samples)`` mid/side segments -> ``{kind: (S, T, 2, F)}`` log features.
 
-    The filterbank product runs segment by segment (one ``(2T, bins)`` matrix each, stacked)
-    on one BLAS thread. OpenBLAS sums a product in an order that depends on the matrix's row
-    count and on its thread count (0.3.31: up to 2e-6 apart), so one product over all rows
-    would make a segment's features depend on how many segments came with it (a whole clip,
-    a streamed block, a batch) and on the machine's cores. This way they depend on the
-    segment's samples only: preprocess, streamed predict and any block size agree to the
-    bit. It costs about 2 ms per 10 s of audio and kind.
+    A segment's features depend on its samples only: preprocess, streamed predict and any
+    block size agree to the bit. The STFT transforms each frame on its own, and the
+    filterbank product (:func:`avsc.features.extractors.filterbank_product`) sums each row on
+    its own: as a sparse matrix for the paper's two kinds, else by BLAS on one thread,
+    segment by segment (one ``(2T, bins)`` matrix each, stacked), because OpenBLAS sums a
+    product in an order that depends on the matrix's row count and on its thread count
+    (0.3.31: up to 2e-6 apart).
 
     A segment's channel that is all zeros (the side channel of mono or dual-mono audio,
     digital silence) has an all-zero magnitude: its STFT is not computed. The product still
-    runs over all 2T rows, zeros included, so that its summation order stays the same."""
+    runs over all 2T rows, zeros included: BLAS sums in an order that depends on the row count."""
     live = segs.any(axis=-1)  # (S, 2): False where a segment's channel is all zeros
     if live.all():
         mag = stft_magnitude(segs, config.n_fft, config.hop_length)  # (S, 2, T, bins)

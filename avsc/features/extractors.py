@@ -68,16 +68,57 @@ class FeatureExtractor:
         raise NotImplementedError(f"feature extractor {self.name!r} defines no filterbank")
 
     def apply(self, rows: np.ndarray) -> np.ndarray:
-        """``(S, 2T, bins)`` float32 magnitudes -> ``(S, 2T, F)`` float32 log features: one
-        product per segment (see :func:`avsc.features.audio._segment_features`)."""
-        w = self.filterbank()
-        s = np.matmul(rows, w.T)
+        """``(S, 2T, bins)`` float32 magnitudes -> ``(S, 2T, F)`` float32 log features
+        (:func:`filterbank_product`, then the log)."""
+        s = filterbank_product(rows, self.filterbank())
         return np.log(s + np.float32(self.audio.log_eps)).astype(np.float32, copy=False)
 
     def band_ticks(self, n_bands: int) -> tuple[list[int], list[str]] | None:
         """Rows to label on a figure's y axis and their labels, in display order (None:
         matplotlib's own)."""
         return None
+
+
+#: a filterbank with at most this fraction of non-zero weights is applied as a sparse matrix
+SPARSE_DENSITY = 0.1
+_SPARSE: dict[int, tuple[np.ndarray, object]] = {}  # id(weights) -> (weights, CSR or None)
+
+
+def filterbank_product(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``rows @ w.T`` for ``(..., bins)`` float32 magnitude rows and ``(F, bins)`` weights.
+
+    A filterbank whose filters each cover a band of bins (the scalogram's 290 filters: 2.7 %
+    of the weights are non-zero; the FBank's 256: 0.8 %) is applied as a ``scipy.sparse``
+    CSR matrix: each value is the sum of its filter's non-zero terms in bin order, in
+    float32, and depends on its own row only, never on the rows computed with it or on BLAS
+    (13x less time than the dense product). A denser one (more than :data:`SPARSE_DENSITY`
+    non-zero) goes through BLAS, whose OpenBLAS sums in an order that depends on a product's row
+    count and thread count: the caller runs it per segment on one BLAS thread
+    (:func:`avsc.features.audio._segment_features`), so that a segment's features are the
+    same bits in a whole clip, a streamed block or a batch."""
+    csr = _sparse_weights(w)
+    if csr is None:
+        return np.matmul(rows, w.T)
+    x = rows.reshape(-1, rows.shape[-1])
+    out = (csr @ x.T).T  # (rows, F): csr_matvecs, a row's sums in bin order
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(*rows.shape[:-1], w.shape[0])
+
+
+def _sparse_weights(w: np.ndarray):
+    """The CSR form of ``w`` if it is sparse enough (kept while ``w`` lives: the registered
+    filterbanks are cached arrays), else None."""
+    hit = _SPARSE.get(id(w))
+    if hit is not None and hit[0] is w:
+        return hit[1]
+    csr = None
+    if np.count_nonzero(w) <= SPARSE_DENSITY * w.size:
+        import scipy.sparse
+
+        csr = scipy.sparse.csr_matrix(np.asarray(w, dtype=np.float32))
+    if len(_SPARSE) >= 32:  # a user's filterbank() that builds a new array every call
+        _SPARSE.clear()
+    _SPARSE[id(w)] = (w, csr)
+    return csr
 
 
 _EXTRACTORS: dict[str, type[FeatureExtractor]] = {}

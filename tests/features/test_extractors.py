@@ -153,3 +153,27 @@ def test_a_third_kind_goes_through_the_store_training_tables_and_figure(logmel, 
         "long-term FBank (256 mel)",
         "log-mel spectrogram (32 mel)",
     ]
+
+
+def test_the_filterbank_product_is_sparse_for_band_filters_and_equals_the_dense_product():
+    """The paper's two filterbanks are applied as sparse matrices: each value equals the
+    float64 product within float32 rounding, and a row's value is the same bits whether it
+    is computed alone or with others (no BLAS kernel or thread count decides its order). A
+    dense filterbank goes through ``numpy.matmul`` as before, bit for bit."""
+    from avsc.features.extractors import _sparse_weights, filterbank_product
+
+    rng = np.random.default_rng(7)
+    rows = np.abs(rng.standard_normal((4, 12, 4097))).astype(np.float32) * 30
+    rows[1, 6:] = 0  # a mono segment's side rows
+    for kind in ("scalogram", "fbank"):
+        w = get_extractor(kind).filterbank()
+        assert _sparse_weights(w) is not None, kind
+        ours = filterbank_product(rows, w)
+        assert ours.dtype == np.float32 and ours.shape == (4, 12, w.shape[0])
+        ref = rows.astype(np.float64) @ w.T.astype(np.float64)
+        np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=1e-6 * ref.max())
+        assert (ours[1, 6:] == 0).all()
+        np.testing.assert_array_equal(filterbank_product(rows[2:3, 5:6], w)[0, 0], ours[2, 5])
+    dense = rng.random((20, 4097)).astype(np.float32)
+    assert _sparse_weights(dense) is None
+    np.testing.assert_array_equal(filterbank_product(rows, dense), np.matmul(rows, dense.T))
