@@ -6,7 +6,8 @@ full preprocessing time to the bare floor (reading and decoding only, no feature
 
 Measures, in one run, on N synthetic 10-s clips (made by ``avsc synth``) and on the real
 1280x720 TAU clips of ../shared/realdata/tau_av2021_video (their MP3 track is rewritten as a
-48 kHz 24-bit WAV so that they go through the real TAU code path). Ends with one
+48 kHz 24-bit WAV so that they go through the real TAU code path), and the filterbank
+products of one synthetic clip, sparse (as avsc applies them) against dense. Ends with one
 ``name: value`` line per figure. ``--quick`` (3 clips of 2 s per class, one timed run, no
 real clips, no doubled set) checks that the script runs; the test command runs it.
 """
@@ -23,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import av
+import numpy as np
 import pandas as pd
 import soundfile as sf
 from _common import peak_rss_mb  # benchmarks/ is on sys.path when run as a script
@@ -70,6 +72,37 @@ def per_clip(root: Path, config: PreprocessConfig) -> dict[str, float]:
         extract_frames(v, config.frames.short_side)
         rows["frames"].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in rows.items()}
+
+
+def products(root: Path, config: PreprocessConfig, repeats: int) -> dict[str, float]:
+    """Seconds per clip of the filterbank products of every kind on the first clip's
+    magnitude rows: as avsc applies them (sparse for band filterbanks) and dense
+    (``numpy.matmul`` per segment, as before 2026-12-07), both on one BLAS thread."""
+    from threadpoolctl import threadpool_limits
+
+    from avsc.features.audio import prepare_waveform, segment, stft_magnitude
+    from avsc.features.extractors import filterbank_product, get_extractor
+
+    ds = TAUDataset(root)
+    x, sr = read_audio(ds.audio_path(ds.meta["filename_audio"].iloc[0]))
+    a = config.audio
+    mag = stft_magnitude(segment(prepare_waveform(x, sr, a), a), a.n_fft, a.hop_length)
+    rows = np.ascontiguousarray(np.moveaxis(mag, 2, 1)).reshape(mag.shape[0], -1, mag.shape[-1])
+    banks = [get_extractor(k, a).filterbank() for k in config.features]
+    out = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for name, fn in (
+            ("sparse", lambda w: filterbank_product(rows, w)),
+            ("dense", lambda w: np.matmul(rows, w.T)),
+        ):
+            for w in banks:
+                fn(w)  # warm: the sparse form is built once per filterbank
+            t = time.perf_counter()
+            for _ in range(repeats):
+                for w in banks:
+                    fn(w)
+            out[name] = (time.perf_counter() - t) / repeats
+    return out
 
 
 def full_run(root: Path, cache: Path, config: PreprocessConfig, workers: int) -> float:
@@ -158,6 +191,9 @@ def main() -> None:
             out[f"{name}_full_preprocess_s_per_clip_workers{a.workers}"] = full
             out[f"{name}_full_over_floor"] = full / floor
             out[f"{name}_frames_over_video_decode_floor"] = s["frames"] / s["floor_video"]
+        prod = products(synth, config, 3 if a.quick else 30)
+        out["audio_products_sparse_ms_per_clip"] = 1000 * prod["sparse"]
+        out["audio_products_dense_over_sparse"] = prod["dense"] / prod["sparse"]
         # parallel speed-up and memory when the dataset doubles (whole preprocess runs). The
         # speed-up is measured on the doubled set: each spawned worker first spends a fixed
         # ~2 s importing numpy/scipy/PyAV, which a handful of clips cannot amortise.
