@@ -225,11 +225,11 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def long_clips(tmp_path_factory):
-    """12 ten-second clips at 320x240: about half a second of work each, so that a run
-    lasts long enough to be interrupted mid-clip."""
-    root = tmp_path_factory.mktemp("long") / "root"
-    return make_tiny_dataset(root, ("airport", "bus"), 3, 2, seconds=10.0, size=(320, 240))
+def twelve_clips(tmp_path_factory):
+    """12 small clips (2 s, 64x48) in two classes, for the tests that stop a preprocess
+    mid-clip: they stall it on a clip (tests/stall_kind.py) rather than race the clock."""
+    root = tmp_path_factory.mktemp("twelve") / "root"
+    return make_tiny_dataset(root, ("airport", "bus"), 3, 2)
 
 
 @pytest.fixture()

@@ -89,30 +89,6 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def cpu_ticks(pid: int) -> int:
-    """User + system CPU time of ``pid`` so far, in clock ticks (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
-
-
-def busy_worker(parent: int, timeout: float = 120.0) -> int:
-    """A pool worker of ``parent`` that is working on a task right now: one whose CPU
-    time grows over a tenth of a second (an idle worker waiting for a task takes none).
-    Killing it then is a death mid-task, never one between tasks."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        workers = pool_workers(parent)
-        before = {p: cpu_ticks(p) for p in workers}
-        time.sleep(0.1)
-        grew = {p: cpu_ticks(p) - t for p, t in before.items() if alive(p)}
-        if grew and max(grew.values()) >= 2:
-            return max(grew, key=grew.get)
-    raise AssertionError("timed out waiting for a busy pool worker")
-
-
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -29,7 +29,6 @@ from tests.faults import (
     PRE2,
     alive,
     avsc_cli,
-    busy_worker,
     environ_value,
     error_lines,
     index_lines,
@@ -37,6 +36,7 @@ from tests.faults import (
     wait_for,
 )
 from tests.media import index_frame
+from tests.stall_kind import stalled_pid
 
 
 def test_preprocess_refuses_a_folder_that_is_not_a_store_and_touches_nothing(tiny, tmp_path):
@@ -110,25 +110,36 @@ def test_a_preprocess_killed_at_its_first_files_can_be_run_again(
     assert len(FeatureStore(cache)) == 18
 
 
-@pytest.mark.slow
-def test_a_second_preprocess_on_one_store_is_refused_naming_the_first(long_clips, tmp_path, capsys):
-    root, cache = long_clips, tmp_path / "cache"
+#: preprocess arguments of the tests that stop a run mid-clip (tests/stall_kind.py)
+STALL = ["--module", "tests.stall_kind", "--features", "stall", "-p", "frames.short_side=48"]
+STALL += ["-p", "data.clip_seconds=2"]  # the clips of twelve_clips
+
+
+def _stalling(gate: Path) -> dict[str, str]:
+    gate.mkdir()
+    return {**os.environ, "AVSC_PROGRESS": "0", "AVSC_TEST_STALL": str(gate)}
+
+
+def test_a_second_preprocess_on_one_store_is_refused_naming_the_first(twelve_clips, tmp_path):
+    root, cache, gate = twelve_clips, tmp_path / "cache", tmp_path / "gate"
     args = ["preprocess", "--data", str(root), "--cache", str(cache), "--workers", "1"]
-    args += ["-p", "frames.short_side=48", "--features", "fbank", "--no-progress"]
+    args += [*STALL, "--no-progress"]
     first = subprocess.Popen(
         [sys.executable, "-m", "avsc", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "AVSC_PROGRESS": "0"},
+        env=_stalling(gate),
     )
     try:
-        wait_for(lambda: (cache / ".avsc.lock.json").is_file(), what="the first run's lock")
-        assert main(args) == 2
+        wait_for(lambda: stalled_pid(gate) == first.pid, what="the first run's first clip")
+        second = avsc_cli(*args)
+        assert second.returncode == 2, second.stderr
         assert first.poll() is None, "the first run must still be running"
-        err = capsys.readouterr().err
-        assert len(error_lines(err)) == 1, err
-        assert "is in use by another avsc run" in err and f"pid {first.pid}" in err
+        assert len(error_lines(second.stderr)) == 1, second.stderr
+        assert "is in use by another avsc run" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        (gate / "release").touch()
         out, errs = first.communicate(timeout=180)
     finally:
         first.kill()
@@ -169,54 +180,40 @@ def test_damaged_store_entries_are_named_and_rebuilt(tiny, tmp_path):
     np.testing.assert_array_equal(FeatureStore(cache).load_audio(c, "fbank"), good[c][0])
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not LINUX_PROC, reason="needs Linux /proc to find worker processes")
-def test_a_killed_preprocess_leaves_no_worker_behind(long_clips, tmp_path):
-    root, cache = long_clips, tmp_path / "cache"
+def test_a_killed_preprocess_leaves_no_worker_behind(twelve_clips, tmp_path):
+    root, cache, gate = twelve_clips, tmp_path / "cache", tmp_path / "gate"
+    args = ["preprocess", "--data", str(root), "--cache", str(cache), "--workers", "2"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "avsc",
-            "preprocess",
-            "--data",
-            str(root),
-            "--cache",
-            str(cache),
-            "--workers",
-            "2",
-            "--features",
-            "fbank",
-            "-p",
-            "frames.short_side=48",
-            "--no-progress",
-        ],
+        [sys.executable, "-m", "avsc", *args, *STALL, "--no-progress"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=_stalling(gate),
     )
-    wait_for(lambda: index_lines(cache) >= 1, what="the first finished clip")
+    wait_for(lambda: stalled_pid(gate) is not None, what="a worker on its first clip")
     workers = pool_workers(proc.pid)
-    assert len(workers) == 2
+    assert len(workers) == 2 and stalled_pid(gate) in workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert index_lines(cache) < 12, "the kill must land mid-run"
     wait_for(lambda: not any(alive(p) for p in workers), 10, "the workers to exit")
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not LINUX_PROC, reason="needs Linux /proc to find worker processes")
-def test_a_dead_worker_is_blamed_on_its_clip_and_the_rest_goes_on(long_clips, tmp_path):
-    root, cache = long_clips, tmp_path / "cache"
+def test_a_dead_worker_is_blamed_on_its_clip_and_the_rest_goes_on(twelve_clips, tmp_path):
+    root, cache, gate = twelve_clips, tmp_path / "cache", tmp_path / "gate"
     args = ["preprocess", "--data", str(root), "--cache", str(cache), "--workers", "2"]
-    args += ["--features", "fbank", "-p", "frames.short_side=48", "--no-progress"]
+    args += [*STALL, "--no-progress"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "avsc", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=_stalling(gate),
     )
-    wait_for(lambda: index_lines(cache) >= 1, what="the first finished clip")
-    victim = busy_worker(proc.pid)  # mid-clip: one idle between clips has nothing to blame
+    wait_for(lambda: stalled_pid(gate) is not None, what="a worker on its first clip")
+    victim = stalled_pid(gate)  # mid-clip: one idle between clips has nothing to blame
+    assert victim in pool_workers(proc.pid)
     os.kill(victim, signal.SIGKILL)  # as the out-of-memory killer would
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err  # finished, with a failure to report
@@ -226,7 +223,7 @@ def test_a_dead_worker_is_blamed_on_its_clip_and_the_rest_goes_on(long_clips, tm
     clip = failed[0].split("FAILED ")[1].split(":")[0]
     assert pd.read_csv(cache / "failures.csv")["clip"].tolist() == [clip]
     assert len(read_index(cache)) == 11 and clip not in read_index(cache)
-    again = avsc_cli(*args)
+    again = avsc_cli(*args)  # not stalling: AVSC_TEST_STALL is not set
     assert again.returncode == 0 and "1 processed, 11 already done" in again.stdout
 
 
