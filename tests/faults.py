@@ -89,6 +89,13 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def stalled_pid(gate: Path) -> int | None:
+    """The process stalled on its clip by ``tests/stall_kind.py``'s ``stall`` kind (its
+    ``AVSC_TEST_STALL`` folder ``gate``), once one is."""
+    p = gate / "stalled"
+    return int(p.read_text()) if p.is_file() else None
+
+
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

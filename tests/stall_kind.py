@@ -5,7 +5,8 @@ the clock (a run of small clips can finish before a test that samples it acts).
 clip of a run (in whichever worker claims it first: ``DIR/claim`` is created exclusively)
 writes its process id to ``DIR/stalled`` and waits inside the extractor until ``DIR/release``
 exists (2 minutes at most). A test then kills that worker, kills or interrupts the run, or
-lets it go on. Loaded with ``avsc preprocess --module tests.stall_kind --features stall``.
+lets it go on. Loaded with ``avsc preprocess --module tests.stall_kind --features stall``, never
+imported by the test modules (it would register ``stall`` in the pytest process).
 """
 
 from __future__ import annotations
@@ -40,9 +41,3 @@ class Stall(FBank):
                 while not (gate / "release").exists() and time.monotonic() < deadline:
                     time.sleep(0.02)
         return super().apply(rows)
-
-
-def stalled_pid(gate: Path) -> int | None:
-    """The process stalled on its clip, once one is."""
-    p = gate / "stalled"
-    return int(p.read_text()) if p.is_file() else None

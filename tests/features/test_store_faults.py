@@ -33,10 +33,10 @@ from tests.faults import (
     error_lines,
     index_lines,
     pool_workers,
+    stalled_pid,
     wait_for,
 )
 from tests.media import index_frame
-from tests.stall_kind import stalled_pid
 
 
 def test_preprocess_refuses_a_folder_that_is_not_a_store_and_touches_nothing(tiny, tmp_path):
