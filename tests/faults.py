@@ -96,6 +96,18 @@ def stalled_pid(gate: Path) -> int | None:
     return int(p.read_text()) if p.is_file() else None
 
 
+def stall_env(gate: Path, cache: Path | None = None, after: int = 0) -> dict[str, str]:
+    """The environment of a preprocess that ``tests/stall_kind.py``'s ``stall`` kind stalls
+    on a clip (the first, or the first to start once ``cache``'s index lists ``after``
+    clips); ``gate`` is made here."""
+    gate.mkdir()
+    env = {**os.environ, "AVSC_PROGRESS": "0", "AVSC_TEST_STALL": str(gate)}
+    if after:
+        env["AVSC_TEST_STALL_AFTER"] = str(after)
+        env["AVSC_TEST_STALL_INDEX"] = str(cache / "index.jsonl")
+    return env
+
+
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

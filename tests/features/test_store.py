@@ -25,7 +25,7 @@ from avsc.features import (
     preprocess,
 )
 from avsc.features.store import read_index
-from tests.faults import stalled_pid, wait_for
+from tests.faults import stall_env, stalled_pid, wait_for
 from tests.media import index_frame, make_tiny_dataset, write_wav
 from tests.media import read_index as read_frame_index
 
@@ -225,7 +225,6 @@ def test_killed_run_resumes_without_half_written_entries(tmp_path):
         tmp_path / "root", locations_per_class=3, clips_per_location=4, seconds=10.0, size=(64, 48)
     )
     cache, gate = tmp_path / "cache", tmp_path / "gate"
-    gate.mkdir()
     cmd = [
         sys.executable,
         "-m",
@@ -245,10 +244,11 @@ def test_killed_run_resumes_without_half_written_entries(tmp_path):
         "frames.short_side=48",
         "--no-progress",
     ]
-    stall = {"AVSC_TEST_STALL": str(gate), "AVSC_TEST_STALL_AFTER": "5"}
-    stall["AVSC_TEST_STALL_INDEX"] = str(cache / "index.jsonl")
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **stall}
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=stall_env(gate, cache, after=5),
     )
     wait_for(lambda: stalled_pid(gate) == proc.pid, what="the sixth clip")
     os.kill(proc.pid, signal.SIGKILL)

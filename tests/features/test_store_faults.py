@@ -33,6 +33,7 @@ from tests.faults import (
     error_lines,
     index_lines,
     pool_workers,
+    stall_env,
     stalled_pid,
     wait_for,
 )
@@ -115,11 +116,6 @@ STALL = ["--module", "tests.stall_kind", "--features", "stall", "-p", "frames.sh
 STALL += ["-p", "data.clip_seconds=2"]  # the clips of twelve_clips
 
 
-def _stalling(gate: Path) -> dict[str, str]:
-    gate.mkdir()
-    return {**os.environ, "AVSC_PROGRESS": "0", "AVSC_TEST_STALL": str(gate)}
-
-
 def test_a_second_preprocess_on_one_store_is_refused_naming_the_first(twelve_clips, tmp_path):
     root, cache, gate = twelve_clips, tmp_path / "cache", tmp_path / "gate"
     args = ["preprocess", "--data", str(root), "--cache", str(cache), "--workers", "1"]
@@ -129,7 +125,7 @@ def test_a_second_preprocess_on_one_store_is_refused_naming_the_first(twelve_cli
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_stalling(gate),
+        env=stall_env(gate),
     )
     try:
         wait_for(lambda: stalled_pid(gate) == first.pid, what="the first run's first clip")
@@ -188,7 +184,7 @@ def test_a_killed_preprocess_leaves_no_worker_behind(twelve_clips, tmp_path):
         [sys.executable, "-m", "avsc", *args, *STALL, "--no-progress"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=_stalling(gate),
+        env=stall_env(gate),
     )
     wait_for(lambda: stalled_pid(gate) is not None, what="a worker on its first clip")
     workers = pool_workers(proc.pid)
@@ -209,7 +205,7 @@ def test_a_dead_worker_is_blamed_on_its_clip_and_the_rest_goes_on(twelve_clips, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_stalling(gate),
+        env=stall_env(gate),
     )
     wait_for(lambda: stalled_pid(gate) is not None, what="a worker on its first clip")
     victim = stalled_pid(gate)  # mid-clip: one idle between clips has nothing to blame
