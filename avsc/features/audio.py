@@ -20,6 +20,7 @@ import numpy as np
 from avsc.config import AudioConfig
 from avsc.data.media import sound_error
 from avsc.features.extractors import get_extractor
+from avsc.features.resampling import resample_poly
 from avsc.utils import native_path
 
 TAU_SAMPLE_RATE = 48000
@@ -177,37 +178,21 @@ def _pyav_blocks(path: Path) -> Iterator[np.ndarray]:
 
 def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     """Polyphase resampling along the last axis: ``scipy.signal.resample_poly`` (Kaiser
-    window, beta 5). An integer decimation such as TAU's 48 kHz -> 16 kHz runs
-    :func:`decimate_poly` instead, which gives the very same bits without importing
-    ``scipy.signal`` (most of ``avsc predict``'s start-up beyond torch)."""
+    window, beta 5). Float32 samples (what the pipeline feeds) go through
+    :func:`avsc.features.resampling.resample_poly`, which gives the very same bits in a
+    third of the time and without importing ``scipy.signal`` (about 1 s: most of ``avsc
+    predict``'s start-up beyond torch, and of a preprocessing pool's); anything else through
+    scipy itself."""
     if sr == target:
         return x
     g = math.gcd(int(sr), int(target))
     up, down = target // g, sr // g
     x = np.asarray(x)
-    if up == 1 and x.dtype == np.float32:
-        return decimate_poly(x, down)
-    from scipy.signal import resample_poly
+    if x.dtype == np.float32:
+        return resample_poly(x, up, down)
+    from scipy.signal import resample_poly as scipy_resample_poly
 
-    if x.dtype in (np.float32, np.float64):
-        # the very filter resample_poly designs for itself (firwin in float64, cast to x's
-        # dtype), designed once per ratio: 8,821 taps for 44.1 -> 16 kHz, ~1-2 ms a call
-        window = _poly_window(up, down, x.dtype.char).copy()  # scipy scales its copy by up
-        return resample_poly(x, up, down, axis=-1, window=window).astype(np.float32, copy=False)
-    return resample_poly(x, up, down, axis=-1).astype(np.float32, copy=False)
-
-
-@lru_cache(maxsize=16)
-def _poly_window(up: int, down: int, dtype: str) -> np.ndarray:
-    """``resample_poly``'s default filter for ``up / down``: ``firwin(20 max(up, down) + 1,
-    1 / max(up, down), window=("kaiser", 5.0))`` cast to ``dtype``, read-only."""
-    from scipy.signal import firwin
-
-    max_rate = max(up, down)
-    h = np.asarray(firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)))
-    h = h.astype(dtype)
-    h.setflags(write=False)
-    return h
+    return scipy_resample_poly(x, up, down, axis=-1).astype(np.float32, copy=False)
 
 
 def _resample_channels(x: np.ndarray, sr: int, target: int) -> np.ndarray:
@@ -221,45 +206,6 @@ def _resample_channels(x: np.ndarray, sr: int, target: int) -> np.ndarray:
         return resample(x, sr, target)
     y = resample(x[:1], sr, target)
     return np.concatenate([y, y])
-
-
-def _lowpass_fir(numtaps: int, cutoff: float) -> np.ndarray:
-    """``scipy.signal.firwin(numtaps, cutoff, window=("kaiser", 5.0))`` (cutoff relative to
-    Nyquist), in float64: the windowed sinc, scaled to unit gain at DC."""
-    m = np.arange(numtaps) - 0.5 * (numtaps - 1)
-    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, 5.0)
-    return h / np.sum(h)
-
-
-def decimate_poly(x: np.ndarray, down: int) -> np.ndarray:
-    """``scipy.signal.resample_poly(x, 1, down, axis=-1)`` bit for bit for float32 ``x``
-    (scipy computes in x's dtype): the same filter (21 * ``down`` taps, designed in float64
-    and cast to float32, where it equals scipy's ``firwin`` exactly), the same padding and
-    alignment, and every output summed in the same order as scipy's ``upfirdn`` (from the
-    oldest input sample to the newest, one rounded multiply and add at a time), here as one
-    strided multiply-add per tap over all outputs at once."""
-    dtype = x.dtype
-    n_in = x.shape[-1]
-    n_out = -(-n_in // down)
-    half_len = 10 * down
-    h = _lowpass_fir(2 * half_len + 1, 1.0 / down).astype(dtype)
-    n_pre_pad = down - half_len % down
-    n_pre_remove = (half_len + n_pre_pad) // down  # outputs that belong to the filter delay
-    n_post_pad = 0
-    while (n_in + len(h) + n_pre_pad + n_post_pad - 2) // down + 1 < n_out + n_pre_remove:
-        n_post_pad += 1
-    h = np.concatenate([np.zeros(n_pre_pad, dtype), h, np.zeros(n_post_pad, dtype)])
-    lead = len(h) - 1  # zeros before the signal: the filter's reach into the past
-    start = n_pre_remove * down  # input index aligned with the first kept output
-    xpad = np.zeros(x.shape[:-1] + (lead + max(n_in, start + n_out * down) + 1,), dtype)
-    xpad[..., lead : lead + n_in] = x
-    acc = np.zeros(x.shape[:-1] + (n_out,), dtype)
-    term = np.empty_like(acc)
-    for k in range(len(h) - 1, -1, -1):  # y[j] = sum_k h[k] x[(j + n_pre_remove) down - k]
-        s = start - k + lead
-        np.multiply(xpad[..., s : s + n_out * down : down], h[k], out=term)
-        np.add(acc, term, out=acc)
-    return acc
 
 
 def mid_side(x: np.ndarray) -> np.ndarray:
@@ -339,6 +285,11 @@ def stft_magnitude(segments: np.ndarray, n_fft: int = 8192, hop_length: int = 27
 
     ``(..., samples)`` -> ``(..., frames, n_fft // 2 + 1)`` float32.
     """
+    return np.abs(_stft(segments, n_fft, hop_length)).astype(np.float32, copy=False)
+
+
+def _stft(segments: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """The complex STFT of :func:`stft_magnitude` (complex64 for float32 segments)."""
     pad = n_fft // 2
     x = np.pad(segments, [(0, 0)] * (segments.ndim - 1) + [(pad, pad)], mode="reflect")
     n_frames = 1 + (x.shape[-1] - n_fft) // hop_length
@@ -347,8 +298,7 @@ def stft_magnitude(segments: np.ndarray, n_fft: int = 8192, hop_length: int = 27
     ]
     import scipy.fft  # pocketfft in float32 for float32 frames: 6x numpy's rfft here
 
-    spec = scipy.fft.rfft(frames * _periodic_hann(n_fft), axis=-1)
-    return np.abs(spec).astype(np.float32, copy=False)
+    return scipy.fft.rfft(frames * _periodic_hann(n_fft), axis=-1)
 
 
 @lru_cache(maxsize=8)
@@ -403,33 +353,50 @@ def _segment_features(
     """``(S, 2, segment_samples)`` mid/side segments -> ``{kind: (S, T, 2, F)}`` log features.
 
     A segment's features depend on its samples only: preprocess, streamed predict and any
-    block size agree to the bit. The STFT transforms each frame on its own, and the
-    filterbank product (:func:`avsc.features.extractors.filterbank_product`) sums each row on
-    its own: as a sparse matrix for the paper's two kinds, else by BLAS on one thread,
-    segment by segment (one ``(2T, bins)`` matrix each, stacked), because OpenBLAS sums a
-    product in an order that depends on the matrix's row count and on its thread count
-    (0.3.31: up to 2e-6 apart).
+    block size agree to the bit. The STFT transforms each frame on its own. A log filterbank
+    whose weights are sparse (the paper's two kinds: :func:`avsc.features.extractors.
+    filterbank_product`) sums each row on its own, in bin order: the magnitudes are laid out
+    once, bins first, for all such kinds (``csr_matvecs`` reads them so), and rows that are
+    all zeros are not multiplied (their product is zero). Any other kind gets every row,
+    ``(S, 2T, bins)``, through its own :meth:`~avsc.features.extractors.FeatureExtractor.apply`,
+    on one BLAS thread: a dense product goes segment by segment (one ``(2T, bins)`` matrix
+    each, stacked), because OpenBLAS sums a product in an order that depends on the matrix's
+    row count and on its thread count (0.3.31: up to 2e-6 apart).
 
     A segment's channel that is all zeros (the side channel of mono or dual-mono audio,
-    digital silence) has an all-zero magnitude: its STFT is not computed. The product still
-    runs over all 2T rows, zeros included: BLAS sums in an order that depends on the row count."""
+    digital silence) has an all-zero magnitude: its STFT is not computed."""
+    from avsc.features.extractors import sparse_log_filterbank
+
+    n_seg, n_fft, hop = segs.shape[0], config.n_fft, config.hop_length
+    n_frames = 1 + (segs.shape[-1] + 2 * (n_fft // 2) - n_fft) // hop
+    bins = n_fft // 2 + 1
     live = segs.any(axis=-1)  # (S, 2): False where a segment's channel is all zeros
-    if live.all():
-        mag = stft_magnitude(segs, config.n_fft, config.hop_length)  # (S, 2, T, bins)
-        mag = np.ascontiguousarray(np.moveaxis(mag, 2, 1))  # (S, T, 2, bins)
-    else:
-        n_fft, hop = config.n_fft, config.hop_length
-        n_frames = 1 + (segs.shape[-1] + 2 * (n_fft // 2) - n_fft) // hop
-        mag = np.zeros((segs.shape[0], n_frames, 2, n_fft // 2 + 1), np.float32)
-        if live.any():
-            s_idx, c_idx = np.nonzero(live)
-            mag[s_idx, :, c_idx] = stft_magnitude(segs[s_idx, c_idx], n_fft, hop)
-    rows = mag.reshape(mag.shape[0], -1, mag.shape[-1])  # (S, 2T, bins): a product per segment
+    s_idx, c_idx = np.nonzero(live)
+    spec = _stft(segs[s_idx, c_idx], n_fft, hop) if len(s_idx) else None  # (L, T, bins)
+    extractors = {kind: get_extractor(kind, config) for kind in kinds}
+    sparse = {kind: sparse_log_filterbank(ex) for kind, ex in extractors.items()}
+    columns = rows = None
     out = {}
-    with _one_blas_thread():
-        for kind in kinds:
-            feats = get_extractor(kind, config).apply(rows)
-            out[kind] = feats.reshape(*mag.shape[:-1], feats.shape[-1])
+    for kind, ex in extractors.items():
+        csr = sparse[kind]
+        if csr is not None:
+            prod = np.zeros((n_seg, n_frames, 2, csr.shape[0]), np.float32)
+            if spec is not None:
+                if columns is None:  # (bins, L T): the live rows' magnitudes, bins first
+                    columns = np.empty((bins, spec.shape[0] * n_frames), np.float32)
+                    np.abs(spec.reshape(-1, bins).T, out=columns)
+                live_prod = (csr @ columns).T  # (L T, F): csr_matvecs, a row's sums in bin order
+                prod[s_idx, :, c_idx] = live_prod.reshape(len(s_idx), n_frames, csr.shape[0])
+            out[kind] = ex.log(prod)
+            continue
+        if rows is None:
+            mag = np.zeros((n_seg, n_frames, 2, bins), np.float32)
+            if spec is not None:
+                mag[s_idx, :, c_idx] = np.abs(spec)
+            rows = mag.reshape(n_seg, -1, bins)  # (S, 2T, bins): a product per segment
+        with _one_blas_thread():
+            feats = ex.apply(rows)
+        out[kind] = feats.reshape(n_seg, n_frames, 2, feats.shape[-1])
     return out
 
 

@@ -81,33 +81,48 @@ def test_resampling_is_polyphase_and_keeps_a_tone():
     assert spec.argmax() == 1000  # 1-Hz bins
 
 
-@pytest.mark.parametrize("sr", [48000, 32000, 64000, 96000, 144000])
-def test_integer_decimation_is_scipy_resample_poly_bit_for_bit(sr):
+@pytest.mark.parametrize(
+    "sr", [48000, 44100, 22050, 8000, 12000, 32000, 37800, 88200, 96000, 15999, 144000]
+)
+def test_resampling_is_scipy_resample_poly_bit_for_bit(sr):
+    """Integer decimation (TAU's 48 kHz), rational ratios (44.1 kHz: 160 / 441), upsampling
+    (8 kHz), and lengths shorter than the filter: every float32 sample the same bits as
+    scipy's resample_poly, zeros' signs included."""
+    import math
+
     from scipy.signal import resample_poly
 
-    from avsc.features.audio import decimate_poly
+    from avsc.features.resampling import resample_poly as ours_poly
 
+    g = math.gcd(sr, 16000)
+    up, down = 16000 // g, sr // g
     rng = np.random.default_rng(sr)
-    for n in (sr * 2 + 7, sr, 1000, 31):  # odd lengths, shorter than the filter too
+    for n in (sr * 2 + 7, sr, 1000, 31, 1):
         x = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
-        down = sr // 16000
-        ref = resample_poly(x, 1, down, axis=-1)
-        ours = decimate_poly(x, down)
+        x[:, : n // 3] = 0  # silence: +0.0 and -0.0 sums
+        x[1, -(n // 4) :] = -0.0
+        ref = resample_poly(x, up, down, axis=-1)
+        ours = ours_poly(x, up, down)
         assert ours.dtype == ref.dtype == np.float32 and ours.shape == ref.shape
-        np.testing.assert_array_equal(ours, ref)
-        np.testing.assert_array_equal(resample(x, sr, 16000), ref)
-        # float64 input (not what the pipeline feeds) still goes through scipy
-        ref64 = resample_poly(x.astype(np.float64), 1, down, axis=-1).astype(np.float32)
-        np.testing.assert_array_equal(resample(x.astype(np.float64), sr, 16000), ref64)
+        np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
+        np.testing.assert_array_equal(resample(x, sr, 16000).view(np.uint32), ref.view(np.uint32))
+        one = ours_poly(x[1], up, down)  # a channel alone: the same bits as beside another
+        np.testing.assert_array_equal(one.view(np.uint32), ref[1].view(np.uint32))
+    # float64 input (not what the pipeline feeds) goes through scipy itself
+    ref64 = resample_poly(x.astype(np.float64), up, down, axis=-1).astype(np.float32)
+    np.testing.assert_array_equal(resample(x.astype(np.float64), sr, 16000), ref64)
+    with pytest.raises(TypeError, match="float32 samples expected, not float64"):
+        ours_poly(x.astype(np.float64), up, down)
 
 
-def test_predict_path_does_not_import_scipy_signal(tmp_path):
-    """TAU audio (48 kHz) never needs scipy.signal, whose import costs most of the start-up
-    of ``avsc predict`` beyond torch."""
+@pytest.mark.parametrize("sr", [48000, 44100])
+def test_predict_path_does_not_import_scipy_signal(tmp_path, sr):
+    """Resampling TAU audio (48 kHz) or CD-rate audio never imports scipy.signal, whose
+    import costs most of the start-up of ``avsc predict`` beyond torch."""
     import subprocess
     import sys
 
-    wav = write_wav(tmp_path / "tau.wav", noise(2.0))
+    wav = write_wav(tmp_path / "clip.wav", noise(2.0, sr), sr)
     code = (
         "import sys; from avsc.features.audio import iter_audio_features; "
         f"list(iter_audio_features({str(wav)!r}, ('scalogram', 'fbank')[:1])); "
