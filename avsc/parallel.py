@@ -195,14 +195,19 @@ def process_map(
 
 #: the modules of avsc's own pools without torch, imported by the fork server whichever
 #: pool starts it (``avsc preprocess`` after ``avsc synth`` in one notebook, for example),
-#: and ``scipy.signal``, which the synthetic sound's filters and the resampling of a
-#: non-48-kHz source import when first called: about 1 s of CPU per worker otherwise
-POOL_MODULES = ("avsc.data.synth", "avsc.features.store.builder", "scipy.signal")
+#: and the parts of scipy that featurizing a clip imports when first called (sparse
+#: filterbank products and resampling, the FFT): a worker would otherwise import them anew
+POOL_MODULES = ("avsc.data.synth", "avsc.features.store.builder", "scipy.sparse", "scipy.fft")
+#: imported too when the pool that starts the fork server runs a function of the key's
+#: module: ``scipy.signal`` (about 1 s), which the synthetic sound's filters need and
+#: preprocessing does not, is imported for ``avsc synth`` only
+POOL_EXTRA_MODULES = {"avsc.data.synth": ("scipy.signal",)}
 
 
 def _context(fn: Callable) -> Any:
     """The start method of the pool's workers: ``forkserver`` where the platform has it, with
-    ``fn``'s module, :data:`POOL_MODULES` and the caller's main module (when run as
+    ``fn``'s module, :data:`POOL_MODULES` (and :data:`POOL_EXTRA_MODULES` of ``fn``'s
+    module) and the caller's main module (when run as
     ``python -m NAME``: a Jupyter kernel's ``ipykernel_launcher``, which each worker runs
     again, as under spawn) imported once in the fork server, so that each worker is forked
     from a process that has them (a spawned worker imports them anew: with torch, seconds
@@ -215,8 +220,8 @@ def _context(fn: Callable) -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    preload = list(POOL_MODULES)
     module = getattr(fn, "__module__", None)
+    preload = list(POOL_MODULES) + list(POOL_EXTRA_MODULES.get(module, ()))
     if module and module != "__main__" and module not in preload:
         preload.insert(0, module)
     main = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)

@@ -237,21 +237,52 @@ def test_thousands_of_clips_pass_through_the_worker_pool():
     assert out == {t["clip"]: t["i"] ** 2 for t in tasks}
 
 
-def _has_scipy_signal(task):
+def _loaded(task):
     import sys
 
-    return {"clip": task["clip"], "value": "scipy.signal" in sys.modules}
+    return {"clip": task["clip"], "value": sorted(m for m in task["modules"] if m in sys.modules)}
 
 
-def test_pool_workers_start_with_scipy_signal_imported():
-    """The synthetic sound's filters and the resampling of a non-48-kHz source import
-    ``scipy.signal`` (about 1 s of CPU) when first called: the fork server imports it once,
-    so no worker pays for it again (8 workers of ``avsc synth`` took 4.4 s without, 2.0 s
-    with, on 30 small clips)."""
-    from avsc.parallel import process_map
+_POOL_MODULES = ("scipy.signal", "scipy.sparse", "scipy.fft", "avsc.features.store.builder")
 
-    tasks = [{"clip": f"c{i}"} for i in range(4)]
-    assert all(r["value"] for _, r in process_map(_has_scipy_signal, tasks, 2))
+
+def _modules_in_workers(extra: dict[str, tuple[str, ...]]) -> list[str]:
+    """The modules of ``_POOL_MODULES`` that a pool's workers have when they start their
+    first task, in a fresh process (the fork server is started once per process), with
+    ``POOL_EXTRA_MODULES`` set to ``extra``."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, avsc.parallel as p\n"
+        "from tests.features.test_store_faults import _loaded\n"
+        f"p.POOL_EXTRA_MODULES = {extra!r}\n"
+        f"tasks = [{{'clip': f'c{{i}}', 'modules': {list(_POOL_MODULES)!r}}} for i in range(4)]\n"
+        "print(json.dumps(sorted({m for _, r in p.process_map(_loaded, tasks, 2) "
+        "for m in r['value']})))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_pool_workers_start_with_what_featurizing_imports_and_only_synth_adds_scipy_signal():
+    """Featurizing a clip imports scipy.sparse and scipy.fft when first called: the fork
+    server imports them once, so no worker pays again. ``scipy.signal`` (about 1 s of CPU,
+    for the synthetic sound's filters: 8 workers of ``avsc synth`` took 4.4 s without it,
+    2.0 s with it, on 30 small clips) is imported only for a pool of ``avsc.data.synth``'s
+    (``POOL_EXTRA_MODULES``): preprocessing, which resamples without it, does not wait for
+    it."""
+    from avsc.parallel import POOL_EXTRA_MODULES
+
+    assert POOL_EXTRA_MODULES == {"avsc.data.synth": ("scipy.signal",)}
+    assert _modules_in_workers({}) == sorted(set(_POOL_MODULES) - {"scipy.signal"})
+    mine = {"tests.features.test_store_faults": ("scipy.signal",)}
+    assert _modules_in_workers(mine) == sorted(_POOL_MODULES)
 
 
 @pytest.mark.timeout(180)
