@@ -10,6 +10,7 @@ override never passes silently nor fails later inside a notebook.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -159,13 +160,20 @@ def safe_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_NoAliasLoader.get())  # noqa: S506 - a SafeLoader
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class (it compiles every string
+    annotation anew: about 0.1 ms per section built, and a clip's features build two)."""
+    return typing.get_type_hints(cls)
+
+
 class _Section:
     #: the key prefix of this section in messages and overrides ("train", "audio", ...)
     _name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         self._coerce()
-        hints = typing.get_type_hints(type(self))
+        hints = _type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             ok, conv = _type_ok(value, hints[f.name])

@@ -70,7 +70,10 @@ class FeatureExtractor:
     def apply(self, rows: np.ndarray) -> np.ndarray:
         """``(S, 2T, bins)`` float32 magnitudes -> ``(S, 2T, F)`` float32 log features
         (:func:`filterbank_product`, then the log)."""
-        s = filterbank_product(rows, self.filterbank())
+        return self.log(filterbank_product(rows, self.filterbank()))
+
+    def log(self, s: np.ndarray) -> np.ndarray:
+        """The features of filterbank outputs ``s``: ``log(s + audio.log_eps)``, float32."""
         return np.log(s + np.float32(self.audio.log_eps)).astype(np.float32, copy=False)
 
     def band_ticks(self, n_bands: int) -> tuple[list[int], list[str]] | None:
@@ -102,6 +105,15 @@ def filterbank_product(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     x = rows.reshape(-1, rows.shape[-1])
     out = (csr @ x.T).T  # (rows, F): csr_matvecs, a row's sums in bin order
     return np.ascontiguousarray(out, dtype=np.float32).reshape(*rows.shape[:-1], w.shape[0])
+
+
+def sparse_log_filterbank(extractor: FeatureExtractor):
+    """The CSR weights of ``extractor`` where its features are the log of a filterbank
+    (:meth:`FeatureExtractor.apply` not overridden) that is sparse enough, else None: the
+    caller may then multiply any rows it likes and take :meth:`FeatureExtractor.log`."""
+    if type(extractor).apply is not FeatureExtractor.apply:
+        return None
+    return _sparse_weights(extractor.filterbank())
 
 
 def _sparse_weights(w: np.ndarray):

@@ -177,3 +177,40 @@ def test_the_filterbank_product_is_sparse_for_band_filters_and_equals_the_dense_
     dense = rng.random((20, 4097)).astype(np.float32)
     assert _sparse_weights(dense) is None
     np.testing.assert_array_equal(filterbank_product(rows, dense), np.matmul(rows, dense.T))
+
+
+def test_segment_features_skip_silent_channels_and_equal_each_kinds_own_apply(monkeypatch):
+    """Featurizing multiplies only the rows of live channels, laid out once for both sparse
+    kinds: the features are the same bits as each extractor's own ``apply`` over every row
+    (zeros included), for mono (side = 0), a silent segment, and stereo; a kind that
+    overrides ``apply`` (here a dense filterbank) still gets every row."""
+    from avsc.config import AudioConfig
+    from avsc.features.audio import _segment_features, stft_magnitude
+    from avsc.features.extractors import sparse_log_filterbank
+
+    cfg = AudioConfig()
+    rng = np.random.default_rng(3)
+    segs = (0.1 * rng.standard_normal((4, 2, cfg.segment_samples))).astype(np.float32)
+    segs[0, 1] = 0  # mono: side = 0
+    segs[2] = 0  # a silent segment
+    out = _segment_features(segs, ("scalogram", "fbank"), cfg)
+    mag = np.moveaxis(stft_magnitude(segs, cfg.n_fft, cfg.hop_length), 2, 1)  # (S, T, 2, bins)
+    rows = np.ascontiguousarray(mag).reshape(4, -1, mag.shape[-1])
+    for kind in ("scalogram", "fbank"):
+        ex = get_extractor(kind, cfg)
+        assert sparse_log_filterbank(ex) is not None
+        ref = ex.apply(rows).reshape(out[kind].shape)
+        np.testing.assert_array_equal(out[kind].view(np.uint32), ref.view(np.uint32))
+        assert (out[kind][2] == np.log(np.float32(cfg.log_eps))).all()
+
+    class Dense(get_extractor("fbank").__class__):
+        def apply(self, rows):  # an overridden apply: not a log filterbank to avsc
+            self.seen = rows.shape
+            return super().apply(rows)
+
+    dense = Dense(cfg)
+    assert sparse_log_filterbank(dense) is None
+    monkeypatch.setattr("avsc.features.audio.get_extractor", lambda kind, config: dense)
+    mine = _segment_features(segs, ("fbank",), cfg)["fbank"]
+    assert dense.seen == rows.shape  # every row, zeros included
+    np.testing.assert_array_equal(mine.view(np.uint32), out["fbank"].view(np.uint32))
