@@ -7,7 +7,8 @@ full preprocessing time to the bare floor (reading and decoding only, no feature
 Measures, in one run, on N synthetic 10-s clips (made by ``avsc synth``) and on the real
 1280x720 TAU clips of ../shared/realdata/tau_av2021_video (their MP3 track is rewritten as a
 48 kHz 24-bit WAV so that they go through the real TAU code path), and the filterbank
-products of one synthetic clip, sparse (as avsc applies them) against dense. Ends with one
+products of one synthetic clip, sparse (as avsc applies them) against dense, and the
+resampling of a 10-s stereo clip from 44.1 and 48 kHz against scipy's resample_poly. Ends with one
 ``name: value`` line per figure. ``--quick`` (3 clips of 2 s per class, one timed run, no
 real clips, no doubled set) checks that the script runs; the test command runs it.
 """
@@ -105,6 +106,31 @@ def products(root: Path, config: PreprocessConfig, repeats: int) -> dict[str, fl
     return out
 
 
+def resampling(repeats: int) -> dict[str, float]:
+    """Seconds to resample a 10-s stereo float32 clip to 16 kHz from 44.1 kHz and from TAU's
+    48 kHz: avsc's resample_poly (a CSR matrix per block of outputs) against scipy's, whose
+    bits it reproduces (checked here too)."""
+    from scipy.signal import resample_poly as scipy_poly
+
+    from avsc.features.resampling import resample_poly
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for name, sr, up, down in (("44k1", 44100, 160, 441), ("48k", 48000, 1, 3)):
+        x = (0.1 * rng.standard_normal((2, 10 * sr))).astype(np.float32)
+        if not np.array_equal(resample_poly(x, up, down), scipy_poly(x, up, down, axis=-1)):
+            raise SystemExit(f"resampling from {sr} Hz differs from scipy's resample_poly")
+        for who, fn in (
+            ("avsc", resample_poly),
+            ("scipy", lambda x, u, d: scipy_poly(x, u, d, axis=-1)),
+        ):
+            t = time.perf_counter()
+            for _ in range(repeats):
+                fn(x, up, down)
+            out[f"{name}_{who}"] = (time.perf_counter() - t) / repeats
+    return out
+
+
 def full_run(root: Path, cache: Path, config: PreprocessConfig, workers: int) -> float:
     """Wall seconds per clip of a whole ``preprocess`` run (features, frames, writes, stats)."""
     t = time.perf_counter()
@@ -194,6 +220,10 @@ def main() -> None:
         prod = products(synth, config, 3 if a.quick else 30)
         out["audio_products_sparse_ms_per_clip"] = 1000 * prod["sparse"]
         out["audio_products_dense_over_sparse"] = prod["dense"] / prod["sparse"]
+        res = resampling(3 if a.quick else 20)
+        for name in ("44k1", "48k"):
+            out[f"resample_{name}_ms_per_10s_stereo"] = 1000 * res[f"{name}_avsc"]
+            out[f"resample_{name}_scipy_over_avsc"] = res[f"{name}_scipy"] / res[f"{name}_avsc"]
         # parallel speed-up and memory when the dataset doubles (whole preprocess runs). The
         # speed-up is measured on the doubled set: each spawned worker first spends a fixed
         # ~2 s importing numpy/scipy/PyAV, which a handful of clips cannot amortise.
