@@ -195,6 +195,18 @@ def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     return scipy_resample_poly(x, up, down, axis=-1).astype(np.float32, copy=False)
 
 
+def decimate_poly(x: np.ndarray, down: int) -> np.ndarray:
+    """Deprecated: :func:`avsc.features.resampling.resample_poly` ``(x, 1, down)``, the same
+    bits (``scipy.signal.resample_poly(x, 1, down, axis=-1)`` of float32 ``x``)."""
+    warnings.warn(
+        "avsc.features.audio.decimate_poly is deprecated; use "
+        "avsc.features.resampling.resample_poly(x, 1, down)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return resample_poly(x, 1, down)
+
+
 def _resample_channels(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     """:func:`resample` of ``(channels, n)``, a channel that repeats the one before it bit for
     bit (mono duplicated to two channels, dual-mono stereo) resampled once and copied: each

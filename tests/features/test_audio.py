@@ -330,3 +330,14 @@ def test_streamed_features_of_a_video_audio_track(tmp_path):
     short = write_wav(tmp_path / "short.wav", noise(0.5))
     with pytest.raises(AudioError, match="short.wav: 0.500 s of audio is shorter than one"):
         list(iter_audio_features(short))
+
+
+def test_decimate_poly_still_works_with_a_deprecation_warning():
+    from scipy.signal import resample_poly
+
+    from avsc.features.audio import decimate_poly
+
+    x = (0.3 * np.random.default_rng(2).standard_normal((2, 4801))).astype(np.float32)
+    with pytest.warns(DeprecationWarning, match=r"resampling.resample_poly\(x, 1, down\)"):
+        y = decimate_poly(x, 3)
+    np.testing.assert_array_equal(y, resample_poly(x, 1, 3, axis=-1))
