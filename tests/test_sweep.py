@@ -225,11 +225,23 @@ def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
     stopped = point_status(root / "train.seed=1")["command_pid"]  # its training was stopped
     _wait_for(lambda: not Path(f"/proc/{stopped}").exists(), 30, "the training to stop")
     resumes = (root / "train.seed=1" / "results" / RESULT / "last.pt").is_file()
+    # on a loaded machine the stop can reach the second training only after it finished
+    # (two epochs take seconds): a finished point is kept, and the rerun skips it too
+    finished = point_status(root / "train.seed=1").get("status") == "done"
     kept = (root / "train.seed=0" / "results" / RESULT / "metrics.json").stat().st_mtime_ns
 
     r = avsc_run("sweep", str(spec), cwd=tmp_path, timeout=600)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "2 point(s) done, 1 finished before, 1 failed" in r.stdout
+    seen = (  # what a failure shows: both runs' output, the stopped point's record and log
+        f"first run:\n{out}\nrerun:\n{r.stdout}{r.stderr}\n"
+        f"train.seed=1 point.json: {point_status(root / 'train.seed=1')}\nits log:\n"
+        + (root / "train.seed=1" / "log.txt").read_text(errors="replace")[-3000:]
+    )
+    assert r.returncode == 1, seen
+    if finished:
+        assert point_status(root / "train.seed=1")["returncode"] == 0, seen
+        assert "1 point(s) done, 2 finished before, 1 failed" in r.stdout, seen
+    else:
+        assert "2 point(s) done, 1 finished before, 1 failed" in r.stdout, seen
     assert r.stderr.strip().splitlines()[-1] == (
         "avsc sweep: error: point train.device=cuda-99: avsc train: error: config key "
         "train.device: cuda:99 asked, but this machine has "
@@ -237,7 +249,8 @@ def test_a_sweep_of_trainings_killed_rerun_and_tabulated(tmp_path, synth_store):
     )
     assert (root / "train.seed=0" / "results" / RESULT / "metrics.json").stat().st_mtime_ns == kept
     # stopped after an epoch, it resumed; stopped before one, it started over
-    assert ("resuming from" in (root / "train.seed=1" / "log.txt").read_text()) == resumes
+    if not finished:
+        assert ("resuming from" in (root / "train.seed=1" / "log.txt").read_text()) == resumes
     config = yaml.safe_load((root / "train.seed=1" / "config.yaml").read_text())
     assert config["experiment"]["train"]["seed"] == 1
     assert config["experiment"]["train"]["max_epochs"] == 2
