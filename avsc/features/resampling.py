@@ -68,9 +68,10 @@ def _plan(up: int, down: int, dtype_char: str):
 
 
 def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
-    """``scipy.signal.resample_poly(x, up, down, axis=-1)`` of float32 ``x`` (``up`` and
-    ``down`` coprime), the same bits. (In float64 the filter here, numpy's Kaiser window,
-    can differ from scipy's in the last bit: float64 samples are refused.)"""
+    """``scipy.signal.resample_poly(x, up, down, axis=-1)`` of finite float32 ``x`` (``up``
+    and ``down`` coprime), the same bits. (The filter's zero taps are left out of the sums,
+    which changes nothing for finite samples; in float64 the filter here, numpy's Kaiser
+    window, can differ from scipy's in the last bit: float64 samples are refused.)"""
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise TypeError(f"resample_poly: float32 samples expected, not {x.dtype}")
