@@ -385,12 +385,11 @@ def _segment_features(
     live = segs.any(axis=-1)  # (S, 2): False where a segment's channel is all zeros
     s_idx, c_idx = np.nonzero(live)
     spec = _stft(segs[s_idx, c_idx], n_fft, hop) if len(s_idx) else None  # (L, T, bins)
-    extractors = {kind: get_extractor(kind, config) for kind in kinds}
-    sparse = {kind: sparse_log_filterbank(ex) for kind, ex in extractors.items()}
     columns = rows = None
     out = {}
-    for kind, ex in extractors.items():
-        csr = sparse[kind]
+    for kind in kinds:
+        ex = get_extractor(kind, config)
+        csr = sparse_log_filterbank(ex)
         if csr is not None:
             prod = np.zeros((n_seg, n_frames, 2, csr.shape[0]), np.float32)
             if spec is not None:

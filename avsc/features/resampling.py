@@ -23,7 +23,7 @@ import numpy as np
 BLOCK_OUTPUTS = 256
 
 
-def lowpass_fir(numtaps: int, cutoff: float) -> np.ndarray:
+def _lowpass_fir(numtaps: int, cutoff: float) -> np.ndarray:
     """``scipy.signal.firwin(numtaps, cutoff, window=("kaiser", 5.0))`` (cutoff relative to
     Nyquist), in float64: the windowed sinc, scaled to unit gain at DC."""
     m = np.arange(numtaps) - 0.5 * (numtaps - 1)
@@ -32,17 +32,17 @@ def lowpass_fir(numtaps: int, cutoff: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _plan(up: int, down: int, dtype_char: str):
-    """For ``up / down`` in ``dtype``: the CSR matrix of one block of outputs, the offset of
+def _plan(up: int, down: int):
+    """For ``up / down`` in float32: the CSR matrix of one block of outputs, the offset of
     its first input sample relative to ``block index * stride``, the block's width in input
     samples, its outputs and its stride in input samples."""
     import scipy.sparse
 
-    dtype = np.dtype(dtype_char)
+    dtype = np.float32
     max_rate = max(up, down)
     half_len = 10 * max_rate
-    h = lowpass_fir(2 * half_len + 1, 1.0 / max_rate).astype(dtype)
-    h *= up  # as resample_poly: in x's dtype
+    h = _lowpass_fir(2 * half_len + 1, 1.0 / max_rate).astype(dtype)
+    h *= up  # as resample_poly: in x's dtype, float32
     n_pre_pad = down - half_len % down
     n_pre_remove = (half_len + n_pre_pad) // down  # outputs that belong to the filter delay
     hp = np.concatenate([np.zeros(n_pre_pad, dtype), h])
@@ -75,7 +75,7 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise TypeError(f"resample_poly: float32 samples expected, not {x.dtype}")
-    w, first, width, block, stride = _plan(int(up), int(down), x.dtype.char)
+    w, first, width, block, stride = _plan(int(up), int(down))
     lead_shape, n_in = x.shape[:-1], x.shape[-1]
     n_out = -(-n_in * up // down)
     x2 = x.reshape(-1, n_in)
